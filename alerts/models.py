@@ -1,0 +1,1 @@
+"""Diff results, rules and notifications (see the diff/alerting issue)."""

@@ -1,0 +1,247 @@
+"""Scope, hosts, scan policies, runs, shards and what they found."""
+
+from django.db import models
+from django.utils import timezone
+
+
+class Zone(models.TextChoices):
+    INTERNAL = "internal", "internal"
+    EXTERNAL = "external", "external"
+
+
+class Proto(models.TextChoices):
+    TCP = "tcp", "tcp"
+    UDP = "udp", "udp"
+
+
+class Network(models.Model):
+    """A CIDR in scope: only addresses inside a network (and outside exclusions) are scanned."""
+
+    cidr = models.CharField(max_length=49, unique=True)
+    zone = models.CharField(max_length=16, choices=Zone.choices, default=Zone.INTERNAL)
+    owner_email = models.EmailField(blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    # Days a non-high-risk port must go unseen before it counts as new (None: the default).
+    new_port_window_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["cidr"]
+
+    def __str__(self) -> str:
+        return f"{self.cidr} ({self.zone})"
+
+
+class Exclusion(models.Model):
+    """A CIDR inside a network that must never be scanned."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="exclusions")
+    cidr = models.CharField(max_length=49, unique=True)
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["cidr"]
+
+    def __str__(self) -> str:
+        return self.cidr
+
+
+class Host(models.Model):
+    ip = models.GenericIPAddressField(unique=True)
+    network = models.ForeignKey(
+        Network, null=True, blank=True, on_delete=models.SET_NULL, related_name="hosts"
+    )
+    hostname = models.CharField(max_length=255, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["ip"]
+
+    def __str__(self) -> str:
+        return self.ip
+
+
+class Engine(models.TextChoices):
+    AUTO = "auto", "auto"
+    MASSCAN = "masscan", "masscan"
+    CONNECT = "connect", "connect scanner"
+
+
+class ScanPolicy(models.Model):
+    """What to scan and when: becomes a django-celery-beat periodic task when scheduled."""
+
+    name = models.CharField(max_length=100, unique=True)
+    targets = models.TextField(help_text="IPs or CIDRs, comma or newline separated")
+    ports = models.CharField(max_length=200, default="1-65535")
+    rate = models.PositiveIntegerField(default=100_000, help_text="masscan packets per second")
+    engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
+    zone = models.CharField(max_length=16, choices=Zone.choices, default=Zone.INTERNAL)
+    fingerprint = models.BooleanField(default=True)
+    schedule = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="crontab 'minute hour day month weekday'; blank: manual only",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "scan policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RunState(models.TextChoices):
+    PENDING = "pending", "pending"
+    SWEEPING = "sweeping", "sweeping"
+    FINGERPRINTING = "fingerprinting", "fingerprinting"
+    FINISHED = "finished", "finished"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+class ScanRun(models.Model):
+    class Source(models.TextChoices):
+        SCAN = "scan", "scan"
+        IMPORT = "import", "import"
+
+    policy = models.ForeignKey(
+        ScanPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.SCAN)
+    targets = models.TextField()
+    ports = models.CharField(max_length=200, default="1-65535")
+    rate = models.PositiveIntegerField(default=100_000)
+    engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
+    zone = models.CharField(max_length=16, choices=Zone.choices, default=Zone.INTERNAL)
+    fingerprint = models.BooleanField(default=True)
+    state = models.CharField(max_length=16, choices=RunState.choices, default=RunState.PENDING)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    hosts_found = models.PositiveIntegerField(default=0)
+    ports_found = models.PositiveIntegerField(default=0)
+    # Set by the diff: a run that found far fewer ports than usual is not trusted for "closed".
+    degraded = models.BooleanField(default=False)
+    diffed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["policy", "state", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.state})"
+
+
+class ShardState(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+
+
+class ScanShard(models.Model):
+    """One Celery task's share of a run: a chunk of targets times a port range."""
+
+    run = models.ForeignKey(ScanRun, on_delete=models.CASCADE, related_name="shards")
+    index = models.PositiveIntegerField()
+    targets = models.TextField()
+    ports = models.CharField(max_length=200)
+    state = models.CharField(max_length=16, choices=ShardState.choices, default=ShardState.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    probes_total = models.BigIntegerField(default=0)
+    probes_done = models.BigIntegerField(default=0)
+    ports_found = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="uniq_shard_index")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} shard {self.index} ({self.state})"
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.probes_done / self.probes_total if self.probes_total else 0.0
+
+
+class FingerprintFields(models.Model):
+    """What nmap -sV said about a port."""
+
+    service = models.CharField(max_length=100, blank=True)
+    product = models.CharField(max_length=200, blank=True)
+    version = models.CharField(max_length=100, blank=True)
+    extrainfo = models.CharField(max_length=200, blank=True)
+    cpe = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def fingerprint_label(self) -> str:
+        return " ".join(p for p in (self.service, self.product, self.version) if p)
+
+
+class PortObservation(FingerprintFields):
+    """A port found open by one run (one row per run/host/proto/port)."""
+
+    run = models.ForeignKey(ScanRun, on_delete=models.CASCADE, related_name="observations")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="observations")
+    proto = models.CharField(max_length=3, choices=Proto.choices, default=Proto.TCP)
+    port = models.PositiveIntegerField()
+    seen_at = models.DateTimeField(default=timezone.now)
+    fingerprinted = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "host", "proto", "port"], name="uniq_observation_per_run"
+            )
+        ]
+        indexes = [models.Index(fields=["host", "proto", "port", "seen_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.host_id}:{self.port}/{self.proto} in run {self.run_id}"
+
+
+class PortState(models.TextChoices):
+    OPEN = "open", "open"
+    CLOSED = "closed", "closed"
+
+
+class Port(FingerprintFields):
+    """Current state of one (host, proto, port): history summary and latest fingerprint."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="ports")
+    proto = models.CharField(max_length=3, choices=Proto.choices, default=Proto.TCP)
+    port = models.PositiveIntegerField()
+    state = models.CharField(max_length=8, choices=PortState.choices, default=PortState.OPEN)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    seen_count = models.PositiveIntegerField(default=1)
+    # Consecutive healthy runs that covered this port and did not see it.
+    missed_runs = models.PositiveSmallIntegerField(default=0)
+    fingerprinted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "proto", "port"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "proto", "port"], name="uniq_port_per_host")
+        ]
+        indexes = [
+            models.Index(fields=["last_seen"]),
+            models.Index(fields=["port", "proto"]),
+            models.Index(fields=["state", "last_seen"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_id}:{self.port}/{self.proto}"

@@ -1,0 +1,191 @@
+"""Record what runs found: observations per run and the current state per port."""
+
+import ipaddress
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest, Least
+from django.utils import timezone
+
+from scanner.findings import Finding
+from scanner.models import (
+    Host,
+    Port,
+    PortObservation,
+    PortState,
+    RunState,
+    ScanRun,
+)
+from scanner.scope import Scope
+from scanner.services.scope import scope_load
+from scanner.signals import run_finished
+
+# Rows per INSERT/UPDATE batch: large enough to keep round trips few on MariaDB.
+BATCH_SIZE = 1000
+FINGERPRINT_FIELDS = ("service", "product", "version", "extrainfo", "cpe")
+
+
+def hosts_ensure(*, ips: Iterable[str], seen_at: datetime, scope: Scope | None = None) -> dict:
+    """Return {ip: Host}, creating missing hosts (linked to their network) in bulk."""
+    ips = {str(ipaddress.ip_address(ip)) for ip in ips}
+    if not ips:
+        return {}
+    existing = {h.ip: h for h in Host.objects.filter(ip__in=ips)}
+    missing = ips - existing.keys()
+    if missing:
+        from scanner.models import Network
+
+        scope = scope or scope_load()
+        net_ids = dict(Network.objects.values_list("cidr", "id"))
+        new_hosts = []
+        for ip in missing:
+            network = scope.network_of(ipaddress.ip_address(ip))
+            new_hosts.append(
+                Host(
+                    ip=ip,
+                    network_id=net_ids.get(str(network)) if network else None,
+                    first_seen=seen_at,
+                    last_seen=seen_at,
+                )
+            )
+        Host.objects.bulk_create(new_hosts, batch_size=BATCH_SIZE, ignore_conflicts=True)
+        existing = {h.ip: h for h in Host.objects.filter(ip__in=ips)}
+    return existing
+
+
+def observations_record(*, run_id: int, findings: Iterable[Finding], seen_at: datetime) -> int:
+    """Insert one observation per finding; a repeat (redelivered shard) is a no-op.
+
+    Returns the number of distinct findings passed in.
+    """
+    findings = {f.key: f for f in findings}
+    if not findings:
+        return 0
+    hosts = hosts_ensure(ips={ip for ip, _, _ in findings}, seen_at=seen_at)
+    rows = [
+        PortObservation(
+            run_id=run_id,
+            host=hosts[str(ipaddress.ip_address(f.ip))],
+            proto=f.proto,
+            port=f.port,
+            seen_at=seen_at,
+            fingerprinted=f.has_fingerprint,
+            **{name: getattr(f, name) for name in FINGERPRINT_FIELDS},
+        )
+        for f in findings.values()
+    ]
+    PortObservation.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    return len(rows)
+
+
+def ports_update_from_run(*, run: ScanRun) -> None:
+    """Fold a finished run's observations into the current state (once per run)."""
+    seen_at = run.finished_at or timezone.now()
+    observations = list(
+        PortObservation.objects.filter(run=run).values(
+            "host_id", "proto", "port", "fingerprinted", *FINGERPRINT_FIELDS
+        )
+    )
+    keys = {(o["host_id"], o["proto"], o["port"]) for o in observations}
+    host_ids = {k[0] for k in keys}
+    existing = {
+        (p.host_id, p.proto, p.port): p
+        for p in Port.objects.filter(host_id__in=host_ids).only(
+            "id", "host_id", "proto", "port", "fingerprinted_at", *FINGERPRINT_FIELDS
+        )
+    }
+    to_create, to_update = [], []
+    for o in observations:
+        key = (o["host_id"], o["proto"], o["port"])
+        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if o["fingerprinted"] else {}
+        port = existing.get(key)
+        if port is None:
+            to_create.append(
+                Port(
+                    host_id=key[0],
+                    proto=key[1],
+                    port=key[2],
+                    first_seen=seen_at,
+                    last_seen=seen_at,
+                    seen_count=1,
+                    fingerprinted_at=seen_at if fp else None,
+                    **fp,
+                )
+            )
+        elif fp and (port.fingerprinted_at is None or port.fingerprinted_at <= seen_at):
+            for name, value in fp.items():
+                setattr(port, name, value)
+            port.fingerprinted_at = seen_at
+            to_update.append(port)
+    with transaction.atomic():
+        Port.objects.bulk_create(to_create, batch_size=BATCH_SIZE, ignore_conflicts=True)
+        if to_update:
+            Port.objects.bulk_update(
+                to_update, [*FINGERPRINT_FIELDS, "fingerprinted_at"], batch_size=BATCH_SIZE
+            )
+        seen_ids = [p.id for k, p in existing.items() if k in keys]
+        for start in range(0, len(seen_ids), BATCH_SIZE):
+            Port.objects.filter(id__in=seen_ids[start : start + BATCH_SIZE]).update(
+                # Greatest/Least: a back-filled import of an older day keeps the order.
+                first_seen=Least(F("first_seen"), Value(seen_at)),
+                last_seen=Greatest(F("last_seen"), Value(seen_at)),
+                seen_count=F("seen_count") + 1,
+                state=PortState.OPEN,
+            )
+        Host.objects.filter(id__in=host_ids).update(
+            last_seen=Greatest(F("last_seen"), Value(seen_at))
+        )
+        ScanRun.objects.filter(pk=run.pk).update(hosts_found=len(host_ids), ports_found=len(keys))
+
+
+def run_complete(*, run_id: int) -> bool:
+    """Mark a run finished and record its port state: exactly once, whoever calls first.
+
+    Returns False when another caller already completed it (a redelivered task).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = (
+            ScanRun.objects.filter(pk=run_id)
+            .exclude(state__in=[RunState.FINISHED, RunState.FAILED, RunState.CANCELLED])
+            .update(state=RunState.FINISHED, finished_at=now)
+        )
+        if claimed != 1:
+            return False
+        run = ScanRun.objects.get(pk=run_id)
+        ports_update_from_run(run=run)
+    run_finished.send(sender=ScanRun, run_id=run_id)
+    return True
+
+
+def run_import(
+    *,
+    findings: Iterable[Finding],
+    at: datetime,
+    targets: str = "",
+    zone: str = "internal",
+    policy_id: int | None = None,
+) -> ScanRun:
+    """Record results from elsewhere (nmap XML, masscan JSON, tests) as a finished run."""
+    findings = list(findings)
+    run = ScanRun.objects.create(
+        source=ScanRun.Source.IMPORT,
+        policy_id=policy_id,
+        targets=targets or ",".join(sorted({f.ip for f in findings})),
+        zone=zone,
+        state=RunState.FINGERPRINTING,
+        created_at=at,
+        started_at=at,
+    )
+    observations_record(run_id=run.id, findings=findings, seen_at=at)
+    # The run's time is the scan's time, not the import's: history back-fills stay in order.
+    ScanRun.objects.filter(pk=run.pk).update(finished_at=at)
+    with transaction.atomic():
+        ScanRun.objects.filter(pk=run.pk).update(state=RunState.FINISHED)
+        run.refresh_from_db()
+        ports_update_from_run(run=run)
+    run_finished.send(sender=ScanRun, run_id=run.id)
+    run.refresh_from_db()
+    return run
