@@ -202,3 +202,31 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Alerting -----------------------------------------------------------------
+PORTMON_NEW_PORT_DAYS = env_int("PORTMON_NEW_PORT_DAYS", 3)
+PORTMON_CLOSED_AFTER_RUNS = env_int("PORTMON_CLOSED_AFTER_RUNS", 3)
+PORTMON_DIGEST_RECIPIENTS = env_list("PORTMON_DIGEST_RECIPIENTS")
+PORTMON_DIGEST_TIME = env_str("PORTMON_DIGEST_TIME", "08:00")
+PORTMON_WEBHOOK_URL = env_str("PORTMON_WEBHOOK_URL")
+PORTMON_WEBHOOK_SECRET = env_str("PORTMON_WEBHOOK_SECRET")
+
+# --- Scanning -----------------------------------------------------------------
+# Probes per shard: one shard should take a minute or so at the default rate, so that a
+# lost worker costs little and progress moves; 62 hosts x 65535 ports is ~4M probes.
+PORTMON_SHARD_PROBES = env_int("PORTMON_SHARD_PROBES", 4_000_000)
+PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3)
+PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 1)
+PORTMON_MASSCAN_WAIT = env_int("PORTMON_MASSCAN_WAIT", 3)
+MASSCAN_ADAPTER = env_str("PORTMON_MASSCAN_ADAPTER") or None
+MASSCAN_ADAPTER_IP = env_str("PORTMON_MASSCAN_ADAPTER_IP") or None
+MASSCAN_ROUTER_MAC = env_str("PORTMON_MASSCAN_ROUTER_MAC") or None
+PORTMON_CONNECT_CONCURRENCY = env_int("PORTMON_CONNECT_CONCURRENCY", 2000)
+PORTMON_CONNECT_TIMEOUT_MS = env_int("PORTMON_CONNECT_TIMEOUT_MS", 1000)
+# Ports seen open in the last N days but missing from a run are re-probed before the run ends.
+PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
+PORTMON_NMAP_HOST_TIMEOUT = env_int("PORTMON_NMAP_HOST_TIMEOUT", 300)
+CELERY_TASK_ROUTES = {
+    "scanner.fingerprint_host": {"queue": "fingerprint"},
+    "scanner.policy_run": {"queue": "default"},
+}

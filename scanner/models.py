@@ -94,6 +94,25 @@ class ScanPolicy(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from scanner.services.schedules import parse_crontab
+        from scanner.targets import TargetError, parse_ports, parse_targets
+
+        checks = [("ports", lambda: parse_ports(self.ports))]
+        checks.append(("targets", lambda: parse_targets(self.targets)))
+        if self.schedule.strip():
+            checks.append(("schedule", lambda: parse_crontab(self.schedule)))
+        errors = {}
+        for field, check in checks:
+            try:
+                check()
+            except TargetError as exc:
+                errors[field] = str(exc)
+        if errors:
+            raise ValidationError(errors)
+
 
 class RunState(models.TextChoices):
     PENDING = "pending", "pending"

@@ -1,0 +1,404 @@
+"""Run life cycle: plan and queue a run, sweep its shards, fingerprint, complete.
+
+States: a run is created `sweeping` with its shards `pending`; each shard task claims its
+shard (conditional UPDATE), runs an engine and records observations. When no shard is left,
+one caller moves the run to `fingerprinting` (again a conditional UPDATE), re-probes ports
+seen recently but missing now, and fans out nmap per host; the last fingerprint task
+completes the run (scanner.services.results.run_complete, exactly once).
+"""
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from scanner.findings import Finding
+from scanner.models import (
+    Engine,
+    Port,
+    PortObservation,
+    PortState,
+    RunState,
+    ScanPolicy,
+    ScanRun,
+    ScanShard,
+    ShardState,
+)
+from scanner.services.results import FINGERPRINT_FIELDS, observations_record, run_complete
+from scanner.services.scope import scope_load
+from scanner.targets import (
+    GuardedTargets,
+    TargetError,
+    format_ports,
+    format_targets,
+    guard,
+    parse_ports,
+    parse_targets,
+    plan_shards,
+    port_list,
+)
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_STATES = (RunState.PENDING, RunState.SWEEPING, RunState.FINGERPRINTING)
+MIN_RATE, MAX_RATE = 100, 10_000_000
+PROGRESS_EVERY_S = 2.0  # shard progress is written at most this often
+
+
+class RunError(TargetError):
+    """A run that cannot be started; the message is meant for the user."""
+
+
+def _no_resolve(name: str) -> list[str]:
+    raise TargetError(f"{name!r}: stored targets must be addresses, not names")
+
+
+def run_start(
+    *,
+    targets: str | list[str],
+    ports: str = "1-65535",
+    rate: int = 100_000,
+    engine: str = Engine.AUTO,
+    fingerprint: bool = True,
+    policy: ScanPolicy | None = None,
+) -> ScanRun:
+    """Validate, scope-check and plan a run, then queue its shards when the row is committed."""
+    if engine not in Engine.values:
+        raise RunError(f"engine must be one of {', '.join(Engine.values)}, not {engine!r}")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise RunError(f"rate must be between {MIN_RATE} and {MAX_RATE} packets/s")
+    port_ranges = parse_ports(ports)
+    guarded = guard(parse_targets(targets), scope_load())
+    if len(guarded.zones) != 1:
+        raise RunError("targets span internal and external zones; start one run per zone")
+    zone = next(iter(guarded.zones))
+    plans = plan_shards(guarded, port_ranges, max_probes=settings.PORTMON_SHARD_PROBES)
+    with transaction.atomic():
+        if policy is not None:
+            # Lock the policy row: two schedulers firing at once still give one run.
+            ScanPolicy.objects.select_for_update().get(pk=policy.pk)
+            if ScanRun.objects.filter(policy=policy, state__in=ACTIVE_STATES).exists():
+                raise RunError(f"policy {policy.name!r} already has a run in progress")
+        now = timezone.now()
+        run = ScanRun.objects.create(
+            policy=policy,
+            targets=format_targets(guarded.networks),
+            ports=format_ports(port_ranges),
+            rate=rate,
+            engine=engine,
+            zone=zone,
+            fingerprint=fingerprint,
+            state=RunState.SWEEPING,
+            created_at=now,
+            started_at=now,
+        )
+        shards = ScanShard.objects.bulk_create(
+            [
+                ScanShard(
+                    run=run,
+                    index=i,
+                    targets=format_targets(plan.targets),
+                    ports=format_ports(plan.ports),
+                    probes_total=plan.probes,
+                )
+                for i, plan in enumerate(plans)
+            ]
+        )
+        shard_ids = [s.pk for s in shards] or list(
+            ScanShard.objects.filter(run=run).values_list("pk", flat=True)
+        )
+        transaction.on_commit(lambda: _queue_shards(zone, shard_ids))
+    logger.info("run %s planned: %d shard(s), zone %s", run.pk, len(plans), zone)
+    return run
+
+
+def _queue_shards(zone: str, shard_ids: list[int]) -> None:
+    from scanner.tasks import sweep_shard
+
+    for shard_id in shard_ids:
+        sweep_shard.apply_async(args=[shard_id], queue=f"sweep.{zone}")
+
+
+def policy_run(*, policy_id: int) -> ScanRun | None:
+    """Start a run for a scheduled policy; None when disabled or one is already running."""
+    policy = ScanPolicy.objects.filter(pk=policy_id, enabled=True).first()
+    if policy is None:
+        return None
+    try:
+        return run_start(
+            targets=policy.targets,
+            ports=policy.ports,
+            rate=policy.rate,
+            engine=policy.engine,
+            fingerprint=policy.fingerprint,
+            policy=policy,
+        )
+    except RunError as exc:
+        logger.warning("policy %s not started: %s", policy.name, exc)
+        return None
+
+
+def shard_claim(*, shard_id: int, worker: str) -> ScanShard | None:
+    """Take a shard for this worker; None when it is finished or has used its attempts."""
+    max_attempts = settings.PORTMON_SHARD_MAX_ATTEMPTS
+    claimed = ScanShard.objects.filter(
+        pk=shard_id,
+        state__in=[ShardState.PENDING, ShardState.RUNNING],
+        attempts__lt=max_attempts,
+        run__state=RunState.SWEEPING,
+    ).update(
+        state=ShardState.RUNNING,
+        attempts=F("attempts") + 1,
+        worker=worker[:200],
+        started_at=timezone.now(),
+        probes_done=0,
+    )
+    if claimed == 1:
+        return ScanShard.objects.select_related("run").get(pk=shard_id)
+    # A redelivery after the last attempt (worker died or hard limit hit): fail it visibly.
+    gave_up = ScanShard.objects.filter(
+        pk=shard_id,
+        state__in=[ShardState.PENDING, ShardState.RUNNING],
+        attempts__gte=max_attempts,
+    ).update(
+        state=ShardState.FAILED,
+        finished_at=timezone.now(),
+        error=f"gave up after {max_attempts} attempts (worker lost or time limit)",
+    )
+    if gave_up:
+        shard_failed_mark_run(shard_id=shard_id)
+    return None
+
+
+def shard_failed_mark_run(*, shard_id: int) -> None:
+    shard = ScanShard.objects.get(pk=shard_id)
+    # A run with a missing shard saw only part of its targets: it must not close ports.
+    ScanRun.objects.filter(pk=shard.run_id).update(
+        degraded=True, error=f"shard {shard.index} failed: {shard.error}"[:2000]
+    )
+    run_advance(run_id=shard.run_id)
+
+
+def shard_release(*, shard_id: int, error: str) -> None:
+    """Put a shard back to pending after a soft time limit or engine error (to be retried)."""
+    ScanShard.objects.filter(pk=shard_id, state=ShardState.RUNNING).update(
+        state=ShardState.PENDING, error=error[:2000]
+    )
+
+
+def shard_fail(*, shard_id: int, error: str) -> None:
+    ScanShard.objects.filter(pk=shard_id).exclude(state=ShardState.DONE).update(
+        state=ShardState.FAILED, finished_at=timezone.now(), error=error[:2000]
+    )
+    shard_failed_mark_run(shard_id=shard_id)
+
+
+def _guarded(targets_text: str) -> GuardedTargets:
+    # The worker checks scope again: the scope may have changed since the run was planned.
+    return guard(parse_targets(targets_text, resolver=_no_resolve), scope_load())
+
+
+def _progress_writer(shard_id: int) -> Callable[[float, int], None]:
+    last = [0.0]
+    total = ScanShard.objects.filter(pk=shard_id).values_list("probes_total", flat=True)[0]
+
+    def write(percent: float, found: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        ScanShard.objects.filter(pk=shard_id).update(
+            probes_done=int(total * min(percent, 100.0) / 100), ports_found=found
+        )
+
+    return write
+
+
+def shard_sweep(*, shard: ScanShard) -> list[Finding]:
+    """Run the engine for one shard and return the open ports it found."""
+    from scanner import engines
+    from scanner.engines import connect, masscan
+
+    guarded = _guarded(shard.targets)
+    ports = parse_ports(shard.ports)
+    run = shard.run
+    on_progress = _progress_writer(shard.pk)
+    timeout = max(30, settings.SHARD_SOFT_TIME_LIMIT - 30)
+    engine = engines.choose(run.engine, list(guarded.networks))
+    if engine == Engine.MASSCAN:
+        return masscan.sweep(
+            targets=list(guarded.networks),
+            ports=ports,
+            rate=run.rate,
+            exclude=list(guarded.exclusions),
+            retries=settings.PORTMON_MASSCAN_RETRIES,
+            wait=settings.PORTMON_MASSCAN_WAIT,
+            timeout=timeout,
+            interface=settings.MASSCAN_ADAPTER,
+            source_ip=settings.MASSCAN_ADAPTER_IP,
+            router_mac=settings.MASSCAN_ROUTER_MAC,
+            on_progress=on_progress,
+        )
+    return connect.scan(
+        targets=list(guarded.addresses()),
+        ports=ports,
+        concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
+        timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
+        retries=1,
+        on_progress=on_progress,
+        deadline=time.monotonic() + timeout,
+    )
+
+
+def shard_complete(*, shard_id: int, findings: list[Finding]) -> list[str]:
+    """Record a shard's findings and mark it done; returns the hosts it found ports on."""
+    shard = ScanShard.objects.get(pk=shard_id)
+    now = timezone.now()
+    with transaction.atomic():
+        observations_record(run_id=shard.run_id, findings=findings, seen_at=now)
+        ScanShard.objects.filter(pk=shard_id).update(
+            state=ShardState.DONE,
+            finished_at=now,
+            probes_done=F("probes_total"),
+            ports_found=len({f.key for f in findings}),
+            error="",
+        )
+    return sorted({f.ip for f in findings})
+
+
+def run_advance(*, run_id: int) -> None:
+    """Move a run forward when its current stage has nothing left; safe to call any time."""
+    if not ScanShard.objects.filter(
+        run_id=run_id, state__in=[ShardState.PENDING, ShardState.RUNNING]
+    ).exists():
+        if ScanRun.objects.filter(pk=run_id, state=RunState.SWEEPING).update(
+            state=RunState.FINGERPRINTING
+        ):
+            ports_reprobe(run_id=run_id)
+            run = ScanRun.objects.get(pk=run_id)
+            if run.fingerprint:
+                fingerprint_queue(run_id=run_id)
+    run = ScanRun.objects.get(pk=run_id)
+    if run.state != RunState.FINGERPRINTING:
+        return
+    pending = PortObservation.objects.filter(run_id=run_id, fingerprinted=False)
+    if not run.fingerprint or not pending.exists():
+        run_complete(run_id=run_id)
+
+
+def fingerprint_queue(*, run_id: int, ips: list[str] | None = None) -> None:
+    """Queue one nmap task per host with ports not yet fingerprinted in this run."""
+    from scanner.tasks import fingerprint_host
+
+    if ips is None:
+        ips = sorted(
+            set(
+                PortObservation.objects.filter(run_id=run_id, fingerprinted=False).values_list(
+                    "host__ip", flat=True
+                )
+            )
+        )
+    for ip in ips:
+        transaction.on_commit(lambda ip=ip: fingerprint_host.delay(run_id, ip))
+
+
+def ports_reprobe(*, run_id: int) -> list[Finding]:
+    """Connect-check ports seen open recently but missing from this run; record those that answer.
+
+    A single sweep under packet loss misses a few ports at random; a miss must not turn into
+    a 'closed' now and a 'new' tomorrow.
+    """
+    from scanner.engines import connect
+
+    run = ScanRun.objects.get(pk=run_id)
+    since = timezone.now() - timedelta(days=settings.PORTMON_REPROBE_DAYS)
+    try:
+        guarded = _guarded(run.targets)
+    except TargetError as exc:
+        logger.warning("run %s: re-probe skipped: %s", run_id, exc)
+        return []
+    wanted_ports = set(port_list(parse_ports(run.ports)))
+    seen = set(
+        PortObservation.objects.filter(run_id=run_id).values_list("host__ip", "proto", "port")
+    )
+    candidates = []
+    recent = Port.objects.filter(
+        Q(state=PortState.OPEN) | Q(last_seen__gte=since), last_seen__gte=since, proto="tcp"
+    ).values_list("host__ip", "port")
+    for ip, port in recent.iterator(chunk_size=5000):
+        if port not in wanted_ports or (ip, "tcp", port) in seen:
+            continue
+        address = ipaddress.ip_address(ip)
+        if any(address in net for net in guarded.networks if net.version == address.version):
+            if not any(address in ex for ex in guarded.exclusions if ex.version == address.version):
+                candidates.append(Finding(ip=ip, port=port))
+    if not candidates:
+        return []
+    found = connect.verify(candidates, timeout=2.0, retries=2)
+    observations_record(run_id=run_id, findings=found, seen_at=timezone.now())
+    logger.info(
+        "run %s: re-probed %d missing port(s), %d answered", run_id, len(candidates), len(found)
+    )
+    return found
+
+
+def fingerprint_run_host(*, run_id: int, ip: str) -> int:
+    """nmap -sV the ports this run found open on one host; returns ports fingerprinted."""
+    from scanner.engines import EngineError, nmap
+
+    pending = list(
+        PortObservation.objects.filter(
+            run_id=run_id, host__ip=ip, fingerprinted=False, proto="tcp"
+        ).order_by("port")
+    )
+    if pending:
+        try:
+            result = nmap.fingerprint(
+                ip=ip,
+                ports=[o.port for o in pending],
+                timeout=settings.PORTMON_NMAP_HOST_TIMEOUT,
+            )
+            by_port = {f.port: f for f in result.findings}
+        except EngineError as exc:
+            # Unknown, never closed: the port stays open in this run, just without a name.
+            logger.warning("run %s: fingerprint of %s failed: %s", run_id, ip, exc)
+            by_port = {}
+        for obs in pending:
+            found = by_port.get(obs.port)
+            if found is not None:
+                for name in FINGERPRINT_FIELDS:
+                    setattr(obs, name, getattr(found, name)[:500])
+            obs.fingerprinted = True
+        PortObservation.objects.bulk_update(pending, [*FINGERPRINT_FIELDS, "fingerprinted"])
+    run_advance(run_id=run_id)
+    return len(pending)
+
+
+def run_progress(*, run_id: int) -> dict:
+    """A selector for the CLI and dashboard: percent swept, ports found, state."""
+    run = ScanRun.objects.get(pk=run_id)
+    shards = list(
+        ScanShard.objects.filter(run_id=run_id).values(
+            "state", "probes_total", "probes_done", "ports_found"
+        )
+    )
+    total = sum(s["probes_total"] for s in shards) or 1
+    done = sum(
+        s["probes_total"] if s["state"] == ShardState.DONE else s["probes_done"] for s in shards
+    )
+    return {
+        "state": run.state,
+        "percent": 100.0 * done / total,
+        "shards": len(shards),
+        "shards_done": sum(s["state"] == ShardState.DONE for s in shards),
+        "shards_failed": sum(s["state"] == ShardState.FAILED for s in shards),
+        "ports_found": PortObservation.objects.filter(run_id=run_id).count(),
+        "fingerprinted": PortObservation.objects.filter(run_id=run_id, fingerprinted=True).count(),
+        "error": run.error,
+    }
