@@ -1,0 +1,205 @@
+"""Scan benchmark on the namespace lab: Portmon vs a plain masscan pass vs nmap -sS -sV -p-.
+
+    sudo .venv/bin/python bench/scan_bench.py [--hosts 62] [--rate 100000] [--loss 0.005]
+                                             [--skip-nmap] [--portmon-runs 1]
+
+Prints, for each contender: wall time, open ports found / truth, fingerprints correct,
+peak memory. The lab lives in 198.18.0.0/15 (blackholed in the root namespace) and is torn
+down at the end. Portmon runs through its real path: `manage.py scan` on a fresh SQLite
+database with real Celery worker processes (filesystem broker, no server needed).
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.lab import Lab  # noqa: E402
+
+PY = sys.executable
+
+
+def timed(argv: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run argv; return wall seconds, the child's peak RSS in MiB, and the result."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    out, err = proc.communicate()
+    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
+    wall = time.monotonic() - start
+    rss = (usage.ru_maxrss // 1024) if usage else 0
+    return wall, rss, subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def peak_rss_mib(pid: int) -> int:
+    """VmHWM of a process and all its descendants, summed (MiB)."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            pids.extend(int(c) for c in children)
+        except OSError:
+            continue
+    return total // 1024
+
+
+def masscan_argv(lab: Lab, rate: int, out: Path) -> list[str]:
+    return [
+        "masscan", lab.cidr, "-p1-65535", "--rate", str(rate), "--wait", "3",
+        "--adapter", lab.interface, "--adapter-ip", lab.source_ip,
+        "--router-mac", lab.router_mac, "-oJ", str(out),
+    ]  # fmt: skip
+
+
+def parse_masscan(path: Path) -> set[tuple[str, int]]:
+    from scanner.engines import masscan
+
+    return {(f.ip, f.port) for f in masscan.parse_json(path.read_text())}
+
+
+def nmap_fingerprint(ip: str, ports: list[int]) -> dict[int, str]:
+    from scanner.engines import nmap
+
+    result = nmap.fingerprint(ip=ip, ports=ports, timeout=300)
+    return {f.port: f.service for f in result.findings}
+
+
+def score(lab: Lab, found: set, services: dict) -> str:
+    truth = lab.open_ports
+    hit = len(found & truth)
+    right = sum(1 for key in truth if services.get(key) == lab.truth[key[0]][key[1]])
+    extra = len(found - truth)
+    return (
+        f"found {hit}/{len(truth)} ({100 * hit / len(truth):.2f}%)"
+        + (f", {extra} not in truth" if extra else "")
+        + f", fingerprints correct {right}/{len(truth)}"
+    )
+
+
+def bench_masscan(lab: Lab, rate: int, tmp: Path) -> dict:
+    out = tmp / "masscan.json"
+    wall, rss, res = timed(masscan_argv(lab, rate, out))
+    if res.returncode != 0:
+        raise SystemExit(f"masscan failed: {res.stderr.decode()[-2000:]}")
+    found = parse_masscan(out)
+    by_host: dict[str, list[int]] = {}
+    for ip, port in found:
+        by_host.setdefault(ip, []).append(port)
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = pool.map(lambda item: (item[0], nmap_fingerprint(*item)), by_host.items())
+        services = {(ip, p): s for ip, fp in results for p, s in fp.items()}
+    fp_wall = time.monotonic() - start
+    return {"sweep": wall, "fingerprint": fp_wall, "rss": rss, "found": found, "services": services}
+
+
+def bench_nmap(lab: Lab, tmp: Path) -> dict:
+    out = tmp / "nmap.xml"
+    argv = ["nmap", "-sS", "-sV", "-p-", "-T4", "-Pn", "-n", "-oX", str(out), *lab.hosts]
+    wall, rss, res = timed(argv)
+    from scanner.engines import nmap
+
+    hosts = nmap.parse_xml(out.read_text())
+    found = {(f.ip, f.port) for h in hosts for f in h.findings}
+    services = {(f.ip, f.port): f.service for h in hosts for f in h.findings}
+    return {"wall": wall, "rss": rss, "found": found, "services": services}
+
+
+def bench_portmon(lab: Lab, rate: int, tmp: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
+    env.update(
+        PORTMON_DATA_DIR=str(tmp / "portmon"),
+        PORTMON_MASSCAN_ADAPTER=lab.interface,
+        PORTMON_MASSCAN_ADAPTER_IP=lab.source_ip,
+        PORTMON_MASSCAN_ROUTER_MAC=lab.router_mac,
+        LOG_LEVEL="WARNING",
+    )
+    manage = [PY, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([*manage, "scope", "add", lab.cidr, "--zone", "internal"], cwd=ROOT, env=env,
+                   check=True, capture_output=True)  # fmt: skip
+    worker = [PY, "-m", "celery", "-A", "portmon", "worker", "--loglevel", "WARNING"]
+    procs = [
+        subprocess.Popen([*worker, "-Q", "sweep.internal", "-c", "1", "-n", "sweep@bench"],
+                         cwd=ROOT, env=env, start_new_session=True,
+                         stdout=(tmp / "sweep.log").open("w"), stderr=subprocess.STDOUT),
+        subprocess.Popen([*worker, "-Q", "fingerprint,default", "-c", "8", "-n", "fp@bench"],
+                         cwd=ROOT, env=env, start_new_session=True,
+                         stdout=(tmp / "fp.log").open("w"), stderr=subprocess.STDOUT),
+    ]  # fmt: skip
+    time.sleep(6)  # let the workers connect before the clock starts
+    try:
+        wall, _, res = timed(
+            [*manage, "scan", lab.cidr, "--ports", "1-65535", "--rate", str(rate), "--json"],
+            cwd=ROOT,
+            env=env,
+        )
+        if res.returncode != 0:
+            raise SystemExit(f"portmon scan failed: {res.stderr.decode()[-3000:]}")
+        rss = sum(peak_rss_mib(p.pid) for p in procs)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+    rows = json.loads(res.stdout)
+    found = {(r["ip"], r["port"]) for r in rows}
+    services = {(r["ip"], r["port"]): r["service"] for r in rows}
+    return {"wall": wall, "rss": rss, "found": found, "services": services}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=62)
+    parser.add_argument("--rate", type=int, default=100_000)
+    parser.add_argument("--loss", type=float, default=0.005)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--portmon-runs", type=int, default=1)
+    parser.add_argument("--skip-nmap", action="store_true", help="skip nmap -sS -sV -p- (slow)")
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portmon.settings")
+    with tempfile.TemporaryDirectory(prefix="portmon-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        os.environ["PORTMON_DATA_DIR"] = str(tmp / "django")
+        import django
+
+        django.setup()
+        with Lab(hosts=args.hosts, ports_per_host=(2, 5), loss=args.loss, seed=args.seed) as lab:
+            truth = len(lab.open_ports)
+            print(f"lab: {len(lab.hosts)} hosts, {truth} open ports, {args.loss:.1%} loss, "
+                  f"ports 1-65535, rate {args.rate} pps")  # fmt: skip
+            for i in range(args.portmon_runs):
+                pm = bench_portmon(lab, args.rate, tmp / f"pm{i}")
+                result = score(lab, pm["found"], pm["services"])
+                print(f"portmon            : {pm['wall']:7.1f} s  {result}  "
+                      f"workers peak {pm['rss']} MiB")  # fmt: skip
+            ms = bench_masscan(lab, args.rate, tmp)
+            base = ms["sweep"] + ms["fingerprint"]
+            print(f"masscan 1 pass     : {ms['sweep']:7.1f} s  "
+                  f"{score(lab, ms['found'], {})}  peak {ms['rss']} MiB")  # fmt: skip
+            print(f"masscan + nmap -sV : {base:7.1f} s  "
+                  f"{score(lab, ms['found'], ms['services'])}")  # fmt: skip
+            if not args.skip_nmap:
+                nm = bench_nmap(lab, tmp)
+                result = score(lab, nm["found"], nm["services"])
+                print(f"nmap -sS -sV -p- -T4: {nm['wall']:6.1f} s  {result}  "
+                      f"peak {nm['rss']} MiB")  # fmt: skip
+                print(f"portmon / nmap     : {pm['wall'] / nm['wall']:.2f}  (target <= 0.20)")
+            print(f"portmon / (masscan + fingerprint): {pm['wall'] / base:.2f}  (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
