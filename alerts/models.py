@@ -1,1 +1,194 @@
-"""Diff results, rules and notifications (see the diff/alerting issue)."""
+"""Alert events (with notes and audit), white/black-list rules and the high-risk port list."""
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class EventKind(models.TextChoices):
+    NEW_PORT = "new_port", "new port"
+    HIGH_RISK = "high_risk", "high-risk port"
+    CLOSED = "closed", "closed"
+    REOPENED = "reopened", "reopened"
+    SERVICE_CHANGED = "service_changed", "service changed"
+    # A deny-rule match on a port that would otherwise have been quiet.
+    BLACKLISTED = "blacklisted", "blacklisted"
+    # Filled by later features (PoC checks, host agents); listed so the column accepts them.
+    POC_FINDING = "poc_finding", "PoC finding"
+    NEW_PROCESS = "new_process", "new process"
+
+
+class EventState(models.TextChoices):
+    NEW = "new", "new"
+    ACKNOWLEDGED = "acknowledged", "acknowledged"
+    IGNORED = "ignored", "ignored"
+    FIXED = "fixed", "fixed"
+    REOPENED = "reopened", "reopened"
+
+
+# An event in one of these states is "open": at most one per (host, proto, port, kind).
+OPEN_STATES = frozenset({EventState.NEW, EventState.ACKNOWLEDGED, EventState.REOPENED})
+
+
+def open_key_for(host_id: int, proto: str, port: int, kind: str) -> str:
+    return f"{host_id}/{proto}/{port}/{kind}"
+
+
+class AlertEvent(models.Model):
+    """Something the team should know about one (host, proto, port)."""
+
+    host = models.ForeignKey("scanner.Host", on_delete=models.CASCADE, related_name="events")
+    proto = models.CharField(max_length=3, default="tcp")
+    port = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
+    state = models.CharField(max_length=16, choices=EventState.choices, default=EventState.NEW)
+    run = models.ForeignKey(
+        "scanner.ScanRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    # When it was last set to fixed/ignored: a fixed event reopens if seen after this.
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # Old/new fingerprint, zone, whether the port is high-risk, why it fired.
+    detail = models.JSONField(default=dict, blank=True)
+    # An allow rule matched: kept for the record (and the digest's rule hits), not alerted.
+    suppressed = models.BooleanField(default=False)
+    rule = models.ForeignKey(
+        "alerts.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    # High-risk port or deny-rule match: send at once, not only in the digest.
+    immediate = models.BooleanField(default=False)
+    # "host/proto/port/kind" while open, NULL otherwise: a unique column that allows any
+    # number of NULLs enforces "one open event per key" on MariaDB and SQLite alike
+    # (a partial unique index would not work on MariaDB).
+    open_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["state", "-created_at"]),
+            models.Index(fields=["kind", "-created_at"]),
+            models.Index(fields=["host", "proto", "port"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.host_id}:{self.port}/{self.proto} ({self.state})"
+
+    def get_absolute_url(self) -> str:
+        # The dashboard's event page (served by a later feature; a path, not a full URL).
+        return f"/events/{self.pk}/"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+class EventNote(models.Model):
+    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"note on event {self.event_id}"
+
+
+class EventAudit(models.Model):
+    """One row per state change: who (None: the system), from what, to what, when."""
+
+    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="audit")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    action = models.CharField(max_length=32)
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+    comment = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id}: {self.from_state} -> {self.to_state}"
+
+
+class RuleAction(models.TextChoices):
+    ALLOW = "allow", "allow (whitelist: no alert)"
+    DENY = "deny", "deny (blacklist: alert at once)"
+
+
+class RuleProto(models.TextChoices):
+    ANY = "any", "any"
+    TCP = "tcp", "tcp"
+    UDP = "udp", "udp"
+
+
+class RuleZone(models.TextChoices):
+    ANY = "", "any"
+    INTERNAL = "internal", "internal"
+    EXTERNAL = "external", "external"
+
+
+class Rule(models.Model):
+    """A white/black-list entry; blank or null fields match anything."""
+
+    action = models.CharField(max_length=8, choices=RuleAction.choices)
+    ip_cidr = models.CharField(max_length=49, blank=True, help_text="IP or CIDR; blank: any")
+    process = models.CharField(
+        max_length=200, blank=True, help_text="process name glob (host agents); blank: any"
+    )
+    port_lo = models.PositiveIntegerField(null=True, blank=True, help_text="blank: any port")
+    port_hi = models.PositiveIntegerField(null=True, blank=True, help_text="blank: same as lo")
+    proto = models.CharField(max_length=3, choices=RuleProto.choices, default=RuleProto.ANY)
+    zone = models.CharField(max_length=16, choices=RuleZone.choices, blank=True, default="")
+    reason = models.CharField(max_length=300)
+    owner = models.CharField(max_length=200, help_text="who answers for this rule")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    hit_count = models.PositiveIntegerField(default=0)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.pk}: {self.reason}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from alerts.rules import RuleError, rule_spec_validate
+
+        try:
+            rule_spec_validate(
+                ip_cidr=self.ip_cidr,
+                port_lo=self.port_lo,
+                port_hi=self.port_hi,
+                process=self.process,
+            )
+        except RuleError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class HighRiskPort(models.Model):
+    """Ports that alert at once when newly open (editable in admin)."""
+
+    port = models.PositiveIntegerField()
+    proto = models.CharField(max_length=3, default="tcp", choices=RuleProto.choices[1:])
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["proto", "port"]
+        constraints = [
+            models.UniqueConstraint(fields=["port", "proto"], name="uniq_high_risk_port")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.proto}"

@@ -30,13 +30,17 @@ PY = sys.executable
 
 def timed(argv: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess]:
     """Run argv; return wall seconds, the child's peak RSS in MiB, and the result."""
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    out, err = proc.communicate()
-    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
-    wall = time.monotonic() - start
-    rss = (usage.ru_maxrss // 1024) if usage else 0
-    return wall, rss, subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, **kw)
+        # wait4 rather than wait: it also returns the child's resource usage.
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read())
+    return wall, usage.ru_maxrss // 1024, result
 
 
 def peak_rss_mib(pid: int) -> int:
