@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "scanner",
     "alerts",
+    "alerts.notify",
     "agents",
 ]
 
@@ -210,6 +211,7 @@ PORTMON_DIGEST_RECIPIENTS = env_list("PORTMON_DIGEST_RECIPIENTS")
 PORTMON_DIGEST_TIME = env_str("PORTMON_DIGEST_TIME", "08:00")
 PORTMON_WEBHOOK_URL = env_str("PORTMON_WEBHOOK_URL")
 PORTMON_WEBHOOK_SECRET = env_str("PORTMON_WEBHOOK_SECRET")
+PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
 
 # --- Scanning -----------------------------------------------------------------
 # Probes per shard: one shard should take a minute or so at the default rate, so that a

@@ -1,0 +1,197 @@
+"""What a digest or an alert says, from plain data (no database, no templates)."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+# Retry policy of the outbox: 1, 2, 4, 8, 16, then every 30 minutes. MAX_ATTEMPTS covers
+# a bit more than a day of retries, so an SMTP outage of hours loses nothing.
+RETRY_BASE = timedelta(minutes=1)
+RETRY_CAP = timedelta(minutes=30)
+MAX_ATTEMPTS = 60
+
+KIND_LABELS = {
+    "new_port": "new port",
+    "high_risk": "high-risk port",
+    "closed": "closed",
+    "reopened": "reopened",
+    "service_changed": "service changed",
+    "blacklisted": "blacklisted",
+    "poc_finding": "PoC finding",
+    "new_process": "new process",
+}
+
+# (key, title, kinds): the digest's sections in the order a reader wants them.
+# Suppressed events appear only under rule hits; a deny hit shows in its kind's section too.
+SECTIONS = (
+    ("high_risk", "High-risk exposures", ("high_risk", "blacklisted")),
+    ("new", "New ports", ("new_port", "reopened", "new_process")),
+    ("service_changed", "Service changes", ("service_changed",)),
+    ("closed", "Closed ports", ("closed",)),
+    ("poc", "PoC findings", ("poc_finding",)),
+)
+KNOWN_KINDS = {kind for _, _, kinds in SECTIONS for kind in kinds}
+# Items listed per section; the rest is a count and a link. The first scan of a big network
+# makes every port "new": 5,000 events made a 440 KB email, which mail clients choke on.
+SECTION_LIMIT = 200
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Wait before the next try after `attempts` failed ones (exponential, capped)."""
+    exponent = max(attempts, 1) - 1
+    if exponent >= 16:  # 2**16 minutes is far beyond the cap; avoid huge numbers
+        return RETRY_CAP
+    return min(RETRY_BASE * (2**exponent), RETRY_CAP)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One event as the digest and the alerts show it."""
+
+    event_id: int
+    kind: str
+    ip: str
+    proto: str
+    port: int
+    network: str
+    state: str
+    created_at: datetime
+    url: str
+    detail: dict = field(default_factory=dict)
+    suppressed: bool = False
+    rule_action: str = ""
+    rule_reason: str = ""
+    rule_owner: str = ""
+
+    @property
+    def kind_label(self) -> str:
+        return KIND_LABELS.get(self.kind, self.kind.replace("_", " "))
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}/{self.proto}"
+
+    @property
+    def summary(self) -> str:
+        """What changed, in a few words: fingerprints, a PoC's finding, the diff's reason."""
+        d = self.detail or {}
+        if self.kind == "service_changed":
+            old, new = fingerprint_label(d.get("old")), fingerprint_label(d.get("new"))
+            if old or new:
+                return f"{old or '?'} -> {new or '?'}"
+        text = next(
+            (d[k] for k in ("summary", "title", "finding") if isinstance(d.get(k), str) and d[k]),
+            "",
+        )
+        text = (
+            text
+            or fingerprint_label(d.get("fingerprint"))
+            or fingerprint_label(d.get("new"))
+            or fingerprint_label(d)
+        )
+        reason = d.get("reason") if isinstance(d.get("reason"), str) else ""
+        if text and reason:
+            return f"{text} ({reason})"
+        return text or reason
+
+    @property
+    def rule_text(self) -> str:
+        if not self.rule_action:
+            return ""
+        verb = "allowed by rule" if self.suppressed else f"{self.rule_action} rule"
+        reason = f": {self.rule_reason}" if self.rule_reason else ""
+        owner = f" ({self.rule_owner})" if self.rule_owner else ""
+        return f"{verb}{reason}{owner}"
+
+
+def fingerprint_label(value: object) -> str:
+    """'mysql MySQL 8.0' from the diff's fingerprint dict (or a plain string)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if isinstance(value.get("label"), str) and value["label"]:
+            return value["label"]
+        return " ".join(str(value[k]) for k in ("service", "product", "version") if value.get(k))
+    return ""
+
+
+@dataclass(frozen=True)
+class RunItem:
+    """A degraded run: the reader should know that day's scan is not trusted."""
+
+    run_id: int
+    created_at: datetime
+    targets: str
+    hosts_found: int
+    ports_found: int
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    # The items shown (at most SECTION_LIMIT) and how many there were in all.
+    items: tuple[Item, ...]
+    total: int
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.items)
+
+
+@dataclass(frozen=True)
+class Digest:
+    recipient: str
+    period_start: datetime
+    period_end: datetime
+    sections: tuple[Section, ...]
+    degraded_runs: tuple[RunItem, ...]
+    site_url: str
+    event_ids: tuple[int, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.sections and not self.degraded_runs
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s.key: s.total for s in self.sections}
+
+
+def sections_build(items: Iterable[Item], *, limit: int = SECTION_LIMIT) -> tuple[Section, ...]:
+    """Group items into the digest's sections; empty sections are left out."""
+    items = sorted(items, key=lambda i: (i.created_at, i.ip, i.port, i.event_id))
+    visible = [i for i in items if not i.suppressed]
+    groups = [
+        (key, title, [i for i in visible if i.kind in kinds]) for key, title, kinds in SECTIONS
+    ]
+    # Kinds this module does not know yet (a later feature) are shown, not dropped.
+    groups.append(("other", "Other changes", [i for i in visible if i.kind not in KNOWN_KINDS]))
+    groups.append(("rule_hits", "Rule hits", [i for i in items if i.rule_action]))
+    return tuple(
+        Section(key, title, tuple(chosen[:limit]), len(chosen))
+        for key, title, chosen in groups
+        if chosen
+    )
+
+
+def digest_build(
+    *,
+    recipient: str,
+    period_start: datetime,
+    period_end: datetime,
+    items: Iterable[Item],
+    degraded_runs: Iterable[RunItem],
+    site_url: str,
+) -> Digest:
+    items = list(items)
+    return Digest(
+        recipient=recipient,
+        period_start=period_start,
+        period_end=period_end,
+        sections=sections_build(items),
+        degraded_runs=tuple(sorted(degraded_runs, key=lambda r: (r.created_at, r.run_id))),
+        site_url=site_url,
+        event_ids=tuple(sorted(i.event_id for i in items)),
+    )

@@ -1,0 +1,142 @@
+"""Reads for notifications: who gets what, which events a period holds, what was notified."""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from alerts.models import AlertEvent, EventState
+from alerts.notify.content import Item, RunItem
+from alerts.notify.models import Message, MessageEvent, MessageKind, MessageState
+from scanner.models import Network, ScanRun
+
+logger = logging.getLogger(__name__)
+
+DIGEST_DEFAULT_PERIOD = timedelta(hours=24)
+
+
+def site_url() -> str:
+    return str(getattr(settings, "SITE_URL", "http://127.0.0.1:8000")).rstrip("/")
+
+
+def global_recipients() -> list[str]:
+    """PORTMON_DIGEST_RECIPIENTS, lower-cased, without duplicates, in the given order."""
+    raw = getattr(settings, "PORTMON_DIGEST_RECIPIENTS", []) or []
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    seen: dict[str, None] = {}
+    for address in raw:
+        address = address.strip().lower()
+        if address:
+            seen.setdefault(address, None)
+    return list(seen)
+
+
+def digest_recipients() -> dict[str, frozenset[int] | None]:
+    """{email: network ids it owns, or None for everything (a global recipient)}."""
+    result: dict[str, frozenset[int] | None] = {a: None for a in global_recipients()}
+    owned: dict[str, set[int]] = {}
+    for net_id, owner in Network.objects.exclude(owner_email="").values_list("id", "owner_email"):
+        owned.setdefault(owner.strip().lower(), set()).add(net_id)
+    for owner, net_ids in sorted(owned.items()):
+        if owner not in result:
+            result[owner] = frozenset(net_ids)
+    return result
+
+
+def digest_period_start(*, channel: str, recipient: str, end: datetime) -> datetime:
+    """Where the next digest for this recipient starts: the previous one's end, or end - 24 h."""
+    previous = (
+        Message.objects.filter(
+            kind=MessageKind.DIGEST, channel=channel, recipient=recipient, period_end__lte=end
+        )
+        .order_by("-period_end")
+        .values_list("period_end", flat=True)
+        .first()
+    )
+    return previous or end - DIGEST_DEFAULT_PERIOD
+
+
+def event_item(event: AlertEvent, *, base_url: str) -> Item:
+    """The plain view of an event (host, network and rule must be select_related)."""
+    network = event.host.network
+    rule = event.rule
+    return Item(
+        event_id=event.pk,
+        kind=event.kind,
+        ip=event.host.ip,
+        proto=event.proto,
+        port=event.port,
+        network=network.cidr if network else "",
+        state=event.state,
+        created_at=event.created_at,
+        url=base_url + event.get_absolute_url(),
+        detail=event.detail if isinstance(event.detail, dict) else {},
+        suppressed=event.suppressed,
+        rule_action=rule.action if rule else "",
+        rule_reason=rule.reason if rule else "",
+        rule_owner=rule.owner if rule else "",
+    )
+
+
+def events_for_notification(queryset: QuerySet) -> QuerySet:
+    return queryset.select_related("host__network", "rule")
+
+
+def digest_items(
+    *, start: datetime, end: datetime, network_ids: Iterable[int] | None
+) -> list[Item]:
+    """Events created in [start, end), limited to some networks (None: all)."""
+    events = AlertEvent.objects.filter(created_at__gte=start, created_at__lt=end)
+    if network_ids is not None:
+        events = events.filter(host__network_id__in=list(network_ids))
+    base_url = site_url()
+    return [
+        event_item(e, base_url=base_url)
+        for e in events_for_notification(events).order_by("created_at", "id")
+    ]
+
+
+def degraded_runs(*, start: datetime, end: datetime) -> list[RunItem]:
+    runs = ScanRun.objects.filter(degraded=True, created_at__gte=start, created_at__lt=end)
+    return [
+        RunItem(
+            run_id=r.pk,
+            created_at=r.created_at,
+            targets=r.targets,
+            hosts_found=r.hosts_found,
+            ports_found=r.ports_found,
+        )
+        for r in runs.order_by("created_at", "id").only(
+            "id", "created_at", "targets", "hosts_found", "ports_found"
+        )
+    ]
+
+
+def events_with_notified(queryset: QuerySet) -> QuerySet:
+    """Annotate `notified`: True once any message telling about the event was sent."""
+    sent = MessageEvent.objects.filter(event=OuterRef("pk"), message__state=MessageState.SENT)
+    return queryset.annotate(notified=Exists(sent))
+
+
+def immediate_pending_event_ids(*, since: datetime) -> list[int]:
+    """Immediate, unsuppressed events, new or reopened since `since`, without their alert.
+
+    A reopened event (fixed, then seen again) needs a new alert: only messages queued after
+    the reopening (its updated_at) count for it.
+    """
+    has_alert = MessageEvent.objects.filter(
+        event=OuterRef("pk"), message__kind=MessageKind.IMMEDIATE
+    ).filter(Q(event__state=EventState.NEW) | Q(message__created_at__gte=OuterRef("updated_at")))
+    return list(
+        AlertEvent.objects.filter(immediate=True, suppressed=False)
+        .filter(
+            Q(state=EventState.NEW, created_at__gte=since)
+            | Q(state=EventState.REOPENED, updated_at__gte=since)
+        )
+        .exclude(Exists(has_alert))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
