@@ -1,6 +1,7 @@
 """Alert events (with notes and audit), white/black-list rules and the high-risk port list."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -162,8 +163,6 @@ class Rule(models.Model):
         return f"{self.action} #{self.pk}: {self.reason}"
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
         from alerts.rules import RuleError, rule_spec_validate
 
         try:

@@ -99,7 +99,7 @@ def ports_update_from_run(*, run: ScanRun) -> None:
     to_create, to_update = [], []
     for o in observations:
         key = (o["host_id"], o["proto"], o["port"])
-        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if o["fingerprinted"] else {}
+        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if (o["service"] or o["product"]) else {}
         port = existing.get(key)
         if port is None:
             to_create.append(
@@ -115,10 +115,12 @@ def ports_update_from_run(*, run: ScanRun) -> None:
                 )
             )
         elif fp and (port.fingerprinted_at is None or port.fingerprinted_at <= seen_at):
-            for name, value in fp.items():
-                setattr(port, name, value)
-            port.fingerprinted_at = seen_at
-            to_update.append(port)
+            # Only rows whose fingerprint changed: rewriting every port is the slow part.
+            if any(getattr(port, name) != value for name, value in fp.items()):
+                for name, value in fp.items():
+                    setattr(port, name, value)
+                port.fingerprinted_at = seen_at
+                to_update.append(port)
     with transaction.atomic():
         Port.objects.bulk_create(to_create, batch_size=BATCH_SIZE, ignore_conflicts=True)
         if to_update:

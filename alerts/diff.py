@@ -1,0 +1,183 @@
+"""Pure diff logic: what one run's results mean, given the history (no database).
+
+The service (alerts.services.diff) loads plain values, calls these functions and writes.
+Semantics (see docs/alerts.md):
+- A run only speaks about what it covered: hosts inside its targets (or, for an import
+  without targets, the hosts it reports) and ports inside its port list.
+- "Missed" counts only healthy runs that covered a port and did not see it.
+- A port is *newly open* when it was never seen before, was closed, or the last healthy
+  run(s) covering it missed it.
+"""
+
+import ipaddress
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+NEW_PORT = "new_port"
+HIGH_RISK = "high_risk"
+CLOSED = "closed"
+REOPENED = "reopened"
+SERVICE_CHANGED = "service_changed"
+BLACKLISTED = "blacklisted"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    service: str = ""
+    product: str = ""
+    version: str = ""
+
+    @property
+    def label(self) -> str:
+        return " ".join(p for p in (self.service, self.product, self.version) if p)
+
+    def as_dict(self) -> dict:
+        return {
+            "service": self.service,
+            "product": self.product,
+            "version": self.version,
+            "label": self.label,
+        }
+
+
+def fingerprint_changed(old: Fingerprint | None, new: Fingerprint | None) -> bool:
+    """True when the service or product changed (http -> mysql, nginx -> apache).
+
+    A version bump is not a change worth an alert, and an empty side (not fingerprinted,
+    or nmap could not tell this time) is "unknown", not a change.
+    """
+    if old is None or new is None:
+        return False
+    if old.service and new.service and old.service != new.service:
+        return True
+    return bool(old.product and new.product and old.product != new.product)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which hosts and ports a run scanned: only those can be "missed" by it."""
+
+    addresses: frozenset
+    networks: tuple
+    port_ranges: tuple[tuple[int, int], ...]
+    # Targets given as host names: matched against Host.hostname by the service.
+    names: frozenset = frozenset()
+
+    def covers_ip(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if address in self.addresses:
+            return True
+        return any(address.version == n.version and address in n for n in self.networks)
+
+    def covers_port(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.port_ranges)
+
+    @property
+    def only_addresses(self) -> bool:
+        return not self.networks
+
+
+def coverage_parse(targets: str, ports: str) -> Coverage:
+    """Read a run's targets and ports; other tokens are kept as (lower-case) host names.
+
+    An unreadable port list covers nothing rather than everything: a wrong guess there
+    would turn into false "closed" events.
+    """
+    addresses, networks, names = set(), [], set()
+    for token in re.split(r"[,\s]+", targets or ""):
+        if not token:
+            continue
+        try:
+            if "/" in token:
+                network = ipaddress.ip_network(token, strict=False)
+                if network.num_addresses == 1:
+                    addresses.add(network.network_address)
+                else:
+                    networks.append(network)
+            else:
+                addresses.add(ipaddress.ip_address(token))
+        except ValueError:
+            names.add(token.lower().rstrip("."))
+    ranges = []
+    for token in re.split(r"[,\s]+", ports or ""):
+        match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", token)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+            ranges.append((lo, hi))
+    return Coverage(frozenset(addresses), tuple(networks), tuple(ranges), frozenset(names))
+
+
+def is_degraded(
+    *,
+    hosts_found: int,
+    ports_found: int,
+    baseline: Sequence[tuple[int, int]],
+    ratio: float,
+    min_runs: int = 3,
+) -> bool:
+    """A run that found far fewer hosts or ports than the median of recent healthy runs.
+
+    baseline: (hosts_found, ports_found) of the peer runs; fewer than min_runs: no verdict.
+    """
+    if len(baseline) < min_runs:
+        return False
+    median_hosts = statistics.median(h for h, _ in baseline)
+    median_ports = statistics.median(p for _, p in baseline)
+    return ports_found < ratio * median_ports or hosts_found < ratio * median_hosts
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A port seen by the run being diffed, with what history says about it."""
+
+    high_risk: bool
+    # Latest observation by another run at or before this run's time (any age).
+    prev_seen: datetime | None
+    # Consecutive healthy covering runs that missed it, before this run.
+    missed_before: int = 0
+    # A "closed" event was raised after its last sighting.
+    was_closed: bool = False
+    old_fp: Fingerprint | None = None
+    new_fp: Fingerprint | None = None
+
+    @property
+    def newly_open(self) -> bool:
+        return self.prev_seen is None or self.was_closed or self.missed_before > 0
+
+
+def sighting_events(s: Sighting, *, at: datetime, window: timedelta) -> list[tuple[str, dict]]:
+    """Events one sighting raises: [(kind, detail)], usually none.
+
+    - high-risk port newly open: high_risk (at once; the N-day rule is for other ports);
+    - closed port back: reopened;
+    - other port: new_port only if not seen in the window before `at`, and either never
+      seen or missed by a healthy run since (a gap made only of degraded runs, or of no
+      runs at all, is no evidence that the port went away);
+    - fingerprint change: service_changed (in addition).
+    """
+    events: list[tuple[str, dict]] = []
+    if s.high_risk and s.newly_open:
+        reason = "new" if s.prev_seen is None else ("reopened" if s.was_closed else "back")
+        events.append((HIGH_RISK, {"reason": reason}))
+    elif s.was_closed:
+        events.append((REOPENED, {}))
+    elif s.prev_seen is None:
+        events.append((NEW_PORT, {"reason": "never seen"}))
+    elif s.prev_seen < at - window and s.missed_before > 0:
+        days = (at - s.prev_seen).days
+        events.append((NEW_PORT, {"reason": f"not seen for {days} days"}))
+    if fingerprint_changed(s.old_fp, s.new_fp):
+        events.append((SERVICE_CHANGED, {"old": s.old_fp.as_dict(), "new": s.new_fp.as_dict()}))
+    return events
+
+
+def miss_outcome(*, missed_before: int, closed_after: int) -> tuple[int, bool]:
+    """One more healthy covering run did not see an open port: (missed_runs, now closed)."""
+    missed = missed_before + 1
+    return missed, missed >= closed_after

@@ -1,0 +1,52 @@
+"""Reads for alerts: event lists, active rules, the high-risk list."""
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from alerts.models import AlertEvent, HighRiskPort, Rule
+from alerts.rules import RuleSpec
+
+
+def rule_spec_of(rule: Rule) -> RuleSpec:
+    return RuleSpec(
+        id=rule.pk,
+        action=rule.action,
+        ip_cidr=rule.ip_cidr,
+        process=rule.process,
+        port_lo=rule.port_lo,
+        port_hi=rule.port_hi,
+        proto=rule.proto,
+        zone=rule.zone,
+        expires_at=rule.expires_at,
+        enabled=rule.enabled,
+    )
+
+
+def rule_specs_load() -> list[RuleSpec]:
+    """Enabled rules as plain specs (expiry is checked by the matcher at the run's time)."""
+    return [rule_spec_of(r) for r in Rule.objects.filter(enabled=True)]
+
+
+def high_risk_ports() -> set[tuple[str, int]]:
+    return set(HighRiskPort.objects.values_list("proto", "port"))
+
+
+def events_list(
+    *,
+    states: list[str] | None = None,
+    kinds: list[str] | None = None,
+    since: datetime | None = None,
+    include_suppressed: bool = True,
+) -> QuerySet[AlertEvent]:
+    """Events newest first, with host, network and rule loaded (no N+1 on lists)."""
+    qs = AlertEvent.objects.select_related("host", "host__network", "rule")
+    if states:
+        qs = qs.filter(state__in=states)
+    if kinds:
+        qs = qs.filter(kind__in=kinds)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    if not include_suppressed:
+        qs = qs.filter(suppressed=False)
+    return qs.order_by("-created_at", "-id")

@@ -1,0 +1,1 @@
+"""Write services of the alerts app (diff, event triage, rules)."""

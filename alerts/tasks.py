@@ -1,0 +1,21 @@
+"""Celery tasks of the alerts app: thin, by id, idempotent."""
+
+from celery import shared_task
+from django.db import OperationalError
+
+from alerts.services.diff import run_diff
+
+
+@shared_task(
+    name="alerts.diff_run",
+    soft_time_limit=300,
+    time_limit=360,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def diff_run(run_id: int) -> dict | None:
+    """Diff a finished run; a run already diffed is a no-op (diffed_at is claimed once)."""
+    result = run_diff(run_id=run_id)
+    return result.as_dict() if result else None

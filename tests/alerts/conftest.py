@@ -1,0 +1,86 @@
+"""Timeline fixtures: synthetic daily runs recorded through the scanner's run_import."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from alerts.models import AlertEvent
+from scanner.findings import Finding
+from scanner.models import Network, RunState, ScanRun
+from scanner.services.results import observations_record, ports_update_from_run, run_import
+from scanner.signals import run_finished
+
+# Day 0 is 10 June 2026; days 5, 6, 7 are the source's 15/16/17 June example.
+DAY0 = datetime(2026, 6, 10, 2, 0, tzinfo=UTC)
+NET = "198.18.0.0/24"
+# Steady background: 5 hosts x 2 ports seen every day, so that one port more or less
+# does not look like a degraded run, while a run reporting only a few ports does.
+BACKGROUND = [
+    Finding(f"198.18.0.{i}", p, service="ssh" if p == 22 else "http")
+    for i in range(1, 6)
+    for p in (22, 80)
+]
+HOST = "198.18.0.50"
+
+
+def at(day: int) -> datetime:
+    return DAY0 + timedelta(days=day)
+
+
+class Timeline:
+    """Imports one run per day; `day(n, *findings)` returns the run."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, ScanRun] = {}
+
+    def day(self, n: int, *findings: Finding, background: bool = True, **kw) -> ScanRun:
+        kw.setdefault("targets", NET)
+        found = [*(BACKGROUND if background else []), *findings]
+        if "ports" in kw:
+            run = import_run(findings=found, at=at(n), **kw)
+        else:
+            run = run_import(findings=found, at=at(n), **kw)
+        self.runs[n] = run
+        return run
+
+    def days(self, days, *findings: Finding, **kw) -> None:
+        for n in days:
+            self.day(n, *findings, **kw)
+
+    def events(self, **filters) -> list[AlertEvent]:
+        return list(AlertEvent.objects.filter(host__ip=HOST, **filters).order_by("id"))
+
+    def kinds_on(self, n: int, ip: str = HOST) -> list[tuple[str, int]]:
+        return sorted(
+            AlertEvent.objects.filter(run=self.runs[n], host__ip=ip).values_list("kind", "port")
+        )
+
+
+def import_run(*, findings, at, targets, ports, send: bool = True) -> ScanRun:
+    """run_import for a run that scanned only some ports (run_import scans all)."""
+    run = ScanRun.objects.create(
+        source=ScanRun.Source.IMPORT,
+        targets=targets,
+        ports=ports,
+        state=RunState.FINGERPRINTING,
+        created_at=at,
+        started_at=at,
+    )
+    observations_record(run_id=run.id, findings=findings, seen_at=at)
+    ScanRun.objects.filter(pk=run.pk).update(finished_at=at, state=RunState.FINISHED)
+    run.refresh_from_db()
+    ports_update_from_run(run=run)
+    if send:
+        run_finished.send(sender=ScanRun, run_id=run.id)
+    run.refresh_from_db()
+    return run
+
+
+@pytest.fixture
+def timeline(db) -> Timeline:
+    Network.objects.create(cidr=NET, zone="internal", owner_email="owner@example.com")
+    return Timeline()
+
+
+def port(n: int, **fp) -> Finding:
+    return Finding(HOST, n, **fp)
