@@ -1,0 +1,47 @@
+"""Scan engines: masscan sweep, built-in connect scanner, nmap fingerprints.
+
+Each adapter takes validated values only (ipaddress objects, (lo, hi) port pairs, numbers),
+builds its command line as a list, runs it without a shell under a timeout, and leaves no
+process behind. See base.run_process.
+"""
+
+import ipaddress
+from collections.abc import Iterable
+
+from . import masscan
+from .base import EngineError, EngineTimeout, Progress, check_targets
+
+ENGINES = ("auto", "masscan", "connect")
+
+__all__ = ["ENGINES", "EngineError", "EngineTimeout", "Progress", "choose"]
+
+
+def choose(engine: str, targets: Iterable[object]) -> str:
+    """Resolve "auto" to "masscan" when masscan can scan every target, else "connect".
+
+    masscan needs raw sockets (root or CAP_NET_RAW), cannot scan loopback (it sends frames
+    on a real interface) and is used for IPv4 only. An explicit "masscan" that cannot work
+    is an error here rather than a failed shard later.
+    """
+    if engine not in ENGINES:
+        raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    checked = check_targets(targets)
+    unsuitable = [t for t in checked if t.version != 4 or _touches_loopback(t)]
+    if engine == "connect":
+        return "connect"
+    if engine == "masscan":
+        if unsuitable:
+            raise EngineError(
+                f"masscan cannot scan {unsuitable[0]} (loopback or IPv6); use --engine connect"
+            )
+        if not masscan.available():
+            raise EngineError("masscan is not installed or needs root (CAP_NET_RAW)")
+        return "masscan"
+    return "masscan" if not unsuitable and masscan.available() else "connect"
+
+
+def _touches_loopback(target: object) -> bool:
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    if isinstance(target, ipaddress.IPv4Network):
+        return target.overlaps(loopback)
+    return isinstance(target, ipaddress.IPv4Address) and target in loopback

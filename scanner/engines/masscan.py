@@ -1,0 +1,324 @@
+"""masscan adapter: a stateless SYN sweep at a fixed rate, JSON results, live progress."""
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+
+from scanner.findings import Finding
+
+from .base import (
+    EngineError,
+    EngineTimeout,
+    IPTarget,
+    PortRange,
+    Progress,
+    check_number,
+    check_ports,
+    check_targets,
+    format_ports,
+    run_process,
+)
+
+MAX_RATE = 10_000_000  # masscan's own ceiling is far above what any NIC here sustains
+# masscan redraws one status line on stderr, e.g.
+#   "rate:  9.98-kpps, 12.34% done,   0:01:02 remaining, found=3       "
+#   "rate:  0.00-kpps, 100.00% done, waiting 2-secs, found=5       "
+_STATUS = re.compile(r"(\d+(?:\.\d+)?)%[ -]done.*?found=(\d+)")
+_WAITING = re.compile(r"waiting (-?\d+)-secs")
+# masscan 1.3.2 can hang after its --wait: the receive thread stays blocked in libpcap until
+# a packet arrives, printing "waiting -N-secs" forever (robertdavidgraham/masscan#144, #813).
+# Once the countdown is below zero the scan is over. Its SIGINT handler then exits (after
+# stdio flushed the output file) on the third SIGINT, so we send one per status line (4/s;
+# identical pending signals would merge into one) and SIGKILL if that did not help.
+STUCK_AFTER = -1
+_MAX_SIGINTS = 8
+# With --interactive masscan also prints each hit on stdout as it arrives (unbuffered), which
+# lets fingerprinting start while the sweep still runs.
+_DISCOVERED = re.compile(r"Discovered open port (\d+)/(tcp|udp) on (\S+)")
+_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}")  # Linux IFNAMSIZ is 16
+_MAC = re.compile(r"[0-9a-fA-F]{2}([-:])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
+
+
+def available() -> bool:
+    """masscan is installed and we may send raw packets (root or CAP_NET_RAW)."""
+    return shutil.which("masscan") is not None and _has_net_raw()
+
+
+def _has_net_raw() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 13))  # CAP_NET_RAW
+    except OSError:
+        pass
+    return False
+
+
+def build_argv(
+    *,
+    targets: Iterable[IPTarget],
+    ports: Sequence[PortRange],
+    rate: int,
+    output_path: str,
+    exclude_path: str | None = None,
+    retries: int = 1,
+    interface: str | None = None,
+    source_ip: str | None = None,
+    router_mac: str | None = None,
+    wait: int = 3,
+    stream: bool = False,
+) -> list[str]:
+    """The masscan command line, from validated values only."""
+    checked = check_targets(targets)
+    if any(target.version != 4 for target in checked):
+        # masscan 1.3's IPv6 support is partial; IPv6 goes to the connect scanner.
+        raise EngineError("masscan is used for IPv4 only; scan IPv6 with the connect engine")
+    port_text = format_ports(check_ports(ports))
+    check_number("rate", rate, 1, MAX_RATE, integer=True)
+    check_number("retries", retries, 0, 10, integer=True)
+    check_number("wait", wait, 0, 300, integer=True)
+    argv = [shutil.which("masscan") or "masscan", "-p", port_text, "--rate", str(rate)]
+    argv += ["--retries", str(retries), "--wait", str(wait)]
+    argv += ["-oJ", _check_path(output_path)]
+    if exclude_path is not None:
+        argv += ["--excludefile", _check_path(exclude_path)]
+    if interface is not None:
+        if not isinstance(interface, str) or not _INTERFACE.fullmatch(interface):
+            raise EngineError(f"{interface!r} is not a network interface name")
+        argv += ["--adapter", interface]
+    if source_ip is not None:
+        argv += ["--adapter-ip", str(_check_source_ip(source_ip))]
+    if router_mac is not None:
+        if not isinstance(router_mac, str) or not _MAC.fullmatch(router_mac):
+            raise EngineError(f"{router_mac!r} is not a MAC address")
+        argv += ["--router-mac", router_mac.replace(":", "-")]
+    if stream:
+        argv.append("--interactive")
+    # Targets last and via --range, so that not even a positional argument is free-form.
+    for target in checked:
+        argv += ["--range", str(target)]
+    return argv
+
+
+def sweep(
+    *,
+    targets: Iterable[IPTarget],
+    ports: Sequence[PortRange],
+    rate: int,
+    exclude: Iterable[ipaddress.IPv4Network | ipaddress.IPv4Address] = (),
+    retries: int = 1,
+    timeout: float,
+    interface: str | None = None,
+    source_ip: str | None = None,
+    router_mac: str | None = None,
+    wait: int = 3,
+    on_progress: Progress | None = None,
+    on_finding: Callable[[Finding], None] | None = None,
+) -> list[Finding]:
+    """Sweep targets x ports with masscan; return open TCP ports.
+
+    on_finding, if given, is called once per open port as soon as masscan sees it (before
+    the sweep ends), e.g. to queue its fingerprint early. on_progress gets masscan's percent
+    and the number of distinct open ports so far.
+
+    On timeout masscan's process group is killed and EngineTimeout carries the findings
+    written so far in `.partial`.
+    """
+    check_number("timeout", timeout, 1, 7 * 24 * 3600)
+    excluded = _check_exclude(exclude)
+    if shutil.which("masscan") is None:
+        raise EngineError("masscan is not installed")
+    # A private directory: masscan writes paused.conf into its cwd when interrupted, and
+    # the output and exclude files must not be guessable paths in a shared /tmp.
+    with tempfile.TemporaryDirectory(prefix="portmon-masscan-") as workdir:
+        output_path = os.path.join(workdir, "out.json")
+        exclude_path = None
+        if excluded:
+            exclude_path = os.path.join(workdir, "exclude.txt")
+            with open(exclude_path, "w") as fh:
+                fh.write("".join(f"{network}\n" for network in excluded))
+        argv = build_argv(
+            targets=targets,
+            ports=ports,
+            rate=rate,
+            output_path=output_path,
+            exclude_path=exclude_path,
+            retries=retries,
+            interface=interface,
+            source_ip=source_ip,
+            router_mac=router_mac,
+            wait=wait,
+            stream=True,
+        )
+        last = [-1.0]
+        # Hits as masscan printed them: unique counts for progress (its own found= counts
+        # every reply, retries included) and a second record of results should the JSON
+        # file lose its buffered tail (masscan SIGKILLed).
+        streamed: dict[tuple[str, str, int], Finding] = {}
+        process: list[subprocess.Popen] = []
+        sigints = [0]
+
+        def on_line(stream: str, line: str) -> None:
+            if stream == "stdout":
+                finding = _discovered(line)
+                if finding and finding.key not in streamed:
+                    streamed[finding.key] = finding
+                    if on_finding:
+                        on_finding(finding)
+                return
+            waiting = _WAITING.search(line)
+            if waiting and int(waiting.group(1)) <= STUCK_AFTER and process[0].poll() is None:
+                sigints[0] += 1
+                if sigints[0] <= _MAX_SIGINTS:
+                    process[0].send_signal(signal.SIGINT)
+                else:
+                    os.killpg(process[0].pid, signal.SIGKILL)
+            if on_progress is None:
+                return
+            match = _STATUS.search(line)
+            if match:
+                percent = min(float(match.group(1)), 100.0)
+                if percent != last[0]:
+                    last[0] = percent
+                    on_progress(percent, len(streamed))
+
+        try:
+            result = run_process(
+                argv, timeout=timeout, on_line=on_line, on_start=process.append, cwd=workdir
+            )
+        except EngineTimeout as exc:
+            exc.partial = _merge(_read_findings(output_path), streamed.values())
+            raise
+        # After our stop masscan exits with 1 (its "threads not exiting" path): not a failure.
+        if result.returncode != 0 and not (sigints[0] and result.returncode in (1, -2, -9)):
+            raise EngineError(f"masscan failed: {_last_error(result.stderr, result.returncode)}")
+        findings = _merge(_read_findings(output_path), streamed.values())
+    if on_progress:
+        on_progress(100.0, len(findings))
+    return findings
+
+
+def parse_json(text: str) -> list[Finding]:
+    """Parse masscan -oJ output; tolerant of its quirks and of a file cut short.
+
+    masscan's "JSON" has had trailing commas before "]", a final {"finished": 1} record,
+    and no closing bracket when killed. Each record is read on its own; anything that is
+    not an IP record with open ports is skipped. Duplicates (retries, banners) are merged.
+    """
+    if not isinstance(text, str):
+        raise EngineError("masscan output must be text")
+    decoder = json.JSONDecoder()
+    seen: dict[tuple[str, str, int], Finding] = {}
+    pos, end = 0, len(text)
+    while pos < end:
+        char = text[pos]
+        if char in " \t\r\n,[]":
+            pos += 1
+            continue
+        if char != "{":
+            raise EngineError(f"not masscan JSON: unexpected {char!r} at offset {pos}")
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            if "\n" not in text[pos:].rstrip():
+                break  # the last line was cut short (masscan killed): keep the others
+            raise EngineError(f"not masscan JSON: broken record at offset {pos}") from None
+        for finding in _record_findings(record):
+            seen.setdefault(finding.key, finding)
+    return _merge(seen.values())
+
+
+def _record_findings(record: object) -> list[Finding]:
+    if not isinstance(record, dict) or "ip" not in record:
+        return []
+    try:
+        ip = str(ipaddress.ip_address(record["ip"]))
+    except (TypeError, ValueError):
+        return []
+    found = []
+    for entry in record.get("ports") or []:
+        if not isinstance(entry, dict):
+            continue
+        port, proto = entry.get("port"), entry.get("proto", "tcp")
+        if not (isinstance(port, int) and 1 <= port <= 65535 and proto in ("tcp", "udp")):
+            continue
+        # Status records say "open"; banner records (--banners) carry "service" instead.
+        if entry.get("status", "open") == "open":
+            found.append(Finding(ip=ip, port=port, proto=proto))
+    return found
+
+
+def _merge(*groups: Iterable[Finding]) -> list[Finding]:
+    merged: dict[tuple[str, str, int], Finding] = {}
+    for group in groups:
+        for finding in group:
+            merged.setdefault(finding.key, finding)
+    return sorted(merged.values(), key=lambda f: (ipaddress.ip_address(f.ip), f.proto, f.port))
+
+
+def _discovered(line: str) -> Finding | None:
+    match = _DISCOVERED.search(line)
+    if not match:
+        return None
+    try:
+        ip = str(ipaddress.ip_address(match.group(3)))
+    except ValueError:
+        return None
+    port = int(match.group(1))
+    return Finding(ip=ip, port=port, proto=match.group(2)) if 1 <= port <= 65535 else None
+
+
+def _read_findings(path: str) -> list[Finding]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return parse_json(fh.read())
+    except FileNotFoundError:
+        return []
+
+
+def _check_exclude(exclude: Iterable[object]) -> list[ipaddress.IPv4Network]:
+    if isinstance(exclude, str | bytes) or not isinstance(exclude, Iterable):
+        raise EngineError("exclude must be a list of ipaddress networks")
+    networks = []
+    for item in exclude:
+        if isinstance(item, ipaddress.IPv4Address):
+            item = ipaddress.IPv4Network(item)
+        if isinstance(item, ipaddress.IPv6Network | ipaddress.IPv6Address):
+            continue  # masscan sweeps IPv4 only: an IPv6 exclusion cannot apply
+        if not isinstance(item, ipaddress.IPv4Network):
+            raise EngineError(f"exclusion {item!r} is not a validated network")
+        networks.append(item)
+    return networks
+
+
+def _check_source_ip(value: object) -> ipaddress.IPv4Address:
+    if isinstance(value, str):
+        try:
+            value = ipaddress.ip_address(value)
+        except ValueError:
+            raise EngineError(f"{value!r} is not an IP address") from None
+    if not isinstance(value, ipaddress.IPv4Address):
+        raise EngineError(f"source address {value!r} is not an IPv4 address")
+    return value
+
+
+def _check_path(path: str) -> str:
+    # Our own temp paths; absolute so that no "-" can start the argument.
+    if not isinstance(path, str) or not os.path.isabs(path) or "\n" in path:
+        raise EngineError(f"{path!r} is not an absolute path")
+    return path
+
+
+def _last_error(stderr: str, returncode: int) -> str:
+    lines = [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if not line.startswith("rate:")]
+    return errors[-1] if errors else f"exit code {returncode}"
