@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from portmon.env import env_bool, env_int, env_list, env_str
 
@@ -183,17 +183,22 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # exceed the longest hard limit or a running shard would be handed out twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", SHARD_TIME_LIMIT + 600),
+        # Look for tasks of dead workers every 10 s (kombu's default scans every 100 s).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
     }
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 SCAN_ZONES = ("internal", "external")
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_EXCHANGE = "portmon"
+CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
+# Each queue bound with its own routing key: a queue without one would share the default
+# key, and a direct exchange would then copy every task into every queue.
 CELERY_TASK_QUEUES = [
-    Queue("default"),
-    Queue("fingerprint"),
-    Queue("poc"),
-    *[Queue(f"sweep.{zone}") for zone in SCAN_ZONES],
+    Queue(name, Exchange("portmon", type="direct"), routing_key=name)
+    for name in ("default", "fingerprint", "poc", *[f"sweep.{zone}" for zone in SCAN_ZONES])
 ]
 
 LOGGING = {
@@ -219,6 +224,8 @@ PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
 # lost worker costs little and progress moves; 62 hosts x 65535 ports is ~4M probes.
 PORTMON_SHARD_PROBES = env_int("PORTMON_SHARD_PROBES", 4_000_000)
 PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3)
+# Seconds past the hard limit before a still-"running" shard is handed to another worker.
+PORTMON_SHARD_REAP_GRACE = env_int("PORTMON_SHARD_REAP_GRACE", 60)
 PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 1)
 PORTMON_MASSCAN_WAIT = env_int("PORTMON_MASSCAN_WAIT", 3)
 MASSCAN_ADAPTER = env_str("PORTMON_MASSCAN_ADAPTER") or None

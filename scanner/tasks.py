@@ -34,7 +34,10 @@ def sweep_shard(self, shard_id: int) -> None:
         # The engine has killed its process group; give the shard back and try again.
         runs.shard_release(shard_id=shard_id, error="soft time limit exceeded")
         raise self.retry(countdown=5) from None
-    except (EngineError, runs.TargetError) as exc:
+    except Exception as exc:
+        # Never leave a shard 'running': give it back for a retry, or fail it visibly.
+        if not isinstance(exc, EngineError | runs.TargetError):
+            logger.exception("shard %s: unexpected error", shard_id)
         if shard.attempts >= settings.PORTMON_SHARD_MAX_ATTEMPTS:
             runs.shard_fail(shard_id=shard_id, error=str(exc))
             return
@@ -61,3 +64,8 @@ def fingerprint_host(run_id: int, ip: str) -> None:
 @shared_task(name="scanner.policy_run", acks_late=True, time_limit=120)
 def policy_run(policy_id: int) -> None:
     runs.policy_run(policy_id=policy_id)
+
+
+@shared_task(name="scanner.reap_shards", time_limit=120)
+def reap_shards() -> None:
+    runs.shards_reap()

@@ -27,6 +27,15 @@ def database_url_for_subprocess() -> str:
     raise RuntimeError(f"no subprocess URL for {connection.vendor}")
 
 
+def reset_broker_connections(app) -> None:
+    """Drop pooled broker connections so the next publish uses the current broker_url."""
+    from kombu import pools
+
+    pools.reset()  # closes and forgets the pools kombu keeps per connection URL
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 def flush_redis(url: str) -> None:
     import redis
 
@@ -116,7 +125,7 @@ def celery_workers(tmp_path, transactional_db, settings):
     old_options = app.conf.broker_transport_options
     app.conf.broker_url = TEST_REDIS_URL
     app.conf.broker_transport_options = {"visibility_timeout": 30}
-    app.pool.force_close_all()
+    reset_broker_connections(app)
     workers = Workers(tmp_path, env)
     try:
         yield workers
@@ -124,5 +133,5 @@ def celery_workers(tmp_path, transactional_db, settings):
         workers.stop_all()
         app.conf.broker_url = old_broker
         app.conf.broker_transport_options = old_options
-        app.pool.force_close_all()
+        reset_broker_connections(app)
         flush_redis(TEST_REDIS_URL)

@@ -85,7 +85,7 @@ def ports_update_from_run(*, run: ScanRun) -> None:
     seen_at = run.finished_at or timezone.now()
     observations = list(
         PortObservation.objects.filter(run=run).values(
-            "host_id", "proto", "port", "fingerprinted", *FINGERPRINT_FIELDS
+            "host_id", "proto", "port", *FINGERPRINT_FIELDS
         )
     )
     keys = {(o["host_id"], o["proto"], o["port"]) for o in observations}
@@ -99,7 +99,8 @@ def ports_update_from_run(*, run: ScanRun) -> None:
     to_create, to_update = [], []
     for o in observations:
         key = (o["host_id"], o["proto"], o["port"])
-        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if (o["service"] or o["product"]) else {}
+        named = o["service"] or o["product"]
+        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if named else {}
         port = existing.get(key)
         if port is None:
             to_create.append(

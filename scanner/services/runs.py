@@ -9,12 +9,12 @@ completes the run (scanner.services.results.run_complete, exactly once).
 
 import ipaddress
 import logging
+import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -122,7 +122,14 @@ def _queue_shards(zone: str, shard_ids: list[int]) -> None:
     from scanner.tasks import sweep_shard
 
     for shard_id in shard_ids:
-        sweep_shard.apply_async(args=[shard_id], queue=f"sweep.{zone}")
+        # Limits travel in the message (Celery sends the publisher's values), so they are
+        # read here, at publish time, from this process's settings.
+        sweep_shard.apply_async(
+            args=[shard_id],
+            queue=f"sweep.{zone}",
+            soft_time_limit=settings.SHARD_SOFT_TIME_LIMIT,
+            time_limit=settings.SHARD_TIME_LIMIT,
+        )
 
 
 def policy_run(*, policy_id: int) -> ScanRun | None:
@@ -147,9 +154,12 @@ def policy_run(*, policy_id: int) -> ScanRun | None:
 def shard_claim(*, shard_id: int, worker: str) -> ScanShard | None:
     """Take a shard for this worker; None when it is finished or has used its attempts."""
     max_attempts = settings.PORTMON_SHARD_MAX_ATTEMPTS
+    # A running shard is taken over only once its hard limit has passed: by then the
+    # worker that had it is dead (killed by the limit or lost), never still scanning.
+    stale = timezone.now() - timedelta(seconds=settings.SHARD_TIME_LIMIT)
     claimed = ScanShard.objects.filter(
+        Q(state=ShardState.PENDING) | Q(state=ShardState.RUNNING, started_at__lt=stale),
         pk=shard_id,
-        state__in=[ShardState.PENDING, ShardState.RUNNING],
         attempts__lt=max_attempts,
         run__state=RunState.SWEEPING,
     ).update(
@@ -163,8 +173,8 @@ def shard_claim(*, shard_id: int, worker: str) -> ScanShard | None:
         return ScanShard.objects.select_related("run").get(pk=shard_id)
     # A redelivery after the last attempt (worker died or hard limit hit): fail it visibly.
     gave_up = ScanShard.objects.filter(
+        Q(state=ShardState.PENDING) | Q(state=ShardState.RUNNING, started_at__lt=stale),
         pk=shard_id,
-        state__in=[ShardState.PENDING, ShardState.RUNNING],
         attempts__gte=max_attempts,
     ).update(
         state=ShardState.FAILED,
@@ -174,6 +184,44 @@ def shard_claim(*, shard_id: int, worker: str) -> ScanShard | None:
     if gave_up:
         shard_failed_mark_run(shard_id=shard_id)
     return None
+
+
+def shards_reap() -> int:
+    """Requeue (or fail) shards whose worker vanished: running past their hard limit.
+
+    Celery acknowledges a task killed by its hard time limit, so nothing would redeliver
+    it; beat runs this every minute. Returns the number of shards handled.
+    """
+    grace = timedelta(seconds=settings.SHARD_TIME_LIMIT + settings.PORTMON_SHARD_REAP_GRACE)
+    # Attempted shards only (started_at set): a shard that never started is just queued.
+    # A pending one was released for a retry whose message may have died with its worker.
+    stale = list(
+        ScanShard.objects.filter(
+            state__in=[ShardState.RUNNING, ShardState.PENDING],
+            started_at__lt=timezone.now() - grace,
+            run__state=RunState.SWEEPING,
+        ).values_list("pk", "run__zone", "attempts")
+    )
+    handled = 0
+    for shard_id, zone, attempts in stale:
+        if attempts >= settings.PORTMON_SHARD_MAX_ATTEMPTS:
+            shard_fail(
+                shard_id=shard_id,
+                error=f"gave up after {attempts} attempts (worker lost or time limit)",
+            )
+        else:
+            # The claim lets only one of several copies of a shard's message run it.
+            # started_at moves on so that the next reap waits a full limit again.
+            ScanShard.objects.filter(pk=shard_id).update(
+                state=ShardState.PENDING,
+                started_at=timezone.now(),
+                error="worker lost or hard time limit; retrying",
+            )
+            _queue_shards(zone, [shard_id])
+        handled += 1
+    if handled:
+        logger.warning("reaped %d shard(s) left running past their hard time limit", handled)
+    return handled
 
 
 def shard_failed_mark_run(*, shard_id: int) -> None:
@@ -204,20 +252,43 @@ def _guarded(targets_text: str) -> GuardedTargets:
     return guard(parse_targets(targets_text, resolver=_no_resolve), scope_load())
 
 
-def _progress_writer(shard_id: int) -> Callable[[float, int], None]:
-    last = [0.0]
-    total = ScanShard.objects.filter(pk=shard_id).values_list("probes_total", flat=True)[0]
+class ShardProgress:
+    """Collects engine progress and writes it to the shard row from a side thread.
 
-    def write(percent: float, found: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < PROGRESS_EVERY_S:
-            return
-        last[0] = now
-        ScanShard.objects.filter(pk=shard_id).update(
-            probes_done=int(total * min(percent, 100.0) / 100), ports_found=found
+    Engines call back from inside their event loop, where Django forbids database access;
+    the callback only stores numbers, the thread writes them every PROGRESS_EVERY_S.
+    """
+
+    def __init__(self, shard_id: int, probes_total: int):
+        self.shard_id = shard_id
+        self.total = probes_total
+        self.percent = 0.0
+        self.found = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __call__(self, percent: float, found: int) -> None:
+        self.percent, self.found = percent, found
+
+    def _write(self) -> None:
+        ScanShard.objects.filter(pk=self.shard_id, state=ShardState.RUNNING).update(
+            probes_done=int(self.total * min(self.percent, 100.0) / 100), ports_found=self.found
         )
 
-    return write
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(PROGRESS_EVERY_S):
+                self._write()
+        finally:
+            connection.close()
+
+    def __enter__(self) -> "ShardProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def shard_sweep(*, shard: ScanShard) -> list[Finding]:
@@ -228,32 +299,32 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     guarded = _guarded(shard.targets)
     ports = parse_ports(shard.ports)
     run = shard.run
-    on_progress = _progress_writer(shard.pk)
     timeout = max(30, settings.SHARD_SOFT_TIME_LIMIT - 30)
     engine = engines.choose(run.engine, list(guarded.networks))
-    if engine == Engine.MASSCAN:
-        return masscan.sweep(
-            targets=list(guarded.networks),
+    with ShardProgress(shard.pk, shard.probes_total) as on_progress:
+        if engine == Engine.MASSCAN:
+            return masscan.sweep(
+                targets=list(guarded.networks),
+                ports=ports,
+                rate=run.rate,
+                exclude=list(guarded.exclusions),
+                retries=settings.PORTMON_MASSCAN_RETRIES,
+                wait=settings.PORTMON_MASSCAN_WAIT,
+                timeout=timeout,
+                interface=settings.MASSCAN_ADAPTER,
+                source_ip=settings.MASSCAN_ADAPTER_IP,
+                router_mac=settings.MASSCAN_ROUTER_MAC,
+                on_progress=on_progress,
+            )
+        return connect.scan(
+            targets=list(guarded.addresses()),
             ports=ports,
-            rate=run.rate,
-            exclude=list(guarded.exclusions),
-            retries=settings.PORTMON_MASSCAN_RETRIES,
-            wait=settings.PORTMON_MASSCAN_WAIT,
-            timeout=timeout,
-            interface=settings.MASSCAN_ADAPTER,
-            source_ip=settings.MASSCAN_ADAPTER_IP,
-            router_mac=settings.MASSCAN_ROUTER_MAC,
+            concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
+            timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
+            retries=1,
             on_progress=on_progress,
+            deadline=time.monotonic() + timeout,
         )
-    return connect.scan(
-        targets=list(guarded.addresses()),
-        ports=ports,
-        concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
-        timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
-        retries=1,
-        on_progress=on_progress,
-        deadline=time.monotonic() + timeout,
-    )
 
 
 def shard_complete(*, shard_id: int, findings: list[Finding]) -> list[str]:
