@@ -1,6 +1,6 @@
 """Scan benchmark on the namespace lab: Portmon vs a plain masscan pass vs nmap -sS -sV -p-.
 
-    sudo .venv/bin/python bench/scan_bench.py [--hosts 62] [--rate 100000] [--loss 0.005]
+    sudo .venv/bin/python bench/scan_bench.py [--hosts 62] [--rate 300000] [--loss 0.005]
                                              [--skip-nmap] [--portmon-runs 1]
 
 Prints, for each contender: wall time, open ports found / truth, fingerprints correct,
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.lab import Lab  # noqa: E402
+from tests.lab import BENCHMARK_LAB, Lab  # noqa: E402
 
 PY = sys.executable
 
@@ -62,7 +62,7 @@ def peak_rss_mib(pid: int) -> int:
 
 def masscan_argv(lab: Lab, rate: int, out: Path) -> list[str]:
     return [
-        "masscan", lab.cidr, "-p1-65535", "--rate", str(rate), "--wait", "3",
+        "masscan", ",".join(lab.hosts), "-p1-65535", "--rate", str(rate), "--wait", "3",
         "--adapter", lab.interface, "--adapter-ip", lab.source_ip,
         "--router-mac", lab.router_mac, "-oJ", str(out),
     ]  # fmt: skip
@@ -147,7 +147,16 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path) -> dict:
     time.sleep(6)  # let the workers connect before the clock starts
     try:
         wall, _, res = timed(
-            [*manage, "scan", lab.cidr, "--ports", "1-65535", "--rate", str(rate), "--json"],
+            [
+                *manage,
+                "scan",
+                ",".join(lab.hosts),
+                "--ports",
+                "1-65535",
+                "--rate",
+                str(rate),
+                "--json",
+            ],
             cwd=ROOT,
             env=env,
         )
@@ -167,9 +176,9 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=62)
-    parser.add_argument("--rate", type=int, default=100_000)
-    parser.add_argument("--loss", type=float, default=0.005)
+    parser.add_argument("--hosts", type=int, default=BENCHMARK_LAB["hosts"])
+    parser.add_argument("--rate", type=int, default=300_000)
+    parser.add_argument("--loss", type=float, default=BENCHMARK_LAB["loss"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--portmon-runs", type=int, default=1)
     parser.add_argument("--skip-nmap", action="store_true", help="skip nmap -sS -sV -p- (slow)")
@@ -181,7 +190,10 @@ def main() -> None:
         import django
 
         django.setup()
-        with Lab(hosts=args.hosts, ports_per_host=(2, 5), loss=args.loss, seed=args.seed) as lab:
+        ports_per_host = BENCHMARK_LAB["ports_per_host"]
+        with Lab(
+            hosts=args.hosts, ports_per_host=ports_per_host, loss=args.loss, seed=args.seed
+        ) as lab:
             truth = len(lab.open_ports)
             print(f"lab: {len(lab.hosts)} hosts, {truth} open ports, {args.loss:.1%} loss, "
                   f"ports 1-65535, rate {args.rate} pps")  # fmt: skip
