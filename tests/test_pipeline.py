@@ -36,12 +36,17 @@ class Listeners:
 
     def _serve(self):
         asyncio.set_event_loop(self.loop)
-        for ip, port, banner in self.specs:
+        servers = [
             self.loop.run_until_complete(
                 asyncio.start_server(lambda r, w, b=banner: self._handle(b, r, w), ip, port)
             )
+            for ip, port, banner in self.specs
+        ]
         self.ready.set()
         self.loop.run_forever()
+        for server in servers:  # stop listening: the ports must really be closed afterwards
+            server.close()
+        self.loop.close()
 
     def __enter__(self):
         self.thread.start()

@@ -23,7 +23,6 @@ from scanner.models import (
     Engine,
     Port,
     PortObservation,
-    PortState,
     RunState,
     ScanPolicy,
     ScanRun,
@@ -429,9 +428,7 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
         PortObservation.objects.filter(run_id=run_id).values_list("host__ip", "proto", "port")
     )
     candidates = []
-    recent = Port.objects.filter(
-        Q(state=PortState.OPEN) | Q(last_seen__gte=since), last_seen__gte=since, proto="tcp"
-    ).values_list("host__ip", "port")
+    recent = Port.objects.filter(last_seen__gte=since, proto="tcp").values_list("host__ip", "port")
     for ip, port in recent.iterator(chunk_size=5000):
         if port not in wanted_ports or (ip, "tcp", port) in seen:
             continue
