@@ -59,7 +59,8 @@ class Listeners:
 
 
 def free_ports(n: int, ip: str = "127.0.0.1") -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    socks = [socket.socket(family) for _ in range(n)]
     for s in socks:
         s.bind((ip, 0))
     ports = [s.getsockname()[1] for s in socks]

@@ -54,3 +54,16 @@ def test_it_explains_bad_scan_arguments_in_one_line(db):
         call_command("scan", "198.19.0.1", "--ports", "22")
     with pytest.raises(CommandError, match="is not a port or port range"):
         call_command("scan", "127.0.0.1", "--ports", "ssh")
+
+
+def test_it_scans_and_fingerprints_ipv6_targets(db, eager, django_capture_on_commit_callbacks):
+    from tests.test_pipeline import SSH_BANNER
+
+    call_command("scope", "add", "::1/128", "--zone", "internal")
+    (port,) = free_ports(1, "::1")
+    with Listeners([("::1", port, SSH_BANNER)]), django_capture_on_commit_callbacks(execute=True):
+        run = run_start(targets="::1", ports=f"{port},1-50", engine="auto")
+    run.refresh_from_db()
+    assert run.state == RunState.FINISHED, run.error
+    (obs,) = PortObservation.objects.filter(run=run).select_related("host")
+    assert (obs.host.ip, obs.port, obs.service) == ("::1", port, "ssh")
