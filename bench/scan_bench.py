@@ -122,8 +122,22 @@ def bench_nmap(lab: Lab, tmp: Path) -> dict:
     return {"wall": wall, "rss": rss, "found": found, "services": services}
 
 
-def bench_portmon(lab: Lab, rate: int, tmp: Path) -> dict:
+PHASES_SCRIPT = """
+from scanner.models import ScanRun
+run = ScanRun.objects.latest("created_at")
+shards = list(run.shards.order_by("started_at"))
+t0 = run.started_at
+def at(t):
+    return f"{(t - t0).total_seconds():6.1f}s"
+print(f"  phases: {len(shards)} shard(s), sweep done at {at(max(s.finished_at for s in shards))},"
+      f" run finished at {at(run.finished_at)}")
+"""
+
+
+def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
+    if broker:
+        env["CELERY_BROKER_URL"] = broker
     env.update(
         PORTMON_DATA_DIR=str(tmp / "portmon"),
         PORTMON_MASSCAN_ADAPTER=lab.interface,
@@ -172,6 +186,10 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path) -> dict:
             except subprocess.TimeoutExpired:  # a warm shutdown waiting on a straggler
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+    phases = subprocess.run(
+        [*manage, "shell", "-c", PHASES_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    print(phases.stdout.strip() or phases.stderr.strip()[-500:])
     rows = json.loads(res.stdout)
     found = {(r["ip"], r["port"]) for r in rows}
     services = {(r["ip"], r["port"]): r["service"] for r in rows}
@@ -185,6 +203,11 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=BENCHMARK_LAB["loss"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--portmon-runs", type=int, default=1)
+    parser.add_argument(
+        "--broker",
+        default="redis://127.0.0.1:6379/11",
+        help="Celery broker for Portmon's workers ('' for the embedded filesystem broker)",
+    )
     parser.add_argument("--skip-nmap", action="store_true", help="skip nmap -sS -sV -p- (slow)")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portmon.settings")
@@ -202,7 +225,7 @@ def main() -> None:
             print(f"lab: {len(lab.hosts)} hosts, {truth} open ports, {args.loss:.1%} loss, "
                   f"ports 1-65535, rate {args.rate} pps")  # fmt: skip
             for i in range(args.portmon_runs):
-                pm = bench_portmon(lab, args.rate, tmp / f"pm{i}")
+                pm = bench_portmon(lab, args.rate, tmp / f"pm{i}", args.broker)
                 result = score(lab, pm["found"], pm["services"])
                 print(f"portmon            : {pm['wall']:7.1f} s  {result}  "
                       f"workers peak {pm['rss']} MiB")  # fmt: skip

@@ -220,9 +220,10 @@ PORTMON_WEBHOOK_SECRET = env_str("PORTMON_WEBHOOK_SECRET")
 PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
 
 # --- Scanning -----------------------------------------------------------------
-# Probes per shard: one shard should take a minute or so at the default rate, so that a
-# lost worker costs little and progress moves; 62 hosts x 65535 ports is ~4M probes.
-PORTMON_SHARD_PROBES = env_int("PORTMON_SHARD_PROBES", 4_000_000)
+# Probes per shard: masscan managed ~90k probes/s on the 2-core lab machine
+# (bench/scan_bench.py), so 8M probes is ~90 s per pass (twice that with --retries 1): a
+# lost worker costs that much, and the 62-host benchmark lab (4M probes) is one masscan run.
+PORTMON_SHARD_PROBES = env_int("PORTMON_SHARD_PROBES", 8_000_000)
 PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3)
 # Seconds past the hard limit before a still-"running" shard is handed to another worker.
 PORTMON_SHARD_REAP_GRACE = env_int("PORTMON_SHARD_REAP_GRACE", 60)

@@ -1,10 +1,13 @@
 """Full-range scan of a lossy namespace lab through real workers: every port, right names."""
 
+import subprocess
+import time
+
 import pytest
 from django.core.management import call_command
 
-from scanner.models import Port, PortObservation, RunState
-from scanner.services.runs import run_start
+from scanner.models import Port, PortObservation, RunState, ScanRun, ScanShard, ShardState
+from scanner.services.runs import run_start, shards_reap
 from tests.lab import Lab
 from tests.test_pipeline import wait_run
 
@@ -34,3 +37,34 @@ def test_it_finds_every_open_port_under_loss_and_names_the_services(celery_worke
             if p.service != lab.truth[p.host.ip][p.port]
         ]
         assert not wrong, f"fingerprints that differ from the banners: {wrong}"
+
+
+@pytest.mark.lab
+@pytest.mark.celery
+def test_it_leaves_no_masscan_behind_when_a_shard_overruns_its_hard_limit(celery_workers, settings):
+    settings.SHARD_SOFT_TIME_LIMIT = settings.SHARD_TIME_LIMIT = 4
+    settings.PORTMON_SHARD_REAP_GRACE = 1
+    with Lab(hosts=4, ports_per_host=(2, 3), loss=0, seed=3) as lab:
+        call_command("scope", "add", lab.cidr, "--zone", "internal")
+        env = {
+            "PORTMON_MASSCAN_ADAPTER": lab.interface,
+            "PORTMON_MASSCAN_ADAPTER_IP": lab.source_ip,
+            "PORTMON_MASSCAN_ROUTER_MAC": lab.router_mac,
+            "PORTMON_SHARD_MAX_ATTEMPTS": "2",
+        }
+        celery_workers.start("sweep", "sweep.internal", extra_env=env)
+        # 4 hosts x 65535 ports at 1000 pps would take minutes: the limit cuts it short.
+        run = run_start(targets=lab.hosts, ports="1-65535", rate=1000, engine="masscan")
+        deadline = time.monotonic() + 120
+        while ScanRun.objects.get(pk=run.pk).state == RunState.SWEEPING:
+            assert time.monotonic() < deadline, "run did not finish"
+            shards_reap()  # what beat does every minute
+            time.sleep(1)
+        run = wait_run(run.pk, 60)
+        shard = ScanShard.objects.get(run=run)
+        assert shard.state == ShardState.FAILED and shard.attempts == 2
+        assert run.degraded
+        assert "Hard time limit (4s) exceeded" in celery_workers.log("sweep")
+        time.sleep(1)
+        masscans = subprocess.run(["pgrep", "-af", "masscan"], capture_output=True, text=True)
+        assert lab.interface not in masscans.stdout, masscans.stdout

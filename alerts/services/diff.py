@@ -319,7 +319,9 @@ def _run_diff(*, run: ScanRun) -> tuple[DiffResult, list[int]]:
         # or raising events from it would rewrite the present from the past.
         result.backfill = True
         return result, []
-    result.degraded = run_health_assess(run=run, at=at)
+    # A run already marked degraded (a shard failed, so part of its targets went unscanned)
+    # stays degraded whatever its counts look like.
+    result.degraded = run.degraded or run_health_assess(run=run, at=at)
     if result.degraded:
         ScanRun.objects.filter(pk=run.pk).update(degraded=True)
 
