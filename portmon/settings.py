@@ -227,7 +227,8 @@ PORTMON_SHARD_PROBES = env_int("PORTMON_SHARD_PROBES", 8_000_000)
 PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3)
 # Seconds past the hard limit before a still-"running" shard is handed to another worker.
 PORTMON_SHARD_REAP_GRACE = env_int("PORTMON_SHARD_REAP_GRACE", 60)
-PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 1)
+# Retries double masscan's packets; the default re-probes only unanswered probes instead.
+PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 0)
 PORTMON_MASSCAN_WAIT = env_int("PORTMON_MASSCAN_WAIT", 3)
 MASSCAN_ADAPTER = env_str("PORTMON_MASSCAN_ADAPTER") or None
 MASSCAN_ADAPTER_IP = env_str("PORTMON_MASSCAN_ADAPTER_IP") or None

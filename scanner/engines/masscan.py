@@ -68,7 +68,7 @@ def build_argv(
     targets: Iterable[IPTarget],
     ports: Sequence[PortRange],
     rate: int,
-    output_path: str,
+    output_path: str | None,
     exclude_path: str | None = None,
     retries: int = 1,
     interface: str | None = None,
@@ -76,6 +76,7 @@ def build_argv(
     router_mac: str | None = None,
     wait: int = 3,
     stream: bool = False,
+    show_closed: bool = False,
 ) -> list[str]:
     """The masscan command line, from validated values only."""
     checked = check_targets(targets)
@@ -88,7 +89,8 @@ def build_argv(
     check_number("wait", wait, 0, 300, integer=True)
     argv = [shutil.which("masscan") or "masscan", "-p", port_text, "--rate", str(rate)]
     argv += ["--retries", str(retries), "--wait", str(wait)]
-    argv += ["-oJ", _check_path(output_path)]
+    if output_path is not None:
+        argv += ["-oJ", _check_path(output_path)]
     if exclude_path is not None:
         argv += ["--excludefile", _check_path(exclude_path)]
     if interface is not None:
@@ -103,6 +105,8 @@ def build_argv(
         argv += ["--router-mac", router_mac.replace(":", "-")]
     if stream:
         argv.append("--interactive")
+    if show_closed:
+        argv += ["--show", "closed"]
     # Targets last and via --range, so that not even a positional argument is free-form.
     for target in checked:
         argv += ["--range", str(target)]
@@ -123,8 +127,13 @@ def sweep(
     wait: int = 3,
     on_progress: Progress | None = None,
     on_finding: Callable[[Finding], None] | None = None,
+    on_answer: Callable[[str, int], None] | None = None,
 ) -> list[Finding]:
     """Sweep targets x ports with masscan; return open TCP ports.
+
+    on_answer, if given, is called with (ip, port) for every probe that got any answer,
+    open (SYN-ACK) or closed (RST): the caller can then tell which probes got none (lost
+    on the way, or filtered) and re-probe just those.
 
     on_finding, if given, is called once per open port as soon as masscan sees it (before
     the sweep ends), e.g. to queue its fingerprint early. on_progress gets masscan's percent
@@ -140,7 +149,9 @@ def sweep(
     # A private directory: masscan writes paused.conf into its cwd when interrupted, and
     # the output and exclude files must not be guessable paths in a shared /tmp.
     with tempfile.TemporaryDirectory(prefix="portmon-masscan-") as workdir:
-        output_path = os.path.join(workdir, "out.json")
+        # When every answer is streamed (on_answer), stdout is the record: a JSON file
+        # would hold a record per closed port too (hundreds of MB for a full range).
+        output_path = None if on_answer else os.path.join(workdir, "out.json")
         exclude_path = None
         if excluded:
             exclude_path = os.path.join(workdir, "exclude.txt")
@@ -158,6 +169,7 @@ def sweep(
             router_mac=router_mac,
             wait=wait,
             stream=True,
+            show_closed=on_answer is not None,
         )
         last = [-1.0]
         # Hits as masscan printed them: unique counts for progress (its own found= counts
@@ -169,6 +181,16 @@ def sweep(
 
         def on_line(stream: str, line: str) -> None:
             if stream == "stdout":
+                if on_answer is not None:
+                    # "Discovered closed port 1094/tcp on 198.18.40.66": the hot path (one
+                    # line per probe), so plain splitting rather than a regex.
+                    parts = line.split()
+                    if len(parts) >= 6 and parts[0] == "Discovered" and parts[4] == "on":
+                        number, _, proto = parts[3].partition("/")
+                        if proto == "tcp" and number.isdigit():
+                            on_answer(parts[5], int(number))
+                    if parts[1:2] != ["open"]:
+                        return
                 finding = _discovered(line)
                 if finding and finding.key not in streamed:
                     streamed[finding.key] = finding
@@ -277,7 +299,9 @@ def _discovered(line: str) -> Finding | None:
     return Finding(ip=ip, port=port, proto=match.group(2)) if 1 <= port <= 65535 else None
 
 
-def _read_findings(path: str) -> list[Finding]:
+def _read_findings(path: str | None) -> list[Finding]:
+    if path is None:
+        return []
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return parse_json(fh.read())

@@ -11,7 +11,9 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -29,6 +31,7 @@ from scanner.models import (
     ScanShard,
     ShardState,
 )
+from scanner.recall import ProbeLedger, reprobe_plan
 from scanner.services.results import FINGERPRINT_FIELDS, observations_record, run_complete
 from scanner.services.scope import scope_load
 from scanner.targets import (
@@ -331,19 +334,28 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     with ShardProgress(shard.pk, shard.probes_total) as on_progress:
         if engine == Engine.MASSCAN:
             stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint)
-            return masscan.sweep(
-                on_finding=stream,
-                targets=list(guarded.networks),
+            ledger = ProbeLedger((str(a) for a in guarded.addresses()), ports)
+            deadline = time.monotonic() + timeout
+            sweep = partial(
+                masscan.sweep,
                 ports=ports,
                 rate=run.rate,
                 exclude=list(guarded.exclusions),
-                retries=settings.PORTMON_MASSCAN_RETRIES,
                 wait=settings.PORTMON_MASSCAN_WAIT,
-                timeout=timeout,
                 interface=settings.MASSCAN_ADAPTER,
                 source_ip=settings.MASSCAN_ADAPTER_IP,
                 router_mac=settings.MASSCAN_ROUTER_MAC,
+                on_finding=stream,
+            )
+            findings = sweep(
+                targets=list(guarded.networks),
+                retries=settings.PORTMON_MASSCAN_RETRIES,
+                timeout=timeout,
                 on_progress=on_progress,
+                on_answer=ledger.mark,
+            )
+            return findings + gaps_reprobe(
+                shard=shard, ledger=ledger, sweep=sweep, stream=stream, deadline=deadline
             )
         return connect.scan(
             targets=list(guarded.addresses()),
@@ -354,6 +366,51 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
             on_progress=on_progress,
             deadline=time.monotonic() + timeout,
         )
+
+
+def gaps_reprobe(
+    *,
+    shard: ScanShard,
+    ledger: ProbeLedger,
+    sweep: Callable[..., list[Finding]],
+    stream: Callable[[Finding], None],
+    deadline: float,
+) -> list[Finding]:
+    """Probe again what the sweep got no answer for: exact ports, or whole filtering hosts."""
+    from scanner.engines import connect
+
+    plan = reprobe_plan(ledger)
+    found: list[Finding] = []
+    if plan.exact:
+        # Full TCP connects with retries: a lost SYN or SYN-ACK is sent again.
+        candidates = [Finding(ip=ip, port=port) for ip, port in plan.exact]
+        for finding in connect.verify(
+            candidates,
+            timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
+            retries=2,
+            concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
+            deadline=deadline,
+        ):
+            stream(finding)
+            found.append(finding)
+    if plan.rescan:
+        # Hosts that drop many probes (a firewall): a second masscan pass, with retries.
+        found += sweep(
+            targets=[ipaddress.ip_address(ip) for ip in plan.rescan],
+            retries=1,
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+    logger.info(
+        "shard %s: %d probe(s) unanswered on %d host(s) re-probed (%d open), %d filtering "
+        "host(s) swept again, %d silent host(s)",
+        shard.pk,
+        len(plan.exact),
+        len({ip for ip, _ in plan.exact}),
+        len(found),
+        len(plan.rescan),
+        len(plan.silent),
+    )
+    return found
 
 
 def shard_complete(*, shard_id: int, findings: list[Finding]) -> list[str]:

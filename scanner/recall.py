@@ -1,0 +1,73 @@
+"""Which probes of a sweep got no answer at all: the ones to probe again.
+
+A SYN probe is answered by a SYN-ACK (open) or an RST (closed). A probe with neither was
+lost on the way (or its reply was), or the port is filtered. Re-probing only those costs a
+fraction of a second full pass (retries) and finds the ports that loss hid. Pure logic.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from scanner.targets import PortRanges, count_ports
+
+# A host with more unanswered probes than this (share of its ports) filters traffic; probing
+# each port again would mostly wait on timeouts, so it gets a second sweep instead.
+EXACT_REPROBE_MAX_SHARE = 0.05
+EXACT_REPROBE_MIN = 64
+
+
+class ProbeLedger:
+    """One bit per (host, port) probe of a shard: 1 MB for 8M probes."""
+
+    def __init__(self, addresses: Iterable[str], ports: PortRanges):
+        self.hosts = {ip: i for i, ip in enumerate(addresses)}
+        self.port_ranges = ports
+        self.n_ports = count_ports(ports)
+        self.port_index = [-1] * 65536
+        i = 0
+        for lo, hi in ports:
+            for port in range(lo, hi + 1):
+                self.port_index[port] = i
+                i += 1
+        self.bits = bytearray((len(self.hosts) * self.n_ports + 7) // 8)
+
+    def mark(self, ip: str, port: int) -> None:
+        host = self.hosts.get(ip)
+        if host is None or not 0 < port < 65536:
+            return
+        index = self.port_index[port]
+        if index >= 0:
+            bit = host * self.n_ports + index
+            self.bits[bit >> 3] |= 1 << (bit & 7)
+
+    def unanswered(self, ip: str) -> list[int]:
+        start = self.hosts[ip] * self.n_ports
+        ports, i = [], 0
+        for lo, hi in self.port_ranges:
+            for port in range(lo, hi + 1):
+                bit = start + i
+                if not (self.bits[bit >> 3] >> (bit & 7)) & 1:
+                    ports.append(port)
+                i += 1
+        return ports
+
+
+@dataclass
+class ReprobePlan:
+    exact: list[tuple[str, int]] = field(default_factory=list)  # probe these (ip, port) again
+    rescan: list[str] = field(default_factory=list)  # hosts that filter: sweep them again
+    silent: list[str] = field(default_factory=list)  # no answer at all: down or dropping all
+
+
+def reprobe_plan(ledger: ProbeLedger) -> ReprobePlan:
+    plan = ReprobePlan()
+    limit = max(EXACT_REPROBE_MIN, int(ledger.n_ports * EXACT_REPROBE_MAX_SHARE))
+    for ip in ledger.hosts:
+        missing = ledger.unanswered(ip)
+        if len(missing) == ledger.n_ports:
+            plan.silent.append(ip)
+        elif len(missing) <= limit:
+            plan.exact.extend((ip, port) for port in missing)
+        else:
+            plan.rescan.append(ip)
+    return plan
