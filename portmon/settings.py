@@ -229,7 +229,9 @@ PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3)
 PORTMON_SHARD_REAP_GRACE = env_int("PORTMON_SHARD_REAP_GRACE", 60)
 # Retries double masscan's packets; the default re-probes only unanswered probes instead.
 PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 0)
-PORTMON_MASSCAN_WAIT = env_int("PORTMON_MASSCAN_WAIT", 3)
+# Seconds masscan listens after its last probe. Short is safe: a late answer leaves its
+# probe unanswered in the ledger, and unanswered probes are probed again (scanner/recall.py).
+PORTMON_MASSCAN_WAIT = env_int("PORTMON_MASSCAN_WAIT", 1)
 MASSCAN_ADAPTER = env_str("PORTMON_MASSCAN_ADAPTER") or None
 MASSCAN_ADAPTER_IP = env_str("PORTMON_MASSCAN_ADAPTER_IP") or None
 MASSCAN_ROUTER_MAC = env_str("PORTMON_MASSCAN_ROUTER_MAC") or None

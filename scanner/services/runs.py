@@ -318,7 +318,7 @@ class FindingStream:
             from scanner.tasks import fingerprint_host
 
             # A short delay lets a host's other ports (found moments later) join the task.
-            fingerprint_host.apply_async((self.run_id, finding.ip), countdown=2)
+            fingerprint_host.apply_async((self.run_id, finding.ip), countdown=1)
 
 
 def shard_sweep(*, shard: ScanShard) -> list[Finding]:
