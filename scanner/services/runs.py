@@ -347,6 +347,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 router_mac=settings.MASSCAN_ROUTER_MAC,
                 on_finding=stream,
             )
+            started = time.monotonic()
             findings = sweep(
                 targets=list(guarded.networks),
                 retries=settings.PORTMON_MASSCAN_RETRIES,
@@ -354,6 +355,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 on_progress=on_progress,
                 on_answer=ledger.mark,
             )
+            logger.info("shard %s: masscan took %.1fs", shard.pk, time.monotonic() - started)
             return findings + gaps_reprobe(
                 shard=shard, ledger=ledger, sweep=sweep, stream=stream, deadline=deadline
             )
@@ -379,6 +381,7 @@ def gaps_reprobe(
     """Probe again what the sweep got no answer for: exact ports, or whole filtering hosts."""
     from scanner.engines import connect
 
+    started = time.monotonic()
     plan = reprobe_plan(ledger)
     found: list[Finding] = []
     if plan.exact:
@@ -402,13 +405,14 @@ def gaps_reprobe(
         )
     logger.info(
         "shard %s: %d probe(s) unanswered on %d host(s) re-probed (%d open), %d filtering "
-        "host(s) swept again, %d silent host(s)",
+        "host(s) swept again, %d silent host(s), in %.1fs",
         shard.pk,
         len(plan.exact),
         len({ip for ip, _ in plan.exact}),
         len(found),
         len(plan.rescan),
         len(plan.silent),
+        time.monotonic() - started,
     )
     return found
 
