@@ -107,13 +107,15 @@ class Workers:
 
 
 @pytest.fixture
-def celery_workers(tmp_path, transactional_db, settings):
+def celery_workers(tmp_path, transactional_db, settings, monkeypatch):
     """Real worker processes on Redis that share the test database.
 
     The test process itself publishes to the same Redis database.
     """
     from portmon.celery import app
 
+    # Celery reads CELERY_BROKER_URL from the environment before its own configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", TEST_REDIS_URL)
     flush_redis(TEST_REDIS_URL)
     env = {
         **os.environ,
