@@ -149,7 +149,7 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str) -> dict:
     subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([*manage, "scope", "add", lab.cidr, "--zone", "internal"], cwd=ROOT, env=env,
                    check=True, capture_output=True)  # fmt: skip
-    worker = [PY, "-m", "celery", "-A", "portmon", "worker", "--loglevel", "WARNING"]
+    worker = [PY, "-m", "celery", "-A", "portmon", "worker", "--loglevel", "INFO"]
     procs = [
         subprocess.Popen([*worker, "-Q", "sweep.internal", "-c", "1", "-n", "sweep@bench"],
                          cwd=ROOT, env=env, start_new_session=True,
@@ -190,6 +190,9 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str) -> dict:
         [*manage, "shell", "-c", PHASES_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True
     )
     print(phases.stdout.strip() or phases.stderr.strip()[-500:])
+    for line in (tmp / "sweep.log").read_text().splitlines():
+        if "shard" in line and ("took" in line or "re-probed" in line):
+            print("  " + line.split("] ", 1)[-1])
     rows = json.loads(res.stdout)
     found = {(r["ip"], r["port"]) for r in rows}
     services = {(r["ip"], r["port"]): r["service"] for r in rows}

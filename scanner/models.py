@@ -219,6 +219,10 @@ class PortObservation(FingerprintFields):
     port = models.PositiveIntegerField()
     seen_at = models.DateTimeField(default=timezone.now)
     fingerprinted = models.BooleanField(default=False)
+    # Which fingerprint task has this port in hand, and since when: a host's streamed task
+    # and its end-of-sweep task must not both run nmap on the same ports.
+    fingerprint_claim = models.CharField(max_length=32, blank=True)
+    fingerprint_claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -9,6 +9,7 @@ completes the run (scanner.services.results.run_complete, exactly once).
 
 import ipaddress
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -511,9 +512,19 @@ def fingerprint_run_host(*, run_id: int, ip: str) -> int:
     """nmap -sV the ports this run found open on one host; returns ports fingerprinted."""
     from scanner.engines import EngineError, nmap
 
+    # Claim the host's waiting ports (a claim older than nmap's own limit is a dead task's).
+    token = secrets.token_hex(16)
+    stale = timezone.now() - timedelta(seconds=settings.PORTMON_NMAP_HOST_TIMEOUT + 120)
+    PortObservation.objects.filter(
+        Q(fingerprint_claim="") | Q(fingerprint_claimed_at__lt=stale),
+        run_id=run_id,
+        host__ip=ip,
+        fingerprinted=False,
+        proto="tcp",
+    ).update(fingerprint_claim=token, fingerprint_claimed_at=timezone.now())
     pending = list(
         PortObservation.objects.filter(
-            run_id=run_id, host__ip=ip, fingerprinted=False, proto="tcp"
+            run_id=run_id, fingerprint_claim=token, fingerprinted=False
         ).order_by("port")
     )
     if pending:
