@@ -54,7 +54,11 @@ def test_it_leaves_no_masscan_behind_when_a_shard_overruns_its_hard_limit(celery
         }
         celery_workers.start("sweep", "sweep.internal", extra_env=env)
         # 4 hosts x 65535 ports at 1000 pps would take minutes: the limit cuts it short.
-        run = run_start(targets=lab.hosts, ports="1-65535", rate=1000, engine="masscan")
+        # No fingerprinting: only a sweep worker runs here, and a port found before the kill
+        # would otherwise wait for nmap.
+        run = run_start(
+            targets=lab.hosts, ports="1-65535", rate=1000, engine="masscan", fingerprint=False
+        )
         deadline = time.monotonic() + 120
         while ScanRun.objects.get(pk=run.pk).state == RunState.SWEEPING:
             assert time.monotonic() < deadline, "run did not finish"

@@ -144,7 +144,8 @@ def run_process(
     Note: PR_SET_PDEATHSIG fires when the *thread* that started the process exits, so call
     this from the thread that waits for it (as it does: it blocks until the process ends).
     """
-    if not argv or not all(isinstance(a, str) for a in argv):
+    # A str is a sequence of str too: refuse it by type, not by luck ("m" not existing).
+    if isinstance(argv, str | bytes) or not argv or not all(isinstance(a, str) for a in argv):
         raise EngineError("command line must be a non-empty list of strings")
     check_number("timeout", timeout, 0.001, 7 * 24 * 3600)
     started = time.monotonic()
