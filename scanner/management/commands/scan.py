@@ -53,7 +53,7 @@ class Command(BaseCommand):
         run.refresh_from_db()
         if run.state != RunState.FINISHED:
             raise CommandError(f"run {run.pk} ended {run.state}: {run.error}")
-        self._print(run)
+        self._print(run, as_json=opts["json"])
 
     def _wait(self, run_id: int, timeout: float) -> None:
         started = time.monotonic()
@@ -82,7 +82,7 @@ class Command(BaseCommand):
                 raise CommandError(f"run {run_id} not finished after {timeout:.0f}s; still going")
             time.sleep(0.5)
 
-    def _print(self, run: ScanRun) -> None:
+    def _print(self, run: ScanRun, *, as_json: bool) -> None:
         rows = [
             {
                 "ip": o.host.ip,
@@ -96,14 +96,10 @@ class Command(BaseCommand):
             .select_related("host")
             .order_by("host__ip", "port")
         ]
-        if self.json_requested:
+        if as_json:
             self.stdout.write(json.dumps(rows, indent=2))
             return
         for r in rows:
             label = " ".join(x for x in (r["service"], r["product"], r["version"]) if x)
             self.stdout.write(f"{r['ip']:<40} {r['port']:>5}/{r['proto']}  {label}")
         self.stdout.write(f"{len(rows)} open port(s) on {run.hosts_found} host(s)")
-
-    def execute(self, *args, **options):
-        self.json_requested = options.get("json", False)
-        return super().execute(*args, **options)
