@@ -12,12 +12,14 @@ database with real Celery worker processes (filesystem broker, no server needed)
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +30,7 @@ from tests.lab import BENCHMARK_LAB, Lab  # noqa: E402
 PY = sys.executable
 # Fingerprint worker processes. nmap -sV mostly waits (~6 s a host, up to 11 s); 16 cut the
 # tail after the sweep from ~20 s to ~15 s but slowed masscan as much on 2 cores.
-FP_CONCURRENCY = 8
+FP_CONCURRENCY = 4
 
 
 def timed(argv: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess]:
@@ -125,6 +127,31 @@ def bench_nmap(lab: Lab, tmp: Path) -> dict:
     return {"wall": wall, "rss": rss, "found": found, "services": services}
 
 
+_TASK_LINE = re.compile(
+    r"^\[(?P<at>[\d-]+ [\d:,]+): \w+/[\w-]+\] Task scanner\.fingerprint_hosts\[(?P<id>[\w-]+)\] "
+    r"(?:received|succeeded in (?P<took>[\d.]+)s: (?P<ports>\d+))"
+)
+
+
+def fingerprint_timeline(log: str, started_at: datetime) -> str:
+    """One line on the nmap stage from the fingerprint worker's log: tasks, and when they ran."""
+    ended: list[tuple[float, float]] = []  # (seconds after the scan started, task seconds)
+    for line in log.splitlines():
+        match = _TASK_LINE.match(line)
+        if match and match["took"] and match["ports"] != "0":
+            at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f")
+            ended.append(((at - started_at).total_seconds(), float(match["took"])))
+    if not ended:
+        return "  fingerprint: no task finished"
+    last_end, _ = max(ended)
+    longest = max(took for _, took in ended)
+    late = sorted(round(end - took, 1) for end, took in ended if end - took > last_end - 30)
+    return (
+        f"  fingerprint: {len(ended)} nmap run(s), longest {longest:.1f}s, last ended at"
+        f" {last_end:.1f}s; starts in the last 30 s: {late}"
+    )
+
+
 PHASES_SCRIPT = """
 from scanner.models import ScanRun
 run = ScanRun.objects.latest("created_at")
@@ -163,6 +190,7 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str) -> dict:
                          stdout=(tmp / "fp.log").open("w"), stderr=subprocess.STDOUT),
     ]  # fmt: skip
     time.sleep(6)  # let the workers connect before the clock starts
+    started_at = datetime.now()
     try:
         wall, _, res = timed(
             [
@@ -197,6 +225,7 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str) -> dict:
     for line in (tmp / "sweep.log").read_text().splitlines():
         if "shard" in line and ("took" in line or "re-probed" in line):
             print("  " + line.split("] ", 1)[-1])
+    print(fingerprint_timeline((tmp / "fp.log").read_text(), started_at))
     rows = json.loads(res.stdout)
     found = {(r["ip"], r["port"]) for r in rows}
     services = {(r["ip"], r["port"]): r["service"] for r in rows}
@@ -216,6 +245,9 @@ def main() -> None:
         help="Celery broker for Portmon's workers ('' for the embedded filesystem broker)",
     )
     parser.add_argument("--skip-nmap", action="store_true", help="skip nmap -sS -sV -p- (slow)")
+    parser.add_argument(
+        "--portmon-only", action="store_true", help="skip both baselines (quick tuning runs)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portmon.settings")
     with tempfile.TemporaryDirectory(prefix="portmon-bench-") as tmpdir:
@@ -236,6 +268,8 @@ def main() -> None:
                 result = score(lab, pm["found"], pm["services"])
                 print(f"portmon            : {pm['wall']:7.1f} s  {result}  "
                       f"workers peak {pm['rss']} MiB")  # fmt: skip
+            if args.portmon_only:
+                return
             ms = bench_masscan(lab, args.rate, tmp)
             base = ms["sweep"] + ms["fingerprint"]
             print(f"masscan 1 pass     : {ms['sweep']:7.1f} s  "

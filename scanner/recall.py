@@ -34,12 +34,17 @@ class ProbeLedger:
         self.bits = bytearray(len(self.hosts) * self.stride)
 
     def mark(self, ip: str, port: int) -> None:
-        host = self.hosts.get(ip)
-        if host is None or not 0 < port < 65536:
-            return
-        index = self.port_index[port]
-        if index >= 0:
-            self.bits[host * self.stride + (index >> 3)] |= 1 << (index & 7)
+        self.mark_many(((ip, port),))
+
+    def mark_many(self, answers: Iterable[tuple[str, int]]) -> None:
+        """mark() for a batch: the sweep's hot path (a call per probe of a full-range scan)."""
+        hosts, port_index, bits, stride = self.hosts, self.port_index, self.bits, self.stride
+        for ip, port in answers:
+            host = hosts.get(ip)
+            if host is not None and 0 < port < 65536:
+                index = port_index[port]
+                if index >= 0:
+                    bits[host * stride + (index >> 3)] |= 1 << (index & 7)
 
     def unanswered(self, ip: str) -> list[int]:
         row = self.hosts[ip] * self.stride

@@ -51,14 +51,15 @@ def sweep_shard(self, shard_id: int) -> None:
 
 
 @shared_task(
-    name="scanner.fingerprint_host",
+    name="scanner.fingerprint_hosts",
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=settings.PORTMON_NMAP_HOST_TIMEOUT + 60,
     time_limit=settings.PORTMON_NMAP_HOST_TIMEOUT + 120,
 )
-def fingerprint_host(run_id: int, ip: str) -> None:
-    runs.fingerprint_run_host(run_id=run_id, ip=ip)
+def fingerprint_hosts(run_id: int, ips: list[str]) -> int:
+    """Returns the number of ports fingerprinted (0: other tasks had them all)."""
+    return runs.fingerprint_run_hosts(run_id=run_id, ips=ips)
 
 
 @shared_task(name="scanner.policy_run", acks_late=True, time_limit=120)

@@ -26,3 +26,18 @@ def test_it_sweeps_filtering_hosts_again_and_leaves_silent_ones():
     assert plan.exact == []
     assert plan.rescan == ["198.18.0.2"]
     assert plan.silent == ["198.18.0.3"]
+
+
+def test_a_batch_of_answers_marks_the_same_probes_as_one_by_one():
+    ports = ((1, 1000), (8080, 8080))
+    answers = [("198.18.0.1", port) for port in range(1, 1001, 3)]
+    answers += [("198.18.0.2", 8080), ("198.18.0.9", 22), ("198.18.0.1", 5000)]
+    one = ProbeLedger(["198.18.0.1", "198.18.0.2"], ports)
+    batch = ProbeLedger(["198.18.0.1", "198.18.0.2"], ports)
+    for ip, port in answers:
+        one.mark(ip, port)
+    batch.mark_many(answers)
+
+    assert batch.bits == one.bits
+    assert batch.unanswered("198.18.0.2") == list(range(1, 1001))
+    assert len(batch.unanswered("198.18.0.1")) == 1001 - len(range(1, 1001, 3))

@@ -1,6 +1,7 @@
 """Shared plumbing for the engine adapters: errors, input checks and a leak-proof process runner."""
 
 import ctypes
+import fcntl
 import ipaddress
 import os
 import selectors
@@ -16,6 +17,7 @@ IPTarget = (
 PortRange = tuple[int, int]
 Progress = Callable[[float, int], None]  # (percent 0-100, open ports found so far)
 LineHandler = Callable[[str, str], None]  # (stream "stdout" | "stderr", line without newline)
+ChunkHandler = Callable[[bytes], None]  # raw output as read; b"" once at the end
 
 _TARGET_TYPES = (
     ipaddress.IPv4Network,
@@ -26,6 +28,13 @@ _TARGET_TYPES = (
 _PR_SET_PDEATHSIG = 1
 # Whatever a process prints, we keep at most this much of each stream in memory.
 _MAX_STREAM_BYTES = 64 * 1024 * 1024
+# A tool that prints a line per probe must not stall on a full pipe while its reader waits
+# for a CPU: ask for a 1 MiB pipe (Linux's default limit for unprivileged processes).
+_F_SETPIPE_SZ = 1031
+_PIPE_BYTES = 1024 * 1024
+# Between reads of a chunked stdout, when the last read was small. masscan prints ~4 MB/s
+# with --show closed: 50 ms fills about a fifth of the pipe.
+_CHUNK_PAUSE_S = 0.05
 
 
 class EngineError(Exception):
@@ -114,7 +123,7 @@ class ProcessResult:
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None]:
+def _child_setup(parent_pid: int, nice: int) -> Callable[[], None]:
     def setup() -> None:
         # Ask the kernel to SIGKILL the child when the forking thread dies, so a worker that
         # is SIGKILLed (OOM, hard time limit, operator) does not leave masscan sending.
@@ -122,6 +131,8 @@ def _child_setup(parent_pid: int) -> Callable[[], None]:
         # The parent may have died between fork and prctl: then nobody would kill us.
         if os.getppid() != parent_pid:
             os._exit(1)
+        if nice:
+            os.nice(nice)
 
     return setup
 
@@ -133,6 +144,8 @@ def run_process(
     on_line: LineHandler | None = None,
     on_start: Callable[[subprocess.Popen], None] | None = None,
     cwd: str | None = None,
+    nice: int = 0,
+    on_stdout: ChunkHandler | None = None,
 ) -> ProcessResult:
     """Run argv (no shell) in its own process group, streaming lines; never leave it behind.
 
@@ -141,6 +154,10 @@ def run_process(
     as `partial`; on any other exception (KeyboardInterrupt, SystemExit, Celery's
     SoftTimeLimitExceeded, an error in on_line) the group is killed and the exception goes on.
     on_start receives the Popen, for adapters that must signal their tool (see masscan).
+    on_stdout, if given, takes stdout as raw chunks instead (for output too large to split
+    into str lines or to keep: the result's stdout is then empty).
+    nice (0-19) lowers the process's CPU priority: a tool that mostly waits (nmap -sV) then
+    cannot take CPU from one that must keep its pace (masscan) on the same machine.
     Note: PR_SET_PDEATHSIG fires when the *thread* that started the process exits, so call
     this from the thread that waits for it (as it does: it blocks until the process ends).
     """
@@ -148,6 +165,7 @@ def run_process(
     if isinstance(argv, str | bytes) or not argv or not all(isinstance(a, str) for a in argv):
         raise EngineError("command line must be a non-empty list of strings")
     check_number("timeout", timeout, 0.001, 7 * 24 * 3600)
+    check_number("nice", nice, 0, 19, integer=True)
     started = time.monotonic()
     deadline = started + timeout
     try:
@@ -158,7 +176,7 @@ def run_process(
             stderr=subprocess.PIPE,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_child_setup(os.getpid()),  # noqa: PLW1509 - single-threaded use
+            preexec_fn=_child_setup(os.getpid(), nice),  # noqa: PLW1509 - single-threaded use
             close_fds=True,
         )
     except OSError as exc:
@@ -176,6 +194,13 @@ def run_process(
             for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
                 os.set_blocking(pipe.fileno(), False)
                 sel.register(pipe, selectors.EVENT_READ, name)
+            pause = 0.0
+            if on_stdout:
+                try:
+                    fcntl.fcntl(proc.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+                    pause = _CHUNK_PAUSE_S
+                except OSError:
+                    pass  # a 64 KiB pipe: read as it comes (more wake-ups, no stalls)
             open_pipes = 2
             while open_pipes:
                 remaining = deadline - time.monotonic()
@@ -191,7 +216,17 @@ def run_process(
                     )
                 for key, _ in sel.select(min(remaining, 1.0)):
                     name = key.data
-                    data = os.read(key.fd, 65536)
+                    data = os.read(key.fd, _PIPE_BYTES if on_stdout else 65536)
+                    if on_stdout and name == "stdout":
+                        on_stdout(data)
+                        if not data:
+                            sel.unregister(key.fileobj)
+                            open_pipes -= 1
+                        elif pause and len(data) < _PIPE_BYTES // 4:
+                            # Let output pile up in the pipe: a wake-up per few lines would
+                            # cost more CPU than the lines themselves.
+                            time.sleep(pause)
+                        continue
                     if not data:
                         sel.unregister(key.fileobj)
                         open_pipes -= 1

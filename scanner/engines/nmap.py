@@ -12,7 +12,7 @@ what it does well: NmapParser.
 import ipaddress
 import shutil
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,7 +20,7 @@ from libnmap.parser import NmapParser, NmapParserException
 
 from scanner.findings import Finding
 
-from .base import EngineError, EngineTimeout, check_number, run_process
+from .base import EngineError, check_number, run_process
 
 HostStatus = Literal["up", "unknown"]
 # nmap needs a few seconds beyond --host-timeout to start, resolve nothing (-n) and write XML.
@@ -41,16 +41,26 @@ def available() -> bool:
     return shutil.which("nmap") is not None
 
 
+IPLike = ipaddress.IPv4Address | ipaddress.IPv6Address | str
+# One nmap run fingerprints several hosts: each run costs ~0.25 s of CPU just to load its
+# probe database, which on a busy scanner host slows the sweep more than the probes do.
+# nmap's -p is one list for all its targets, so a run also connect-probes every host on
+# the other hosts' ports; batches keep that (hosts x union of ports) small.
+BATCH_MAX_HOSTS = 32
+BATCH_MAX_PROBES = 8192
+
+
 def build_argv(
     *,
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
     ports: Iterable[int],
     timeout: float,
+    ip: IPLike | None = None,
+    ips: Iterable[IPLike] = (),
     intensity: int | None = None,
     proto: str = "tcp",
 ) -> list[str]:
-    """The nmap command line, from validated values only."""
-    address = _check_ip(ip)
+    """The nmap command line for one host (ip) or several of one IP version (ips)."""
+    addresses = _check_ips([ip] if ip is not None else ips)
     port_list = _check_port_list(ports)
     check_number("timeout", timeout, 1, 24 * 3600)
     if intensity is not None:
@@ -58,50 +68,110 @@ def build_argv(
     if proto not in ("tcp", "udp"):
         raise EngineError(f"protocol must be tcp or udp, got {proto!r}")
     argv = [shutil.which("nmap") or "nmap"]
-    if address.version == 6:
+    if addresses[0].version == 6:
         argv.append("-6")
     # -sT: a connect scan of the few known-open ports costs nothing extra, needs no root,
     # and -sV connects anyway. -Pn: the sweep already saw the host answer.
     argv += ["-sU" if proto == "udp" else "-sT", "-sV", "-Pn", "-n"]
     if intensity is not None:
         argv += ["--version-intensity", str(intensity)]
+    # All hosts in one group, so that they run side by side within --host-timeout.
+    argv += ["--min-hostgroup", str(len(addresses))]
     argv += ["--host-timeout", f"{int(timeout * 1000)}ms", "-p", _format_port_list(port_list)]
-    argv += ["-oX", "-", "--", str(address)]
+    argv += ["-oX", "-", "--", *(str(address) for address in addresses)]
     return argv
 
 
 def fingerprint(
     *,
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
+    ip: IPLike,
     ports: list[int],
     timeout: float,
     intensity: int | None = None,
     proto: str = "tcp",
+    nice: int = 0,
 ) -> HostResult:
     """Run nmap -sV on ip's open ports; a timeout or error gives status "unknown"."""
-    argv = build_argv(ip=ip, ports=ports, timeout=timeout, intensity=intensity, proto=proto)
     address = str(_check_ip(ip))
+    results = fingerprint_many(
+        hosts={address: ports}, timeout=timeout, intensity=intensity, proto=proto, nice=nice
+    )
+    return results[address]
+
+
+def fingerprint_many(
+    *,
+    hosts: Mapping[str, Iterable[int]],
+    timeout: float,
+    intensity: int | None = None,
+    proto: str = "tcp",
+    nice: int = 0,
+) -> dict[str, HostResult]:
+    """One nmap -sV run over several hosts (see batches()); a result per host, keyed by IP.
+
+    Each host's findings are limited to the ports asked for it. A host nmap gave up on, and
+    every host of a run that failed, is "unknown" with the reason in error.
+    """
+    wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
+    if not wanted:
+        raise EngineError("no hosts to fingerprint")
+    union = set().union(*wanted.values())
+    argv = build_argv(
+        ips=list(wanted), ports=union, timeout=timeout, intensity=intensity, proto=proto
+    )
+
+    def all_unknown(error: str) -> dict[str, HostResult]:
+        return {ip: HostResult(ip=ip, status="unknown", error=error) for ip in wanted}
+
     try:
-        result = run_process(argv, timeout=timeout + PROCESS_MARGIN)
-    except EngineTimeout as exc:
-        return HostResult(ip=address, status="unknown", error=str(exc))
-    except EngineError as exc:
-        return HostResult(ip=address, status="unknown", error=str(exc))
+        result = run_process(argv, timeout=timeout + PROCESS_MARGIN, nice=nice)
+    except EngineError as exc:  # EngineTimeout included
+        return all_unknown(str(exc))
     if result.returncode != 0:
         message = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
-        return HostResult(ip=address, status="unknown", error=f"nmap failed: {message[0]}")
+        return all_unknown(f"nmap failed: {message[0]}")
     try:
-        hosts = parse_xml(result.stdout)
+        parsed = {host.ip: host for host in parse_xml(result.stdout)}
     except EngineError as exc:
-        return HostResult(ip=address, status="unknown", error=str(exc))
-    for host in hosts:
-        if host.ip == address:
-            wanted = set(ports)
-            host.findings = [f for f in host.findings if f.port in wanted and f.proto == proto]
-            if host.status == "unknown" and not host.error:
-                host.error = "nmap host timeout"
-            return host
-    return HostResult(ip=address, status="unknown", error="nmap reported nothing for this host")
+        return all_unknown(str(exc))
+    results = {}
+    for ip, ports in wanted.items():
+        host = parsed.get(ip)
+        if host is None:
+            results[ip] = HostResult(ip=ip, status="unknown", error="nmap reported nothing")
+            continue
+        host.findings = [f for f in host.findings if f.port in ports and f.proto == proto]
+        if host.status == "unknown" and not host.error:
+            host.error = "nmap host timeout"
+        results[ip] = host
+    return results
+
+
+def batches(
+    hosts: Mapping[str, Iterable[int]],
+    *,
+    max_hosts: int = BATCH_MAX_HOSTS,
+    max_probes: int = BATCH_MAX_PROBES,
+) -> list[dict[str, list[int]]]:
+    """Group hosts into nmap runs: one IP version per run, at most max_hosts hosts, and at
+    most max_probes connects (hosts x union of their ports; a bigger host runs alone)."""
+    groups: list[dict[str, list[int]]] = []
+    for version in (4, 6):
+        current: dict[str, list[int]] = {}
+        union: set[int] = set()
+        addresses = ((_check_ip(ip), sorted(set(ports))) for ip, ports in hosts.items())
+        for address, ports in sorted(a for a in addresses if a[0].version == version):
+            grown = union.union(ports)
+            if current and (
+                len(current) >= max_hosts or (len(current) + 1) * len(grown) > max_probes
+            ):
+                groups.append(current)
+                current, grown = {}, set(ports)
+            current[str(address)] = ports
+            union = grown
+        if current:
+            groups.append(current)
+    return groups
 
 
 def parse_xml(text: str) -> list[HostResult]:
@@ -179,6 +249,17 @@ def _timed_out_addresses(text: str) -> set[str]:
                 if addr.get("addrtype") in ("ipv4", "ipv6"):
                     found.add(str(ipaddress.ip_address(addr.get("addr", ""))))
     return found
+
+
+def _check_ips(ips: Iterable[IPLike]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    if isinstance(ips, str | bytes) or not isinstance(ips, Iterable):
+        raise EngineError("targets must be a list of IP addresses")
+    addresses = list(dict.fromkeys(_check_ip(ip) for ip in ips))
+    if not addresses:
+        raise EngineError("no hosts to fingerprint")
+    if len({address.version for address in addresses}) > 1:
+        raise EngineError("one nmap run takes IPv4 or IPv6 addresses, not both")
+    return addresses
 
 
 def _check_ip(

@@ -3,7 +3,7 @@
 States: a run is created `sweeping` with its shards `pending`; each shard task claims its
 shard (conditional UPDATE), runs an engine and records observations. When no shard is left,
 one caller moves the run to `fingerprinting` (again a conditional UPDATE), re-probes ports
-seen recently but missing now, and fans out nmap per host; the last fingerprint task
+seen recently but missing now, and fans out nmap over batches of hosts; the last fingerprint task
 completes the run (scanner.services.results.run_complete, exactly once).
 """
 
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 ACTIVE_STATES = (RunState.PENDING, RunState.SWEEPING, RunState.FINGERPRINTING)
 MIN_RATE, MAX_RATE = 100, 10_000_000
 PROGRESS_EVERY_S = 2.0  # shard progress is written at most this often
-STREAM_FINGERPRINT_EVERY_S = 10.0
+STREAM_FINGERPRINT_EVERY_S = 5.0
 
 
 class RunError(TargetError):
@@ -299,27 +299,29 @@ class FindingStream:
     """Records open ports the moment the engine sees them and starts their fingerprints.
 
     nmap then overlaps the rest of the sweep instead of waiting for it (DESIGN.md:
-    streaming open ports to fingerprint tasks saves the most wall time). A host gets a
-    new fingerprint task at most every STREAM_FINGERPRINT_EVERY_S; each task takes all
-    of the host's ports recorded by then.
+    streaming open ports to fingerprint tasks saves the most wall time). Hosts with new
+    ports are gathered for STREAM_FINGERPRINT_EVERY_S and then queued together, so that one
+    nmap run covers many hosts (fingerprint_queue): an nmap process per port found would
+    cost more CPU than the sweep can spare. The shard's end queues whatever is left.
     """
 
     def __init__(self, *, run_id: int, fingerprint: bool):
         self.run_id = run_id
         self.fingerprint = fingerprint
-        self.queued_at: dict[str, float] = {}
+        self.waiting: set[str] = set()  # hosts with ports found since the last flush
+        self.window_start = 0.0
 
     def __call__(self, finding: Finding) -> None:
         observations_record(run_id=self.run_id, findings=[finding], seen_at=timezone.now())
         if not self.fingerprint:
             return
         now = time.monotonic()
-        if now - self.queued_at.get(finding.ip, -1e9) >= STREAM_FINGERPRINT_EVERY_S:
-            self.queued_at[finding.ip] = now
-            from scanner.tasks import fingerprint_host
-
-            # A short delay lets a host's other ports (found moments later) join the task.
-            fingerprint_host.apply_async((self.run_id, finding.ip), countdown=1)
+        if not self.waiting:
+            self.window_start = now
+        self.waiting.add(finding.ip)
+        if now - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
+            fingerprint_queue(run_id=self.run_id, ips=sorted(self.waiting))
+            self.waiting.clear()
 
 
 def shard_sweep(*, shard: ScanShard) -> list[Finding]:
@@ -354,7 +356,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 retries=settings.PORTMON_MASSCAN_RETRIES,
                 timeout=timeout,
                 on_progress=on_progress,
-                on_answer=ledger.mark,
+                on_answers=ledger.mark_many,
             )
             logger.info("shard %s: masscan took %.1fs", shard.pk, time.monotonic() - started)
             return findings + gaps_reprobe(
@@ -455,8 +457,13 @@ def run_advance(*, run_id: int) -> None:
 
 
 def fingerprint_queue(*, run_id: int, ips: list[str] | None = None) -> None:
-    """Queue one nmap task per host with ports not yet fingerprinted in this run."""
-    from scanner.tasks import fingerprint_host
+    """Queue nmap for hosts with ports not yet fingerprinted in this run, in batches.
+
+    A task per nmap.BATCH_MAX_HOSTS hosts; a host whose ports another task has claimed
+    costs nothing, so queueing a host twice is harmless.
+    """
+    from scanner.engines.nmap import BATCH_MAX_HOSTS
+    from scanner.tasks import fingerprint_hosts
 
     if ips is None:
         ips = sorted(
@@ -466,8 +473,9 @@ def fingerprint_queue(*, run_id: int, ips: list[str] | None = None) -> None:
                 )
             )
         )
-    for ip in ips:
-        transaction.on_commit(lambda ip=ip: fingerprint_host.delay(run_id, ip))
+    for start in range(0, len(ips), BATCH_MAX_HOSTS):
+        batch = ips[start : start + BATCH_MAX_HOSTS]
+        transaction.on_commit(lambda batch=batch: fingerprint_hosts.delay(run_id, batch))
 
 
 def ports_reprobe(*, run_id: int) -> list[Finding]:
@@ -508,43 +516,47 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
     return found
 
 
-def fingerprint_run_host(*, run_id: int, ip: str) -> int:
-    """nmap -sV the ports this run found open on one host; returns ports fingerprinted."""
-    from scanner.engines import EngineError, nmap
+def fingerprint_run_hosts(*, run_id: int, ips: list[str]) -> int:
+    """nmap -sV the ports this run found open on these hosts; returns ports fingerprinted."""
+    from scanner.engines import nmap
 
-    # Claim the host's waiting ports (a claim older than nmap's own limit is a dead task's).
+    # Claim the hosts' waiting ports (a claim older than nmap's own limit is a dead task's).
     token = secrets.token_hex(16)
     stale = timezone.now() - timedelta(seconds=settings.PORTMON_NMAP_HOST_TIMEOUT + 120)
     PortObservation.objects.filter(
         Q(fingerprint_claim="") | Q(fingerprint_claimed_at__lt=stale),
         run_id=run_id,
-        host__ip=ip,
+        host__ip__in=ips,
         fingerprinted=False,
         proto="tcp",
     ).update(fingerprint_claim=token, fingerprint_claimed_at=timezone.now())
     pending = list(
-        PortObservation.objects.filter(
-            run_id=run_id, fingerprint_claim=token, fingerprinted=False
-        ).order_by("port")
+        PortObservation.objects.filter(run_id=run_id, fingerprint_claim=token, fingerprinted=False)
+        .select_related("host")
+        .order_by("port")
     )
+    ports_by_host: dict[str, list[int]] = {}
+    for obs in pending:
+        ports_by_host.setdefault(obs.host.ip, []).append(obs.port)
+    found: dict[tuple[str, int], Finding] = {}
+    for batch in nmap.batches(ports_by_host):
+        results = nmap.fingerprint_many(
+            hosts=batch,
+            timeout=settings.PORTMON_NMAP_HOST_TIMEOUT,
+            nice=settings.PORTMON_NMAP_NICE,
+        )
+        for ip, result in results.items():
+            if result.error:
+                # Unknown, never closed: the port stays open in this run, just without a name.
+                logger.warning("run %s: fingerprint of %s failed: %s", run_id, ip, result.error)
+            found.update(((f.ip, f.port), f) for f in result.findings)
+    for obs in pending:
+        finding = found.get((obs.host.ip, obs.port))
+        if finding is not None:
+            for name in FINGERPRINT_FIELDS:
+                setattr(obs, name, getattr(finding, name)[:500])
+        obs.fingerprinted = True
     if pending:
-        try:
-            result = nmap.fingerprint(
-                ip=ip,
-                ports=[o.port for o in pending],
-                timeout=settings.PORTMON_NMAP_HOST_TIMEOUT,
-            )
-            by_port = {f.port: f for f in result.findings}
-        except EngineError as exc:
-            # Unknown, never closed: the port stays open in this run, just without a name.
-            logger.warning("run %s: fingerprint of %s failed: %s", run_id, ip, exc)
-            by_port = {}
-        for obs in pending:
-            found = by_port.get(obs.port)
-            if found is not None:
-                for name in FINGERPRINT_FIELDS:
-                    setattr(obs, name, getattr(found, name)[:500])
-            obs.fingerprinted = True
         PortObservation.objects.bulk_update(pending, [*FINGERPRINT_FIELDS, "fingerprinted"])
     run_advance(run_id=run_id)
     return len(pending)

@@ -152,3 +152,30 @@ def test_it_refuses_port_ranges_outside_1_65535(bad):
 
 def test_it_formats_merged_port_ranges():
     assert format_ports([(80, 80), (1, 10), (5, 20), (21, 22), (443, 443)]) == "1-22,80,443"
+
+
+def test_it_hands_stdout_over_in_raw_chunks_when_asked_and_keeps_none_of_it():
+    chunks: list[bytes] = []
+    lines = []
+    script = "import sys\nfor i in range(20000): print(f'Discovered closed port {i}/tcp on x')"
+    result = run_process(
+        [PY, "-c", script],
+        timeout=30,
+        on_stdout=chunks.append,
+        on_line=lambda stream, line: lines.append((stream, line)),
+    )
+
+    assert result.returncode == 0 and result.stdout == ""
+    assert chunks[-1] == b""  # the end of output is announced once
+    text = b"".join(chunks).decode()
+    assert text.count("\n") == 20000 and text.endswith("port 19999/tcp on x\n")
+    assert lines == []  # stdout did not also go through the line splitter
+
+
+def test_it_can_run_a_tool_at_a_lower_cpu_priority():
+    ours = os.nice(0)
+    result = run_process([PY, "-c", "import os; print(os.nice(0))"], timeout=20, nice=7)
+
+    assert int(result.stdout) == min(ours + 7, 19)
+    with pytest.raises(EngineError, match="nice"):
+        run_process([PY, "-c", "pass"], timeout=20, nice=-5)

@@ -65,6 +65,29 @@ def test_it_reads_streamed_hits(line, expected):
     assert masscan._discovered(line) == expected
 
 
+def test_the_answer_reader_streams_hits_and_every_answer_whatever_the_chunking():
+    output = (
+        b"Discovered open port 22/tcp on 198.18.7.2                                 \n"
+        b"Discovered closed port 1094/tcp on 198.18.7.2                             \n"
+        b"Discovered closed port 53/udp on 198.18.7.3\n"
+        b"Discovered open port 22/tcp on -oN/tmp/x\n"
+        b"Discovered open port 0/tcp on 198.18.7.3\n"
+        b"Discovered closed port 65535/tcp on 198.18.7.3"  # no newline: the output's end
+    )
+    expected_answers = [("198.18.7.2", 22), ("198.18.7.2", 1094), ("198.18.7.3", 0),
+                        ("198.18.7.3", 65535)]  # fmt: skip
+    for size in (1, 7, 64, len(output)):
+        hits, answers = [], []
+        reader = masscan.AnswerReader(on_hit=hits.append, on_answers=answers.extend)
+        for start in range(0, len(output), size):
+            reader(output[start : start + size])
+        reader(b"")
+
+        assert hits == [Finding("198.18.7.2", 22)]  # port 0 and a non-address are no hits
+        # Answers are only counted (the ledger ignores what it did not probe).
+        assert answers == expected_answers
+
+
 @pytest.mark.parametrize(
     "target", ["1.2.3.4,--script,x", "-oN/tmp/x", ";id", "198.18.7.1", 3323070209, None]
 )

@@ -43,6 +43,44 @@ def test_it_fingerprints_over_ipv6(services):
     assert result.findings[0].ip == "::1"
 
 
+def test_one_run_fingerprints_several_hosts_each_on_its_own_ports(services):
+    ssh = services.start("ssh", "127.0.0.4")
+    http = services.start("http", "127.0.0.6")
+    services.start("ssh", "127.0.0.6", port=ssh)  # open, but not asked for on that host
+
+    results = nmap.fingerprint_many(
+        hosts={"127.0.0.4": [ssh], "127.0.0.6": [http], "127.0.0.7": [http]}, timeout=60
+    )
+
+    assert [fields(f) for f in results["127.0.0.4"].findings] == [OPENSSH]
+    assert [(f.ip, f.port) for f in results["127.0.0.6"].findings] == [("127.0.0.6", http)]
+    assert fields(results["127.0.0.6"].findings[0]) == NGINX
+    assert results["127.0.0.7"].findings == []  # nothing listens there: no finding
+
+
+def test_it_batches_hosts_by_ip_version_count_and_probe_budget():
+    hosts = {
+        "198.18.0.1": [22, 80],
+        "::1": [22],
+        "198.18.0.2": [443],
+        "198.18.0.3": list(range(1000, 1100)),
+        "198.18.0.10": [22],
+    }
+
+    assert nmap.batches(hosts, max_hosts=2) == [
+        {"198.18.0.1": [22, 80], "198.18.0.2": [443]},
+        {"198.18.0.3": list(range(1000, 1100)), "198.18.0.10": [22]},
+        {"::1": [22]},
+    ]
+    # 3 hosts x 3 ports fits in 9 probes; the 100-port host then needs a run of its own.
+    assert nmap.batches(hosts, max_probes=9) == [
+        {"198.18.0.1": [22, 80], "198.18.0.2": [443]},
+        {"198.18.0.3": list(range(1000, 1100))},
+        {"198.18.0.10": [22]},
+        {"::1": [22]},
+    ]
+
+
 def test_it_reports_a_host_that_times_out_as_unknown_not_closed(services):
     # A port that accepts but never speaks keeps -sV busy past a 2 s host timeout.
     silent = services.start("silent", "127.0.0.5")
@@ -89,6 +127,20 @@ def test_it_refuses_bad_ports_and_options(options):
     kwargs = {"ip": "127.0.0.1", "ports": [22], "timeout": 10, **options}
     with pytest.raises(EngineError):
         nmap.build_argv(**kwargs)
+
+
+def test_it_refuses_mixed_ip_versions_in_one_run():
+    with pytest.raises(EngineError, match="IPv4 or IPv6"):
+        nmap.build_argv(ips=["127.0.0.1", "::1"], ports=[22], timeout=10)
+    with pytest.raises(EngineError):
+        nmap.build_argv(ips=["127.0.0.1", "-oN/tmp/x"], ports=[22], timeout=10)
+
+
+def test_it_puts_several_targets_after_end_of_options_in_one_host_group():
+    argv = nmap.build_argv(ips=["198.18.0.2", "198.18.0.1", "198.18.0.2"], ports=[80], timeout=9)
+
+    assert argv[-3:] == ["--", "198.18.0.2", "198.18.0.1"]
+    assert argv[argv.index("--min-hostgroup") + 1] == "2"
 
 
 def test_it_builds_a_command_line_with_the_target_after_end_of_options():

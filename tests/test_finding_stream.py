@@ -1,0 +1,59 @@
+"""Streaming open ports to nmap: findings are recorded at once, hosts queued in batches."""
+
+import pytest
+
+from scanner.findings import Finding
+from scanner.models import PortObservation, ScanRun
+from scanner.services import runs
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(runs.time, "monotonic", lambda: now[0])
+    return now
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runs, "fingerprint_queue", lambda *, run_id, ips: calls.append(ips))
+    return calls
+
+
+@pytest.mark.django_db
+def test_hosts_found_within_a_window_share_one_queueing(clock, queued):
+    run = ScanRun.objects.create(targets="198.18.0.0/24")
+    stream = runs.FindingStream(run_id=run.pk, fingerprint=True)
+
+    stream(Finding("198.18.0.5", 22))
+    clock[0] += 2
+    stream(Finding("198.18.0.3", 80))
+    stream(Finding("198.18.0.5", 443))
+    assert queued == []  # still gathering
+    clock[0] += runs.STREAM_FINGERPRINT_EVERY_S
+    stream(Finding("198.18.0.9", 8080))
+    assert queued == [["198.18.0.3", "198.18.0.5", "198.18.0.9"]]
+    clock[0] += 1
+    stream(Finding("198.18.0.3", 8443))  # a new window starts with this host
+    assert len(queued) == 1
+
+    # Every port is in the database the moment it was seen, fingerprinted or not.
+    recorded = PortObservation.objects.filter(run=run).values_list("host__ip", "port")
+    assert sorted(recorded) == [
+        ("198.18.0.3", 80), ("198.18.0.3", 8443), ("198.18.0.5", 22), ("198.18.0.5", 443),
+        ("198.18.0.9", 8080),
+    ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_run_without_fingerprints_only_records(clock, queued):
+    run = ScanRun.objects.create(targets="198.18.0.0/24", fingerprint=False)
+    stream = runs.FindingStream(run_id=run.pk, fingerprint=False)
+
+    for second in range(30):
+        clock[0] += 1
+        stream(Finding("198.18.0.5", 1000 + second))
+
+    assert queued == []
+    assert PortObservation.objects.filter(run=run).count() == 30
