@@ -47,6 +47,21 @@ def test_hosts_found_within_a_window_share_one_queueing(clock, queued):
 
 
 @pytest.mark.django_db
+def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(clock, queued):
+    run = ScanRun.objects.create(targets="198.18.0.0/24")
+    stream = runs.FindingStream(run_id=run.pk, fingerprint=True)
+
+    stream(Finding("198.18.0.5", 22))
+    clock[0] += 1
+    stream.tick()  # the sweep's progress callback, a few times a second
+    assert queued == []
+    clock[0] += runs.STREAM_FINGERPRINT_EVERY_S
+    stream.tick()
+    stream.tick()
+    assert queued == [["198.18.0.5"]]
+
+
+@pytest.mark.django_db
 def test_a_run_without_fingerprints_only_records(clock, queued):
     run = ScanRun.objects.create(targets="198.18.0.0/24", fingerprint=False)
     stream = runs.FindingStream(run_id=run.pk, fingerprint=False)

@@ -315,11 +315,15 @@ class FindingStream:
         observations_record(run_id=self.run_id, findings=[finding], seen_at=timezone.now())
         if not self.fingerprint:
             return
-        now = time.monotonic()
         if not self.waiting:
-            self.window_start = now
+            self.window_start = time.monotonic()
         self.waiting.add(finding.ip)
-        if now - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
+        self.tick()
+
+    def tick(self) -> None:
+        """Queue the gathered hosts once their window is over (also called on progress, so
+        that hosts found just before a quiet stretch of the sweep do not wait for its end)."""
+        if self.waiting and time.monotonic() - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
             fingerprint_queue(run_id=self.run_id, ips=sorted(self.waiting))
             self.waiting.clear()
 
@@ -350,12 +354,17 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 router_mac=settings.MASSCAN_ROUTER_MAC,
                 on_finding=stream,
             )
+
+            def progress(percent: float, found: int) -> None:
+                on_progress(percent, found)
+                stream.tick()
+
             started = time.monotonic()
             findings = sweep(
                 targets=list(guarded.networks),
                 retries=settings.PORTMON_MASSCAN_RETRIES,
                 timeout=timeout,
-                on_progress=on_progress,
+                on_progress=progress,
                 on_answers=ledger.mark_many,
             )
             logger.info("shard %s: masscan took %.1fs", shard.pk, time.monotonic() - started)
