@@ -1,7 +1,7 @@
 """Scan benchmark on the namespace lab: Portmon vs a plain masscan pass vs nmap -sS -sV -p-.
 
     sudo .venv/bin/python bench/scan_bench.py [--hosts 62] [--rate 300000] [--loss 0.005]
-                                             [--skip-nmap] [--portmon-runs 1]
+                                             [--skip-nmap] [--portmon-runs 1] [--portmon-only]
 
 Prints, for each contender: wall time, open ports found / truth, fingerprints correct,
 peak memory. The lab lives in 198.18.0.0/15 (blackholed in the root namespace) and is torn
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from tests.lab import BENCHMARK_LAB, Lab  # noqa: E402
 
 PY = sys.executable
-# Fingerprint worker processes. nmap -sV mostly waits (~6 s a host, up to 11 s); 16 cut the
-# tail after the sweep from ~20 s to ~15 s but slowed masscan as much on 2 cores.
+# Fingerprint worker processes, as bin/run starts them (PORTMON_WORKER_CONCURRENCY). A task
+# runs nmap over up to 32 hosts, so a few processes keep up with a sweep.
 FP_CONCURRENCY = 4
 
 

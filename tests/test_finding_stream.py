@@ -21,11 +21,17 @@ def queued(monkeypatch):
     return calls
 
 
-@pytest.mark.django_db
-def test_hosts_found_within_a_window_share_one_queueing(clock, queued):
-    run = ScanRun.objects.create(targets="198.18.0.0/24")
-    stream = runs.FindingStream(run_id=run.pk, fingerprint=True)
+@pytest.fixture
+def run(db):
+    return ScanRun.objects.create(targets="198.18.0.0/24")
 
+
+@pytest.fixture
+def stream(run):
+    return runs.FindingStream(run_id=run.pk, fingerprint=True)
+
+
+def test_hosts_found_within_a_window_share_one_queueing(run, stream, clock, queued):
     stream(Finding("198.18.0.5", 22))
     clock[0] += 2
     stream(Finding("198.18.0.3", 80))
@@ -46,11 +52,7 @@ def test_hosts_found_within_a_window_share_one_queueing(clock, queued):
     ]  # fmt: skip
 
 
-@pytest.mark.django_db
-def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(clock, queued):
-    run = ScanRun.objects.create(targets="198.18.0.0/24")
-    stream = runs.FindingStream(run_id=run.pk, fingerprint=True)
-
+def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(stream, clock, queued):
     stream(Finding("198.18.0.5", 22))
     clock[0] += 1
     stream.tick()  # the sweep's progress callback, a few times a second
@@ -61,9 +63,7 @@ def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(clock, 
     assert queued == [["198.18.0.5"]]
 
 
-@pytest.mark.django_db
-def test_a_run_without_fingerprints_only_records(clock, queued):
-    run = ScanRun.objects.create(targets="198.18.0.0/24", fingerprint=False)
+def test_a_run_without_fingerprints_only_records(run, clock, queued):
     stream = runs.FindingStream(run_id=run.pk, fingerprint=False)
 
     for second in range(30):

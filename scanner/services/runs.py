@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 
@@ -548,12 +549,17 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str]) -> int:
     for obs in pending:
         ports_by_host.setdefault(obs.host.ip, []).append(obs.port)
     found: dict[tuple[str, int], Finding] = {}
-    for batch in nmap.batches(ports_by_host):
-        results = nmap.fingerprint_many(
-            hosts=batch,
-            timeout=settings.PORTMON_NMAP_HOST_TIMEOUT,
-            nice=settings.PORTMON_NMAP_NICE,
-        )
+    batches = nmap.batches(ports_by_host)
+    run_batch = partial(
+        nmap.fingerprint_many,
+        timeout=settings.PORTMON_NMAP_HOST_TIMEOUT,
+        nice=settings.PORTMON_NMAP_NICE,
+    )
+    # Usually one batch; several (hosts with many ports) run side by side, so that the task
+    # still ends within nmap's host timeout and its own time limit.
+    with ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool:
+        outcomes = list(pool.map(lambda batch: run_batch(hosts=batch), batches))
+    for results in outcomes:
         for ip, result in results.items():
             if result.error:
                 # Unknown, never closed: the port stays open in this run, just without a name.
