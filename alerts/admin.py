@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from alerts.models import AlertEvent, EventAudit, EventNote, HighRiskPort, Rule
+from alerts.selectors import rule_spec_of
 from alerts.services.events import events_transition
 from alerts.services.rules import rule_dry_run
 
@@ -101,15 +102,7 @@ class RuleAdmin(admin.ModelAdmin):
     @admin.action(description="Dry run: which of the last 7 days' events would it match")
     def dry_run(self, request, queryset):
         for rule in queryset:
-            matched = rule_dry_run(
-                action=rule.action,
-                ip_cidr=rule.ip_cidr,
-                process=rule.process,
-                port_lo=rule.port_lo,
-                port_hi=rule.port_hi,
-                proto=rule.proto,
-                zone=rule.zone,
-            )
+            matched = rule_dry_run(spec=rule_spec_of(rule))
             shown = ", ".join(
                 f"#{e.pk} {e.kind} {e.host.ip}:{e.port}/{e.proto}" for e in matched[:20]
             )

@@ -11,34 +11,18 @@ DRY_RUN_DAYS = 7
 
 
 def rule_dry_run(
-    *,
-    action: str = "allow",
-    ip_cidr: str = "",
-    process: str = "",
-    port_lo: int | None = None,
-    port_hi: int | None = None,
-    proto: str = "any",
-    zone: str = "",
-    now: datetime | None = None,
-    days: int = DRY_RUN_DAYS,
+    *, spec: RuleSpec, now: datetime | None = None, days: int = DRY_RUN_DAYS
 ) -> list[AlertEvent]:
-    """Events of the last `days` days that a rule with these fields would match.
+    """Events of the last `days` days that a rule (saved, or a draft with id None) matches.
 
-    Matched on the rule's own fields only (not precedence against other rules): the
-    question is "what does this rule catch", not "what would change".
+    Matched on the rule's own fields only (not precedence against other rules, nor whether
+    it is enabled or expired): the question is "what does this rule catch", not "what
+    would change".
     """
-    rule_spec_validate(ip_cidr=ip_cidr, port_lo=port_lo, port_hi=port_hi, process=process)
-    now = now or timezone.now()
-    spec = RuleSpec(
-        id=None,
-        action=action,
-        ip_cidr=ip_cidr,
-        process=process,
-        port_lo=port_lo,
-        port_hi=port_hi,
-        proto=proto,
-        zone=zone,
+    rule_spec_validate(
+        ip_cidr=spec.ip_cidr, port_lo=spec.port_lo, port_hi=spec.port_hi, process=spec.process
     )
+    now = now or timezone.now()
     events = AlertEvent.objects.filter(
         created_at__gte=now - timedelta(days=days), created_at__lte=now
     ).select_related("host", "host__network")

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from alerts.models import AlertEvent, EventAudit, EventNote, HighRiskPort, Rule, open_key_for
+from alerts.rules import RuleSpec
 from alerts.services.events import TransitionError, event_transition, events_transition
 from alerts.services.rules import rule_dry_run
 from scanner.models import Host
@@ -95,13 +96,8 @@ def test_it_dry_runs_a_draft_rule_over_the_last_7_days(host):
     make_event(host, port=22, days=10)  # other port
     make_event(other, port=8080, days=10)  # other network
 
-    matched = rule_dry_run(
-        action="allow",
-        ip_cidr="198.18.0.0/24",
-        port_lo=8000,
-        port_hi=8999,
-        now=DAY0 + timedelta(days=11),
-    )
+    draft = RuleSpec(id=None, action="allow", ip_cidr="198.18.0.0/24", port_lo=8000, port_hi=8999)
+    matched = rule_dry_run(spec=draft, now=DAY0 + timedelta(days=11))
     assert matched == [recent]
     assert Rule.objects.count() == 0  # a dry run saves nothing
 
