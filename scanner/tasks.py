@@ -52,14 +52,20 @@ def sweep_shard(self, shard_id: int) -> None:
 
 @shared_task(
     name="scanner.fingerprint_hosts",
+    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=settings.PORTMON_NMAP_HOST_TIMEOUT + 60,
     time_limit=settings.PORTMON_NMAP_HOST_TIMEOUT + 120,
 )
-def fingerprint_hosts(run_id: int, ips: list[str]) -> int:
-    """Returns the number of ports fingerprinted (0: other tasks had them all)."""
-    return runs.fingerprint_run_hosts(run_id=run_id, ips=ips)
+def fingerprint_hosts(self, run_id: int, ips: list[str], claim: str = "") -> int:
+    """Returns the number of ports fingerprinted (0: other tasks had them all).
+
+    Without a claim token from the reaper, the task's id is its token: a copy redelivered
+    after its worker died takes back the ports the first delivery claimed.
+    """
+    token = claim or (self.request.id or "").replace("-", "")
+    return runs.fingerprint_run_hosts(run_id=run_id, ips=ips, claim=token)
 
 
 @shared_task(name="scanner.policy_run", acks_late=True, time_limit=120)
@@ -69,4 +75,6 @@ def policy_run(policy_id: int) -> None:
 
 @shared_task(name="scanner.reap_shards", time_limit=120)
 def reap_shards() -> None:
+    """Shards and fingerprint tasks lost to a hard time limit (Celery acks those)."""
     runs.shards_reap()
+    runs.fingerprints_reap()

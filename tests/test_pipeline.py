@@ -1,6 +1,7 @@
 """The scan pipeline end to end on loopback: real Celery workers on Redis, real nmap."""
 
 import asyncio
+import os
 import signal
 import socket
 import threading
@@ -166,6 +167,48 @@ def test_it_survives_a_killed_worker_without_losing_or_doubling_ports(
     redone = ScanShard.objects.get(run=run, index=victim)
     assert redone.state == ShardState.DONE and redone.attempts == 2
     assert redone.worker == "sweep-b@test"
+
+
+@pytest.mark.celery
+def test_a_fingerprint_task_lost_with_its_worker_is_done_by_another(celery_workers, loopback_scope):
+    quiet, ssh = free_ports(2, "127.0.0.21")
+    # A port that never speaks keeps nmap -sV busy for seconds: time to kill its worker.
+    specs = [("127.0.0.21", quiet, b""), ("127.0.0.21", ssh, SSH_BANNER)]
+    redeliver = {"CELERY_VISIBILITY_TIMEOUT": "12"}
+    celery_workers.start("sweep", "sweep.internal")
+    celery_workers.start("fp-a", "fingerprint", extra_env=redeliver)
+    with Listeners(specs):
+        run = run_start(
+            targets="127.0.0.21", ports=f"{min(quiet, ssh)}-{max(quiet, ssh)}", engine="connect"
+        )
+        deadline = time.monotonic() + 60
+        waiting = PortObservation.objects.filter(run=run, fingerprinted=False)
+        while not waiting.exclude(fingerprint_claim="").exists():
+            assert time.monotonic() < deadline, "fp-a never started fingerprinting"
+            time.sleep(0.1)
+        celery_workers.kill("fp-a", signal.SIGKILL)
+        celery_workers.start("fp-b", "default,fingerprint", extra_env=redeliver)
+        run = wait_run(run.pk, 120)
+
+    assert run.state == RunState.FINISHED, run.error
+    named = dict(PortObservation.objects.filter(run=run).values_list("port", "service"))
+    assert named[ssh] == "ssh" and quiet in named
+    assert "fingerprint_hosts" in celery_workers.log("fp-b")
+    assert not nmap_processes_for("127.0.0.21")  # fp-a's nmap died with it
+
+
+def nmap_processes_for(ip: str) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"nmap") and ip.encode() in argv:
+                found.append(int(entry.name))
+    return found
 
 
 @pytest.mark.celery

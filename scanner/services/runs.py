@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -227,6 +227,35 @@ def shards_reap() -> int:
     if handled:
         logger.warning("reaped %d shard(s) left running past their hard time limit", handled)
     return handled
+
+
+def fingerprints_reap() -> int:
+    """Queue again the ports of fingerprint tasks that died without a redelivery.
+
+    Celery acknowledges a task killed by its hard time limit, so its claimed ports would wait
+    forever and the run never finish. Each stale claim gets a fresh token (and time, so
+    the next reap waits a full limit again) and a task that claims exactly those ports.
+    Returns the number of ports handed on.
+    """
+    abandoned = PortObservation.objects.filter(
+        run__state=RunState.FINGERPRINTING,
+        fingerprinted=False,
+        proto="tcp",
+        fingerprint_claimed_at__lt=_claims_stale_before(),
+    ).exclude(fingerprint_claim="")
+    hosts: dict[int, set[str]] = {}
+    for run_id, ip in abandoned.values_list("run_id", "host__ip"):
+        hosts.setdefault(run_id, set()).add(ip)
+    handed = 0
+    for run_id, ips in hosts.items():
+        token = secrets.token_hex(16)
+        handed += abandoned.filter(run_id=run_id).update(
+            fingerprint_claim=token, fingerprint_claimed_at=timezone.now()
+        )
+        fingerprint_queue(run_id=run_id, ips=sorted(ips), claim=token)
+    if handed:
+        logger.warning("re-queued %d port(s) of fingerprint tasks that died", handed)
+    return handed
 
 
 def shard_failed_mark_run(*, shard_id: int) -> None:
@@ -466,7 +495,7 @@ def run_advance(*, run_id: int) -> None:
         run_complete(run_id=run_id)
 
 
-def fingerprint_queue(*, run_id: int, ips: list[str] | None = None) -> None:
+def fingerprint_queue(*, run_id: int, ips: list[str] | None = None, claim: str = "") -> None:
     """Queue nmap for hosts with ports not yet fingerprinted in this run, in batches.
 
     A task per nmap.BATCH_MAX_HOSTS hosts; a host whose ports another task has claimed
@@ -485,7 +514,7 @@ def fingerprint_queue(*, run_id: int, ips: list[str] | None = None) -> None:
         )
     for start in range(0, len(ips), BATCH_MAX_HOSTS):
         batch = ips[start : start + BATCH_MAX_HOSTS]
-        transaction.on_commit(lambda batch=batch: fingerprint_hosts.delay(run_id, batch))
+        transaction.on_commit(lambda batch=batch: fingerprint_hosts.delay(run_id, batch, claim))
 
 
 def ports_reprobe(*, run_id: int) -> list[Finding]:
@@ -526,15 +555,25 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
     return found
 
 
-def fingerprint_run_hosts(*, run_id: int, ips: list[str]) -> int:
-    """nmap -sV the ports this run found open on these hosts; returns ports fingerprinted."""
+def _claims_stale_before() -> datetime:
+    # A claim older than a fingerprint task's hard time limit belongs to a dead task.
+    return timezone.now() - timedelta(seconds=settings.PORTMON_NMAP_HOST_TIMEOUT + 120)
+
+
+def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> int:
+    """nmap -sV the ports this run found open on these hosts; returns ports fingerprinted.
+
+    claim (at most 32 characters) is the task's own token: a redelivered task (its worker
+    died) takes back the ports its first delivery had claimed, and the reaper hands
+    abandoned ports to a new task under a token of its own (fingerprints_reap).
+    """
     from scanner.engines import nmap
 
-    # Claim the hosts' waiting ports (a claim older than nmap's own limit is a dead task's).
-    token = secrets.token_hex(16)
-    stale = timezone.now() - timedelta(seconds=settings.PORTMON_NMAP_HOST_TIMEOUT + 120)
+    token = claim[:32] or secrets.token_hex(16)
     PortObservation.objects.filter(
-        Q(fingerprint_claim="") | Q(fingerprint_claimed_at__lt=stale),
+        Q(fingerprint_claim="")
+        | Q(fingerprint_claim=token)
+        | Q(fingerprint_claimed_at__lt=_claims_stale_before()),
         run_id=run_id,
         host__ip__in=ips,
         fingerprinted=False,

@@ -1,5 +1,7 @@
 """A fingerprint task: claims a run's waiting ports, runs nmap over batches, completes the run."""
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
@@ -28,10 +30,53 @@ def test_a_task_fingerprints_every_batch_and_completes_the_run(services, monkeyp
 
     assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4", "127.0.0.6"]) == 2
 
-    assert planned == [{"127.0.0.4": [ssh]}, {"127.0.0.6": [http]}]
+    assert sorted(planned, key=list) == [{"127.0.0.4": [ssh]}, {"127.0.0.6": [http]}]
     named = PortObservation.objects.filter(run=run).values_list("host__ip", "service", "product")
     assert sorted(named) == [("127.0.0.4", "ssh", "OpenSSH"), ("127.0.0.6", "http", "nginx")]
     run.refresh_from_db()
     assert run.state == RunState.FINISHED
     # A second task for the same hosts finds nothing left to claim.
     assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4", "127.0.0.6"]) == 0
+
+
+def claimed_run(ip: str, port: int, *, claim: str, minutes_ago: float) -> ScanRun:
+    run = ScanRun.objects.create(targets="127.0.0.0/24", state=RunState.FINGERPRINTING)
+    observations_record(run_id=run.pk, findings=[Finding(ip, port)], seen_at=timezone.now())
+    PortObservation.objects.filter(run=run).update(
+        fingerprint_claim=claim,
+        fingerprint_claimed_at=timezone.now() - timedelta(minutes=minutes_ago),
+    )
+    return run
+
+
+@pytest.mark.django_db
+def test_a_redelivered_task_takes_back_the_ports_its_first_delivery_claimed(services):
+    ssh = services.start("ssh", "127.0.0.4")
+    # The first delivery claimed the port, then its worker was killed: a fresh claim.
+    run = claimed_run("127.0.0.4", ssh, claim="a" * 32, minutes_ago=0.5)
+
+    assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="b" * 32) == 0
+    assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="a" * 32) == 1
+
+    assert PortObservation.objects.get(run=run).service == "ssh"
+    run.refresh_from_db()
+    assert run.state == RunState.FINISHED
+
+
+@pytest.mark.django_db
+def test_the_reaper_hands_ports_of_a_dead_task_to_a_new_one(settings, monkeypatch):
+    settings.PORTMON_NMAP_HOST_TIMEOUT = 60  # claims go stale after 3 minutes
+    dead = claimed_run("127.0.0.4", 2222, claim="a" * 32, minutes_ago=4)
+    busy = claimed_run("127.0.0.5", 2222, claim="c" * 32, minutes_ago=1)
+    queued = []
+    monkeypatch.setattr(runs, "fingerprint_queue", lambda **kw: queued.append(kw))
+
+    assert runs.fingerprints_reap() == 1
+
+    (call,) = queued
+    assert (call["run_id"], call["ips"]) == (dead.pk, ["127.0.0.4"])
+    handed = PortObservation.objects.get(run=dead)
+    assert handed.fingerprint_claim == call["claim"] != "a" * 32
+    assert PortObservation.objects.get(run=busy).fingerprint_claim == "c" * 32
+    # The new claim is fresh: a reap a minute later does not queue the same ports again.
+    assert runs.fingerprints_reap() == 0

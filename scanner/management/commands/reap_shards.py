@@ -1,17 +1,20 @@
-"""manage.py reap_shards [--schedule]: retry shards whose worker vanished."""
+"""manage.py reap_shards [--schedule]: retry shards and fingerprints whose worker vanished."""
 
 import json
 
 from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from scanner.services.runs import shards_reap
+from scanner.services.runs import fingerprints_reap, shards_reap
 
 TASK_NAME = "scanner: reap lost shards"
 
 
 class Command(BaseCommand):
-    help = "Requeue shards left running past their hard time limit (beat runs it every minute)."
+    help = (
+        "Requeue shards and fingerprint tasks lost past their hard time limit "
+        "(beat runs it every minute)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -30,4 +33,6 @@ class Command(BaseCommand):
             )  # fmt: skip
             self.stdout.write(f"scheduled '{TASK_NAME}' every minute")
             return
-        self.stdout.write(f"reaped {shards_reap()} shard(s)")
+        shards = shards_reap()
+        ports = fingerprints_reap()
+        self.stdout.write(f"reaped {shards} shard(s) and {ports} port(s) waiting for nmap")
