@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from alerts.services.diff import run_diff
+from alerts.services.diff import diffs_pending_run, run_diff
 
 
 @shared_task(
@@ -19,3 +19,9 @@ def diff_run(run_id: int) -> dict | None:
     """Diff a finished run; a run already diffed is a no-op (diffed_at is claimed once)."""
     result = run_diff(run_id=run_id)
     return result.as_dict() if result else None
+
+
+@shared_task(name="alerts.diff_pending", time_limit=1800, expires=600)
+def diff_pending() -> list[int]:
+    """Every 10 minutes (beat): diff finished runs whose diff was lost."""
+    return diffs_pending_run()

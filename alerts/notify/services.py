@@ -38,6 +38,7 @@ IMMEDIATE_SWEEP_WINDOW = timedelta(hours=24)
 WEBHOOK_RECIPIENT = "webhook"
 DIGEST_TASK_NAME = "notify: daily digest"
 SEND_TASK_NAME = "notify: send due messages"
+DIFF_RETRY_TASK_NAME = "alerts: diff runs whose diff was lost"
 
 
 def _fmt(value: datetime) -> str:
@@ -430,7 +431,8 @@ def digest_time_parse(value: str) -> tuple[int, int]:
 
 def schedules_ensure() -> None:
     """Create or update the beat entries: the digest at PORTMON_DIGEST_TIME, the sender
-    every minute. Idempotent; an entry an admin disabled stays disabled."""
+    every minute, the lost-diff sweep every 10 minutes (no run goes unalerted).
+    Idempotent; an entry an admin disabled stays disabled."""
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
     hour, minute = digest_time_parse(getattr(settings, "PORTMON_DIGEST_TIME", "08:00"))
@@ -471,6 +473,13 @@ def schedules_ensure() -> None:
             send_task.interval, send_task.crontab = interval, None
             send_task.task = "notify.send_due"
             send_task.save()
+        every_10 = IntervalSchedule.objects.filter(
+            every=10, period=IntervalSchedule.MINUTES
+        ).first() or IntervalSchedule.objects.create(every=10, period=IntervalSchedule.MINUTES)
+        PeriodicTask.objects.get_or_create(
+            name=DIFF_RETRY_TASK_NAME,
+            defaults={"task": "alerts.diff_pending", "interval": every_10, "expire_seconds": 600},
+        )
 
 
 def messages_retry_now(*, message_ids, now: datetime | None = None) -> int:

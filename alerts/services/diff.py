@@ -311,6 +311,27 @@ def run_diff(*, run_id: int) -> DiffResult | None:
     return result
 
 
+def diffs_pending_run(*, older_than: timedelta = timedelta(minutes=10)) -> list[int]:
+    """Diff finished runs that never were: their diff failed past its retries, or the
+    process died inside it (the claim rolled back with it). Oldest first, so that each is
+    diffed against the history before it; a run that fails again is logged and skipped
+    (a newer run diffed meanwhile makes it a back-fill). Returns the runs diffed."""
+    cutoff = timezone.now() - older_than
+    pending = ScanRun.objects.filter(
+        state=RunState.FINISHED, diffed_at__isnull=True, finished_at__lt=cutoff
+    ).order_by("finished_at", "pk")
+    diffed = []
+    for run_id in pending.values_list("pk", flat=True):
+        try:
+            if run_diff(run_id=run_id) is not None:
+                diffed.append(run_id)
+        except Exception:
+            log.exception("diff of run %s failed again", run_id)
+    if diffed:
+        log.warning("diffed %d run(s) whose diff had been lost: %s", len(diffed), diffed)
+    return diffed
+
+
 def _run_diff(*, run: ScanRun) -> tuple[DiffResult, list[int]]:
     at = run.finished_at or run.created_at
     result = DiffResult(run_id=run.pk)

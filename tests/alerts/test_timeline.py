@@ -295,3 +295,20 @@ def test_it_counts_misses_on_hosts_targeted_by_name(timeline):
     timeline.days(range(3, 6), background=False, targets="web.lab.example", policy_id=policy.pk)
 
     assert [e.port for e in timeline.events(kind="closed")] == [8080]
+
+
+def test_a_run_whose_diff_was_lost_is_diffed_by_the_sweep(timeline):
+    from alerts.services.diff import diffs_pending_run
+
+    timeline.days(range(0, 5))
+    # Day 5's diff never ran: its worker died inside it (the claim rolled back with it).
+    lost = timeline.day(5, port(8443), ports="1-65535", send=False)
+    assert timeline.kinds_on(5) == []
+
+    assert diffs_pending_run() == [lost.pk]
+
+    assert timeline.kinds_on(5) == [("new_port", 8443)]
+    assert diffs_pending_run() == []  # diffed once; the next sweep leaves it alone
+    timeline.day(6, port(8443), ports="1-65535", send=False)
+    # A run that finished moments ago may still be inside its own diff: not touched yet.
+    assert diffs_pending_run(older_than=timedelta(days=10000)) == []

@@ -86,6 +86,8 @@ def test_it_schedules_the_digest_and_the_sender_idempotently(settings):
     digest.refresh_from_db()
     assert (digest.crontab.hour, digest.crontab.minute) == ("8", "5")
     assert PeriodicTask.objects.filter(task__startswith="notify.").count() == 2
+    lost_diffs = PeriodicTask.objects.get(task="alerts.diff_pending")
+    assert (lost_diffs.interval.every, lost_diffs.interval.period) == (10, "minutes")
 
 
 def test_it_refuses_a_digest_time_that_is_not_hh_mm(settings):
