@@ -312,3 +312,33 @@ def test_a_run_whose_diff_was_lost_is_diffed_by_the_sweep(timeline):
     timeline.day(6, port(8443), ports="1-65535", send=False)
     # A run that finished moments ago may still be inside its own diff: not touched yet.
     assert diffs_pending_run(older_than=timedelta(days=10000)) == []
+
+
+def test_a_run_with_a_failed_shard_closes_nothing(timeline, monkeypatch):
+    from scanner.engines import connect
+    from scanner.models import RunState, ScanShard, ShardState
+    from scanner.services.results import observations_record
+    from scanner.services.runs import shard_fail
+    from tests.alerts.conftest import BACKGROUND, NET
+
+    monkeypatch.setattr(connect, "verify", lambda *a, **kw: pytest.fail("nothing is probed"))
+    timeline.days(range(0, 6), port(8080))
+    timeline.days(range(6, 8))  # two healthy misses: a third closes 8080
+    run = ScanRun.objects.create(targets=NET, state=RunState.SWEEPING, fingerprint=False)
+    ScanShard.objects.create(run=run, index=0, targets=NET, ports="1-32767", state=ShardState.DONE)
+    lost = ScanShard.objects.create(
+        run=run, index=1, targets=NET, ports="32768-65535", state=ShardState.RUNNING
+    )
+    # The first half found the usual background, so the counts look healthy; the half
+    # that would have held 8080 failed.
+    observations_record(run_id=run.pk, findings=BACKGROUND, seen_at=run.created_at)
+
+    shard_fail(shard_id=lost.pk, error="masscan failed: no route to host")
+
+    run.refresh_from_db()
+    assert (run.state, run.degraded) == (RunState.FINISHED, True)
+    assert "shard 1 failed: masscan failed" in run.error
+    assert run.diffed_at is not None
+    assert AlertEvent.objects.filter(run=run).count() == 0
+    port_8080 = Port.objects.get(host__ip=HOST, port=8080)
+    assert (port_8080.state, port_8080.missed_runs) == ("open", 2)
