@@ -18,14 +18,17 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ValueError(f"{name}={value!r} is not a boolean (use 1/0, true/false, yes/no)")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ValueError(f"{name}={value!r} is not an integer") from None
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise ValueError(f"{name}={value!r} must be between {lo} and {hi}")
+    return number
 
 
 def env_list(name: str, default: str = "") -> list[str]:

@@ -242,7 +242,7 @@ PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
 PORTMON_NMAP_HOST_TIMEOUT = env_int("PORTMON_NMAP_HOST_TIMEOUT", 300)
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the
 # fingerprints streamed during a sweep use idle CPU instead of slowing masscan's pace.
-PORTMON_NMAP_NICE = env_int("PORTMON_NMAP_NICE", 10)
+PORTMON_NMAP_NICE = env_int("PORTMON_NMAP_NICE", 10, lo=0, hi=19)
 CELERY_TASK_ROUTES = {
     "scanner.fingerprint_hosts": {"queue": "fingerprint"},
     "scanner.policy_run": {"queue": "default"},

@@ -84,6 +84,15 @@ def test_it_rejects_a_bad_boolean_with_a_clear_message(tmp_path):
     assert "DEBUG='maybe' is not a boolean" in out.stderr
 
 
+def test_it_rejects_a_niceness_nmap_could_not_run_at(tmp_path):
+    env = {**os.environ, "PORTMON_DATA_DIR": str(tmp_path), "PORTMON_NMAP_NICE": "-5"}
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode != 0
+    assert "PORTMON_NMAP_NICE='-5' must be between 0 and 19" in out.stderr
+
+
 def test_it_passes_the_deployment_checks_in_production(tmp_path):
     env = {
         **os.environ,
