@@ -61,6 +61,10 @@ def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(stream,
     stream.tick()
     stream.tick()
     assert queued == [["198.18.0.5"]]
+    stream(Finding("198.18.0.7", 22))
+    stream.flush()  # the sweep ended: no reason to wait out the window
+    stream.flush()
+    assert queued == [["198.18.0.5"], ["198.18.0.7"]]
 
 
 def test_a_run_without_fingerprints_only_records(run, clock, queued):

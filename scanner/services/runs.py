@@ -353,7 +353,12 @@ class FindingStream:
     def tick(self) -> None:
         """Queue the gathered hosts once their window is over (also called on progress, so
         that hosts found just before a quiet stretch of the sweep do not wait for its end)."""
-        if self.waiting and time.monotonic() - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
+        if time.monotonic() - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Queue the gathered hosts now (the sweep is over: no more ports to wait for)."""
+        if self.waiting:
             fingerprint_queue(run_id=self.run_id, ips=sorted(self.waiting))
             self.waiting.clear()
 
@@ -398,6 +403,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 on_answers=ledger.mark_many,
             )
             logger.info("shard %s: masscan took %.1fs", shard.pk, time.monotonic() - started)
+            stream.flush()  # nmap starts on the last window's hosts while the re-probe runs
             return findings + gaps_reprobe(
                 shard=shard, ledger=ledger, sweep=sweep, stream=stream, deadline=deadline
             )
