@@ -39,8 +39,7 @@ _WAITING = re.compile(r"waiting (-?\d+)-secs")
 STUCK_AFTER = -1
 _MAX_SIGINTS = 8
 # With --interactive masscan also prints each hit on stdout as it arrives (unbuffered), which
-# lets fingerprinting start while the sweep still runs.
-_DISCOVERED = re.compile(r"Discovered open port (\d+)/(tcp|udp) on (\S+)")
+# lets fingerprinting start while the sweep still runs; with --show closed, each RST too.
 _ANSWER = re.compile(rb"Discovered (open|closed) port (\d+)/(tcp|udp) on ([0-9A-Fa-f.:]+)")
 _INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}")  # Linux IFNAMSIZ is 16
 _MAC = re.compile(r"[0-9a-fA-F]{2}([-:])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
@@ -325,11 +324,6 @@ def _merge(*groups: Iterable[Finding]) -> list[Finding]:
         for finding in group:
             merged.setdefault(finding.key, finding)
     return sorted(merged.values(), key=lambda f: (ipaddress.ip_address(f.ip), f.proto, f.port))
-
-
-def _discovered(line: str) -> Finding | None:
-    match = _DISCOVERED.search(line)
-    return _finding(match.group(3), match.group(1), match.group(2)) if match else None
 
 
 def _finding(ip: str, port: str | bytes, proto: str) -> Finding | None:

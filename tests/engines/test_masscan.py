@@ -62,7 +62,11 @@ def test_it_asks_masscan_to_print_hits_as_they_come_only_when_streaming():
     ],
 )
 def test_it_reads_streamed_hits(line, expected):
-    assert masscan._discovered(line) == expected
+    hits = []
+    reader = masscan.AnswerReader(on_hit=hits.append)
+    reader(line.encode() + b"\n")
+    reader(b"")
+    assert hits == ([expected] if expected else [])
 
 
 def test_the_answer_reader_streams_hits_and_every_answer_whatever_the_chunking():
