@@ -216,8 +216,8 @@ def run_process(
                     )
                 for key, _ in sel.select(min(remaining, 1.0)):
                     name = key.data
-                    data = os.read(key.fd, _PIPE_BYTES if on_stdout else 65536)
                     if on_stdout and name == "stdout":
+                        data = os.read(key.fd, _PIPE_BYTES)
                         on_stdout(data)
                         if not data:
                             sel.unregister(key.fileobj)
@@ -227,6 +227,7 @@ def run_process(
                             # cost more CPU than the lines themselves.
                             time.sleep(pause)
                         continue
+                    data = os.read(key.fd, 65536)
                     if not data:
                         sel.unregister(key.fileobj)
                         open_pipes -= 1

@@ -155,12 +155,12 @@ def batches(
 ) -> list[dict[str, list[int]]]:
     """Group hosts into nmap runs: one IP version per run, at most max_hosts hosts, and at
     most max_probes connects (hosts x union of their ports; a bigger host runs alone)."""
+    checked = [(_check_ip(ip), sorted(set(ports))) for ip, ports in hosts.items()]
     groups: list[dict[str, list[int]]] = []
     for version in (4, 6):
         current: dict[str, list[int]] = {}
         union: set[int] = set()
-        addresses = ((_check_ip(ip), sorted(set(ports))) for ip, ports in hosts.items())
-        for address, ports in sorted(a for a in addresses if a[0].version == version):
+        for address, ports in sorted(a for a in checked if a[0].version == version):
             grown = union.union(ports)
             if current and (
                 len(current) >= max_hosts or (len(current) + 1) * len(grown) > max_probes
