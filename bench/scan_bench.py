@@ -127,9 +127,11 @@ def bench_nmap(lab: Lab, tmp: Path) -> dict:
     return {"wall": wall, "rss": rss, "found": found, "services": services}
 
 
-_TASK_LINE = re.compile(
-    r"^\[(?P<at>[\d-]+ [\d:,]+): \w+/[\w-]+\] Task scanner\.fingerprint_hosts\[(?P<id>[\w-]+)\] "
-    r"(?:received|succeeded in (?P<took>[\d.]+)s: (?P<ports>\d+))"
+# "[2026-11-21 10:00:10,000: INFO/ForkPoolWorker-1] Task scanner.fingerprint_hosts[id]
+#  succeeded in 6.2s: 3" (3 ports fingerprinted; 0: the task found its hosts claimed).
+_TASK_DONE = re.compile(
+    r"^\[(?P<at>[\d-]+ [\d:,]+): \w+/[\w-]+\] Task scanner\.fingerprint_hosts\[[\w-]+\] "
+    r"succeeded in (?P<took>[\d.]+)s: (?P<ports>\d+)"
 )
 
 
@@ -137,8 +139,8 @@ def fingerprint_timeline(log: str, started_at: datetime) -> str:
     """One line on the nmap stage from the fingerprint worker's log: tasks, and when they ran."""
     ended: list[tuple[float, float]] = []  # (seconds after the scan started, task seconds)
     for line in log.splitlines():
-        match = _TASK_LINE.match(line)
-        if match and match["took"] and match["ports"] != "0":
+        match = _TASK_DONE.match(line)
+        if match and match["ports"] != "0":
             at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f")
             ended.append(((at - started_at).total_seconds(), float(match["took"])))
     if not ended:
