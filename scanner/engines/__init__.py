@@ -19,9 +19,9 @@ __all__ = ["ENGINES", "EngineError", "EngineTimeout", "Progress", "choose"]
 def choose(engine: str, targets: Iterable[object]) -> str:
     """Resolve "auto" to "masscan" when masscan can scan every target, else "connect".
 
-    masscan needs raw sockets (root or CAP_NET_RAW), cannot scan loopback (it sends frames
-    on a real interface) and is used for IPv4 only. An explicit "masscan" that cannot work
-    is an error here rather than a failed shard later.
+    masscan needs raw sockets (CAP_NET_RAW, see privileges.py), cannot scan loopback (it
+    sends frames on a real interface) and is used for IPv4 only. An explicit "masscan" that
+    cannot work is an error here, with the reason, rather than a failed shard later.
     """
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -34,8 +34,9 @@ def choose(engine: str, targets: Iterable[object]) -> str:
             raise EngineError(
                 f"masscan cannot scan {unsuitable[0]} (loopback or IPv6); use --engine connect"
             )
-        if not masscan.available():
-            raise EngineError("masscan is not installed or needs root (CAP_NET_RAW)")
+        reason = masscan.unavailable_reason()
+        if reason is not None:
+            raise EngineError(reason)
         return "masscan"
     return "masscan" if not unsuitable and masscan.available() else "connect"
 

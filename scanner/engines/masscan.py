@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from scanner.findings import Finding
 
+from . import privileges
 from .base import (
     EngineError,
     EngineTimeout,
@@ -46,21 +47,17 @@ _MAC = re.compile(r"[0-9a-fA-F]{2}([-:])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
 
 
 def available() -> bool:
-    """masscan is installed and we may send raw packets (root or CAP_NET_RAW)."""
-    return shutil.which("masscan") is not None and _has_net_raw()
+    """masscan is installed and this process may send raw packets (CAP_NET_RAW)."""
+    return unavailable_reason() is None
 
 
-def _has_net_raw() -> bool:
-    if os.geteuid() == 0:
-        return True
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) & (1 << 13))  # CAP_NET_RAW
-    except OSError:
-        pass
-    return False
+def unavailable_reason() -> str | None:
+    """Why masscan cannot run in this process, or None if it can."""
+    if shutil.which("masscan") is None:
+        return "masscan is not installed (apt-get install masscan)"
+    if not privileges.can_send_raw_packets():
+        return privileges.NEEDS_NET_RAW
+    return None
 
 
 def build_argv(
@@ -144,8 +141,11 @@ def sweep(
     """
     check_number("timeout", timeout, 1, 7 * 24 * 3600)
     excluded = _check_exclude(exclude)
-    if shutil.which("masscan") is None:
-        raise EngineError("masscan is not installed")
+    # Checked before any file or process: without CAP_NET_RAW masscan only prints a vague
+    # "permission denied" from libpcap.
+    reason = unavailable_reason()
+    if reason is not None:
+        raise EngineError(reason)
     # A private directory: masscan writes paused.conf into its cwd when interrupted, and
     # the output and exclude files must not be guessable paths in a shared /tmp.
     with tempfile.TemporaryDirectory(prefix="portmon-masscan-") as workdir:

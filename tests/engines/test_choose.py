@@ -4,19 +4,19 @@ import ipaddress
 
 import pytest
 
-from scanner.engines import EngineError, choose, masscan
+from scanner.engines import EngineError, choose, masscan, privileges
 
 LAB = ipaddress.ip_network("198.18.5.0/24")
 
 
 @pytest.fixture
 def masscan_ready(monkeypatch):
-    monkeypatch.setattr(masscan, "available", lambda: True)
+    monkeypatch.setattr(masscan, "unavailable_reason", lambda: None)
 
 
 @pytest.fixture
 def masscan_missing(monkeypatch):
-    monkeypatch.setattr(masscan, "available", lambda: False)
+    monkeypatch.setattr(masscan, "unavailable_reason", lambda: privileges.NEEDS_NET_RAW)
 
 
 def test_it_picks_masscan_for_ipv4_networks_when_it_can_run(masscan_ready):
@@ -46,7 +46,7 @@ def test_it_honours_an_explicit_connect():
 
 
 def test_it_refuses_an_explicit_masscan_that_cannot_work(masscan_ready, masscan_missing):
-    with pytest.raises(EngineError, match="root"):
+    with pytest.raises(EngineError, match="masscan needs CAP_NET_RAW: run the sweep worker"):
         choose("masscan", [LAB])
 
 
