@@ -50,11 +50,13 @@ class Workers:
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, queues: str, concurrency: int = 1, extra_env=None):
+    def start(self, name: str, queues: str, concurrency: int = 1, extra_env=None, as_user=()):
+        """as_user: a command prefix (e.g. setpriv ...) that runs the worker as another user."""
         log = self.tmp_path / f"worker-{name}.log"
         env = {**self.env, **(extra_env or {})}
         proc = subprocess.Popen(
             [
+                *as_user,
                 sys.executable,
                 "-m",
                 "celery",
