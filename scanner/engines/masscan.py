@@ -8,11 +8,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from scanner.findings import Finding
 
-from . import privileges
+from . import connect, privileges, routes
 from .base import (
     EngineError,
     EngineTimeout,
@@ -136,16 +137,112 @@ def sweep(
     the sweep ends), e.g. to queue its fingerprint early. on_progress gets masscan's percent
     and the number of distinct open ports so far.
 
+    Where the probes leave is the kernel's choice, not masscan's (routes.plan): targets are
+    grouped by route and each group gets its own masscan with the route's interface, source
+    address and gateway MAC. interface / source_ip / router_mac (PORTMON_MASSCAN_*) are
+    overrides checked against the route. Targets on a directly attached subnet (no gateway)
+    go to the connect scanner instead: masscan puts one destination MAC in every frame, and
+    on-link hosts each have their own. Their answers are not reported to on_answers (the
+    connect scanner retries timeouts itself), so a re-probe treats them as silent.
+
     On timeout masscan's process group is killed and EngineTimeout carries the findings
     written so far in `.partial`.
     """
     check_number("timeout", timeout, 1, 7 * 24 * 3600)
     excluded = _check_exclude(exclude)
+    checked = check_targets(targets)
+    if any(target.version != 4 for target in checked):
+        raise EngineError("masscan is used for IPv4 only; scan IPv6 with the connect engine")
     # Checked before any file or process: without CAP_NET_RAW masscan only prints a vague
     # "permission denied" from libpcap.
     reason = unavailable_reason()
     if reason is not None:
         raise EngineError(reason)
+    deadline = time.monotonic() + timeout
+    plan = routes.plan(checked, interface=interface, source_ip=source_ip, router_mac=router_mac)
+    on_link = _subtract(plan.connect, excluded)
+    jobs: list[tuple[Sequence[ipaddress.IPv4Network], routes.Egress | None]] = [
+        (egress.targets, egress) for egress in plan.masscan
+    ]
+    if on_link:
+        jobs.append((on_link, None))
+    # Progress is shared out by addresses: every group sweeps the same ports.
+    sizes = [sum(network.num_addresses for network in networks) for networks, _ in jobs]
+    total = sum(sizes) or 1
+    found: list[Finding] = []
+    done = 0.0
+    for (networks, egress), size in zip(jobs, sizes, strict=True):
+        share = 100.0 * size / total
+        remaining = deadline - time.monotonic()
+        if remaining < 1:
+            raise EngineTimeout("the sweep ran past its time budget", partial=_merge(found))
+
+        def progress(
+            percent: float,
+            count: int,
+            start: float = done,
+            span: float = share,
+            base: int = len(found),
+        ) -> None:
+            if on_progress:
+                on_progress(min(100.0, start + span * percent / 100.0), base + count)
+
+        try:
+            if egress is None:
+                group = connect.scan(
+                    targets=networks,
+                    ports=ports,
+                    retries=1,
+                    on_progress=progress,
+                    deadline=deadline,
+                )
+                for finding in group:
+                    if on_finding:
+                        on_finding(finding)
+            else:
+                group = _run_masscan(
+                    targets=networks,
+                    ports=ports,
+                    rate=rate,
+                    excluded=excluded,
+                    retries=retries,
+                    timeout=remaining,
+                    interface=egress.interface,
+                    source_ip=str(egress.source_ip),
+                    router_mac=egress.router_mac,
+                    wait=wait,
+                    on_progress=progress,
+                    on_finding=on_finding,
+                    on_answers=on_answers,
+                )
+        except EngineTimeout as exc:
+            exc.partial = _merge(found, exc.partial or [])
+            raise
+        found += group
+        done += share
+    findings = _merge(found)
+    if on_progress:
+        on_progress(100.0, len(findings))
+    return findings
+
+
+def _run_masscan(
+    *,
+    targets: Sequence[ipaddress.IPv4Network],
+    ports: Sequence[PortRange],
+    rate: int,
+    excluded: list[ipaddress.IPv4Network],
+    retries: int,
+    timeout: float,
+    interface: str,
+    source_ip: str,
+    router_mac: str,
+    wait: int,
+    on_progress: Progress | None,
+    on_finding: Callable[[Finding], None] | None,
+    on_answers: Callable[[list[tuple[str, int]]], None] | None,
+) -> list[Finding]:
+    """One masscan over targets that share a route; see sweep."""
     # A private directory: masscan writes paused.conf into its cwd when interrupted, and
     # the output and exclude files must not be guessable paths in a shared /tmp.
     with tempfile.TemporaryDirectory(prefix="portmon-masscan-") as workdir:
@@ -217,10 +314,7 @@ def sweep(
         # After our stop masscan exits with 1 (its "threads not exiting" path): not a failure.
         if result.returncode != 0 and not (sigints[0] and result.returncode in (1, -2, -9)):
             raise EngineError(f"masscan failed: {_last_error(result.stderr, result.returncode)}")
-        findings = _merge(_read_findings(output_path), streamed.values())
-    if on_progress:
-        on_progress(100.0, len(findings))
-    return findings
+        return _merge(_read_findings(output_path), streamed.values())
 
 
 class AnswerReader:
@@ -358,6 +452,24 @@ def _check_exclude(exclude: Iterable[object]) -> list[ipaddress.IPv4Network]:
             raise EngineError(f"exclusion {item!r} is not a validated network")
         networks.append(item)
     return networks
+
+
+def _subtract(
+    networks: Iterable[ipaddress.IPv4Network], excluded: Iterable[ipaddress.IPv4Network]
+) -> list[ipaddress.IPv4Network]:
+    """networks minus excluded (the connect scanner takes no exclude file)."""
+    pieces = list(networks)
+    for exclusion in excluded:
+        kept = []
+        for piece in pieces:
+            if piece.subnet_of(exclusion):
+                continue
+            if exclusion.subnet_of(piece):
+                kept += piece.address_exclude(exclusion)
+            else:
+                kept.append(piece)
+        pieces = kept
+    return sorted(pieces)
 
 
 def _check_source_ip(value: object) -> ipaddress.IPv4Address:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from scanner.engines import EngineError, masscan
+from scanner.engines import EngineError, masscan, routes
 from scanner.findings import Finding
 from tests.engines.conftest import DATA
 
@@ -245,12 +245,27 @@ while True:
 """
 
 
+def one_route(targets, **_overrides):
+    """routes.plan as if every target left by one gateway (the root namespace blackholes
+    198.18.0.0/15: the real plan would refuse these fake targets)."""
+    networks = tuple(ipaddress.ip_network(t) for t in targets)
+    egress = routes.Egress(
+        interface="pmtest0",
+        source_ip=ipaddress.ip_address("198.19.7.1"),
+        gateway=ipaddress.ip_address("198.19.7.2"),
+        router_mac="02:00:00:00:07:02",
+        targets=networks,
+    )
+    return routes.SweepPlan(masscan=[egress])
+
+
 @pytest.fixture
 def fake_masscan(tmp_path, monkeypatch):
     path = tmp_path / "masscan"
     path.write_text(FAKE_MASSCAN)
     path.chmod(0o755)
     monkeypatch.setattr(masscan.shutil, "which", lambda name: str(path))
+    monkeypatch.setattr(masscan.routes, "plan", one_route)
     return path
 
 
@@ -287,8 +302,104 @@ def test_it_reports_masscan_errors_with_its_own_message(tmp_path, monkeypatch):
     path.write_text("#!/bin/sh\necho 'FAIL: failed to detect router for interface' >&2\nexit 1\n")
     path.chmod(0o755)
     monkeypatch.setattr(masscan.shutil, "which", lambda name: str(path))
+    monkeypatch.setattr(masscan.routes, "plan", one_route)
 
     with pytest.raises(EngineError, match="failed to detect router"):
         masscan.sweep(
             targets=[ipaddress.ip_network("198.18.7.0/24")], ports=[(1, 10)], rate=100, timeout=10
         )
+
+
+# Records its command line and reports one open port on the first address of its first range.
+RECORDING_MASSCAN = r"""#!/usr/bin/env python3
+import ipaddress, json, os, sys
+args = sys.argv[1:]
+with open(os.environ["PM_ARGV_LOG"], "a") as fh:
+    fh.write(json.dumps(args) + "\n")
+first = ipaddress.ip_network(args[args.index("--range") + 1]).network_address
+port = args[args.index("-p") + 1]
+print(f"Discovered open port {port}/tcp on {first}", flush=True)
+"""
+
+
+def test_it_runs_one_masscan_per_route_and_connect_scans_on_link_targets(
+    tmp_path, monkeypatch, listeners
+):
+    path = tmp_path / "masscan"
+    path.write_text(RECORDING_MASSCAN)
+    path.chmod(0o755)
+    log = tmp_path / "argv.log"
+    monkeypatch.setenv("PM_ARGV_LOG", str(log))
+    monkeypatch.setattr(masscan.shutil, "which", lambda name: str(path))
+    port = listeners("127.0.0.1", 0).getsockname()[1]
+
+    def egress(interface, source, gateway, mac, network):
+        return routes.Egress(
+            interface=interface,
+            source_ip=ipaddress.ip_address(source),
+            gateway=ipaddress.ip_address(gateway),
+            router_mac=mac,
+            targets=(ipaddress.ip_network(network),),
+        )
+
+    plan = routes.SweepPlan(
+        masscan=[
+            egress("pma0", "198.19.7.1", "198.19.7.2", "02:00:00:00:07:02", "198.18.7.0/24"),
+            egress("pmb0", "198.19.8.1", "198.19.8.2", "02:00:00:00:08:02", "198.18.8.0/24"),
+        ],
+        # Loopback stands in for an on-link subnet: only the connect scanner may reach it.
+        connect=[ipaddress.ip_network("127.0.0.1/32")],
+    )
+    monkeypatch.setattr(masscan.routes, "plan", lambda targets, **overrides: plan)
+    progress, streamed = [], []
+
+    found = masscan.sweep(
+        targets=[ipaddress.ip_network("198.18.7.0/24"), ipaddress.ip_network("198.18.8.0/24")],
+        ports=[(port, port)],
+        rate=100,
+        timeout=30,
+        wait=0,
+        on_progress=lambda percent, count: progress.append((percent, count)),
+        on_finding=streamed.append,
+    )
+
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    wire = [
+        (
+            a[a.index("--adapter") + 1],
+            a[a.index("--adapter-ip") + 1],
+            a[a.index("--router-mac") + 1],
+        )
+        for a in runs
+    ]
+    assert wire == [
+        ("pma0", "198.19.7.1", "02-00-00-00-07-02"),
+        ("pmb0", "198.19.8.1", "02-00-00-00-08-02"),
+    ]
+    assert [a[a.index("--range") + 1] for a in runs] == ["198.18.7.0/24", "198.18.8.0/24"]
+    assert not any("127.0.0.1" in " ".join(a) for a in runs)
+    assert found == [
+        Finding("127.0.0.1", port),
+        Finding("198.18.7.0", port),
+        Finding("198.18.8.0", port),
+    ]
+    assert sorted(streamed, key=lambda f: f.ip) == found
+    percents = [p for p, _ in progress]
+    assert percents == sorted(percents) and progress[-1] == (100.0, 3)
+
+
+def test_it_connect_scans_on_link_targets_minus_the_exclusions(monkeypatch, listeners):
+    port = listeners("127.0.0.1", 0).getsockname()[1]
+    listeners("127.0.0.2", port)
+    plan = routes.SweepPlan(connect=[ipaddress.ip_network("127.0.0.0/30")])
+    monkeypatch.setattr(masscan.routes, "plan", lambda targets, **overrides: plan)
+
+    found = masscan.sweep(
+        targets=[ipaddress.ip_network("127.0.0.0/30")],
+        ports=[(port, port)],
+        rate=100,
+        exclude=[ipaddress.ip_network("127.0.0.2/32")],
+        timeout=30,
+    )
+
+    assert found == [Finding("127.0.0.1", port)]
