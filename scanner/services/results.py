@@ -1,6 +1,7 @@
 """Record what runs found: observations per run and the current state per port."""
 
 import ipaddress
+import itertools
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -10,6 +11,7 @@ from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
 from scanner.findings import Finding
+from scanner.imports import ImportReport
 from scanner.models import (
     Host,
     Port,
@@ -170,25 +172,47 @@ def run_import(
     targets: str = "",
     zone: str = "internal",
     policy_id: int | None = None,
+    report: ImportReport | None = None,
 ) -> ScanRun:
-    """Record results from elsewhere (nmap XML, masscan JSON, tests) as a finished run."""
-    findings = list(findings)
-    run = ScanRun.objects.create(
-        source=ScanRun.Source.IMPORT,
-        policy_id=policy_id,
-        targets=targets or ",".join(sorted({f.ip for f in findings})),
-        zone=zone,
-        state=RunState.FINGERPRINTING,
-        created_at=at,
-        started_at=at,
-    )
-    observations_record(run_id=run.id, findings=findings, seen_at=at)
-    # The run's time is the scan's time, not the import's: history back-fills stay in order.
-    ScanRun.objects.filter(pk=run.pk).update(finished_at=at)
+    """Record results from elsewhere (nmap XML, masscan JSON, tests) as a finished run.
+
+    `findings` may be a stream: it is consumed once, in batches of BATCH_SIZE. Everything is
+    one transaction, so a stream that fails half-way (a broken file) leaves nothing behind.
+    A `report` filled in while the stream is read decides the zone and whether the run is
+    degraded: a truncated file is a degraded run, which never closes ports.
+    """
     with transaction.atomic():
-        ScanRun.objects.filter(pk=run.pk).update(state=RunState.FINISHED)
-        run.refresh_from_db()
+        run = ScanRun.objects.create(
+            source=ScanRun.Source.IMPORT,
+            policy_id=policy_id,
+            targets=targets,
+            zone=zone,
+            state=RunState.FINGERPRINTING,
+            created_at=at,
+            started_at=at,
+        )
+        ips: set[str] = set()
+        stream = iter(findings)
+        while batch := list(itertools.islice(stream, BATCH_SIZE)):
+            observations_record(run_id=run.id, findings=batch, seen_at=at)
+            ips.update(f.ip for f in batch)
+        if report is not None and len(report.zones) == 1:
+            zone = next(iter(report.zones))
+        run.targets = targets or ",".join(sorted(ips, key=_ip_order))
+        run.zone = zone
+        run.degraded = bool(report and report.truncated)
+        run.error = report.error if report else ""
+        # The run's time is the scan's time, not the import's: history back-fills stay in order.
+        run.finished_at = at
+        run.state = RunState.FINISHED
+        run.save(update_fields=["targets", "zone", "degraded", "error", "finished_at", "state"])
         ports_update_from_run(run=run)
     run_finished.send(sender=ScanRun, run_id=run.id)
     run.refresh_from_db()
     return run
+
+
+def _ip_order(ip: str) -> tuple[int, int]:
+    # Numeric, IPv4 first: mixed IPv4/IPv6 addresses do not compare as ipaddress objects.
+    address = ipaddress.ip_address(ip)
+    return (address.version, int(address))

@@ -1,30 +1,18 @@
-"""manage.py scan_import FILE [--at ISO-TIME]: record an nmap XML or masscan JSON file as a run."""
+"""manage.py scan_import FILE [--at TIME] [--allow-truncated]: record a results file as a run."""
 
-import ipaddress
+import itertools
+import stat
 from datetime import datetime
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from scanner.findings import Finding
-from scanner.models import Zone
+from scanner.imports import ImportFileError, ImportReport, findings_in_scope, findings_read
 from scanner.services.results import run_import
 from scanner.services.scope import scope_load
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
-
-
-def parse_results(text: str) -> list[Finding]:
-    """Sniff the format (nmap XML or masscan JSON) and parse it into findings."""
-    from scanner.engines import masscan, nmap
-
-    head = text.lstrip()[:200]
-    if head.startswith("<?xml") or head.startswith("<nmaprun"):
-        return [f for host in nmap.parse_xml(text) for f in host.findings]
-    if head.startswith("[") or head.startswith("{"):
-        return masscan.parse_json(text)
-    raise ValueError("not an nmap XML (-oX) or masscan JSON (-oJ) file")
 
 
 class Command(BaseCommand):
@@ -35,39 +23,63 @@ class Command(BaseCommand):
         parser.add_argument(
             "--at", help="when the scan ran (ISO 8601, e.g. 2026-06-15T08:00:00+00:00); default now"
         )
+        parser.add_argument(
+            "--allow-truncated",
+            action="store_true",
+            help="import a file cut short (no </nmaprun> or closing ]) as a degraded run",
+        )
 
-    def handle(self, *args, file, at, **options):
+    def handle(self, *args, file, at, allow_truncated, **options):
         when = self._parse_at(at)
         path = Path(file)
-        if not path.is_file():
-            raise CommandError(f"{file}: no such file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise CommandError(f"{file}: larger than {MAX_FILE_BYTES // 2**20} MiB")
         try:
-            findings = parse_results(path.read_text(errors="replace"))
-        except ValueError as exc:
+            info = path.stat()
+        except FileNotFoundError:
+            raise CommandError(f"{file}: no such file") from None
+        except OSError as exc:
+            raise CommandError(f"{file}: cannot read ({exc.strerror})") from None
+        # Checked before opening: opening a FIFO would wait for a writer forever.
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise CommandError(f"{file}: {kind}")
+        if info.st_size > MAX_FILE_BYTES:
+            raise CommandError(f"{file}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+        report = ImportReport()
+        try:
+            with path.open("rb") as stream:
+                run = self._import(
+                    stream, when=when, report=report, allow_truncated=allow_truncated
+                )
+        except ImportFileError as exc:
             raise CommandError(f"{file}: {exc}") from None
-        scope = scope_load()
-        kept = [f for f in findings if scope.allows(ipaddress.ip_address(f.ip))]
-        skipped = len(findings) - len(kept)
-        if skipped:
-            self.stderr.write(f"skipped {skipped} finding(s) outside the configured scope")
-        if not kept:
+        except OSError as exc:
+            raise CommandError(f"{file}: cannot read ({exc.strerror})") from None
+        if report.outside_scope:
+            self.stderr.write(
+                f"skipped {report.outside_scope} finding(s) outside the configured scope"
+            )
+        if report.untracked:
+            self.stderr.write(f"skipped {report.untracked} open port(s) of untracked protocols")
+        if run is None:
             raise CommandError(f"{file}: no open port inside scope; nothing imported")
-        zones = {
-            zone
-            for f in kept
-            for net, zone in scope.networks
-            if ipaddress.ip_address(f.ip) in net
-            and net.version == ipaddress.ip_address(f.ip).version
-        }
-        run = run_import(
-            findings=kept, at=when, zone=Zone.EXTERNAL if zones == {"external"} else Zone.INTERNAL
-        )
+        degraded = f" (degraded: {run.error})" if run.degraded else ""
         self.stdout.write(
             f"imported run {run.pk}: {run.ports_found} open port(s) "
-            f"on {run.hosts_found} host(s) at {when.isoformat()}"
+            f"on {run.hosts_found} host(s) at {when.isoformat()}{degraded}"
         )
+
+    def _import(self, stream, *, when: datetime, report: ImportReport, allow_truncated: bool):
+        findings = findings_in_scope(
+            findings_read(stream, report=report, allow_truncated=allow_truncated),
+            scope=scope_load(),
+            report=report,
+        )
+        # Read up to the first finding in scope before writing anything: a file with none
+        # (or broken before one) leaves no run behind. A later error rolls the run back.
+        first = next(findings, None)
+        if first is None:
+            return None
+        return run_import(findings=itertools.chain([first], findings), at=when, report=report)
 
     def _parse_at(self, at: str | None) -> datetime:
         if not at:
