@@ -21,7 +21,7 @@ def diff_run(run_id: int) -> dict | None:
     return result.as_dict() if result else None
 
 
-@shared_task(name="alerts.diff_pending", time_limit=1800, expires=600)
+@shared_task(name="alerts.diff_pending", soft_time_limit=1740, time_limit=1800, expires=600)
 def diff_pending() -> list[int]:
     """Every 10 minutes (beat): diff finished runs whose diff was lost."""
     return diffs_pending_run()

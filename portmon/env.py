@@ -3,6 +3,13 @@
 import os
 
 
+class SettingError(SystemExit):
+    """A bad setting: stops any process at start-up with one line on stderr, no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"portmon: bad setting: {message}")
+
+
 def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
@@ -15,7 +22,7 @@ def env_bool(name: str, default: bool = False) -> bool:
         return True
     if value.lower() in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{name}={value!r} is not a boolean (use 1/0, true/false, yes/no)")
+    raise SettingError(f"{name}={value!r} is not a boolean (use 1/0, true/false, yes/no)")
 
 
 def env_int(name: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
@@ -25,9 +32,11 @@ def env_int(name: str, default: int, *, lo: int | None = None, hi: int | None = 
     try:
         number = int(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not an integer") from None
+        raise SettingError(f"{name}={value!r} is not an integer") from None
+    if hi is None and lo is not None and number < lo:
+        raise SettingError(f"{name}={value!r} must be at least {lo}")
     if (lo is not None and number < lo) or (hi is not None and number > hi):
-        raise ValueError(f"{name}={value!r} must be between {lo} and {hi}")
+        raise SettingError(f"{name}={value!r} must be between {lo} and {hi}")
     return number
 
 

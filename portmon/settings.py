@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from kombu import Exchange, Queue
 
-from portmon.env import env_bool, env_int, env_list, env_str
+from portmon.env import SettingError, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("PORTMON_DATA_DIR", str(BASE_DIR / "var")))
@@ -167,28 +167,20 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 
 # A shard may run for a long time; these limits are the contract that keeps it visible.
-SHARD_SOFT_TIME_LIMIT = env_int("PORTMON_SHARD_SOFT_TIME_LIMIT", 3300)
-SHARD_TIME_LIMIT = env_int("PORTMON_SHARD_TIME_LIMIT", 3600)
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600)
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # Redis redelivers an unacknowledged task after the visibility timeout; it must
-    # exceed the longest hard limit or a running shard would be handed out twice.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", SHARD_TIME_LIMIT + 600),
-        # Look for tasks of dead workers every 10 s (kombu's default scans every 100 s).
-        "unacked_restore_interval": 10,
-        "unacked_restore_throttle": 1,
-    }
-CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The sweep worker's own values apply: shards are queued without limits in the message
+# (scanner.services.runs), so a worker reads these from its environment.
+SHARD_SOFT_TIME_LIMIT = env_int("PORTMON_SHARD_SOFT_TIME_LIMIT", 3300, lo=1)
+SHARD_TIME_LIMIT = env_int("PORTMON_SHARD_TIME_LIMIT", 3600, lo=2)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, lo=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, lo=2)
+for _soft, _hard, _names in (
+    (SHARD_SOFT_TIME_LIMIT, SHARD_TIME_LIMIT, "PORTMON_SHARD_SOFT_TIME_LIMIT/_TIME_LIMIT"),
+    (CELERY_TASK_SOFT_TIME_LIMIT, CELERY_TASK_TIME_LIMIT, "CELERY_TASK_SOFT_TIME_LIMIT/_LIMIT"),
+):
+    # The soft limit lets a task clean up (kill its scanner, give its shard back); at or
+    # above the hard limit it never fires, and billiard then never arms the hard one.
+    if _soft >= _hard:
+        raise SettingError(f"{_names}: the soft limit {_soft} s must be below the hard {_hard} s")
 
 SCAN_ZONES = ("internal", "external")
 CELERY_TASK_DEFAULT_QUEUE = "default"
@@ -224,9 +216,17 @@ PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
 # (bench/scan_bench.py), so 8M probes is ~90 s per pass (twice that with --retries 1): a
 # lost worker costs that much, and the 62-host benchmark lab (4M probes) is one masscan run.
 PORTMON_SHARD_PROBES = env_int("PORTMON_SHARD_PROBES", 8_000_000)
-PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3)
-# Seconds past the hard limit before a still-"running" shard is handed to another worker.
-PORTMON_SHARD_REAP_GRACE = env_int("PORTMON_SHARD_REAP_GRACE", 60)
+PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3, lo=1)
+# Liveness, not age: a task holding a shard or fingerprint ports writes a heartbeat every
+# 2 s; a claim whose heartbeat is older than this belongs to a dead worker and is taken
+# over (by the task's redelivered copy at once, else by the reaper).
+PORTMON_HEARTBEAT_TIMEOUT = env_int("PORTMON_HEARTBEAT_TIMEOUT", 20, lo=5)
+# Queued work nobody started for this long while nothing else of its kind ran (the
+# message was lost: a broker restart, a publish that failed) is queued again by the reaper.
+PORTMON_REQUEUE_AFTER = env_int("PORTMON_REQUEUE_AFTER", 45, lo=10)
+# A run with no progress at all for this long ends (failed, or degraded when only its
+# fingerprints are missing) with the reason, so that its policy can run again.
+PORTMON_RUN_STALL_TIMEOUT = env_int("PORTMON_RUN_STALL_TIMEOUT", 3600, lo=60)
 # Retries double masscan's packets; the default re-probes only unanswered probes instead.
 PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 0)
 # Seconds masscan listens after its last probe. Short is safe: a late answer leaves its
@@ -239,7 +239,10 @@ PORTMON_CONNECT_CONCURRENCY = env_int("PORTMON_CONNECT_CONCURRENCY", 2000)
 PORTMON_CONNECT_TIMEOUT_MS = env_int("PORTMON_CONNECT_TIMEOUT_MS", 1000)
 # Ports seen open in the last N days but missing from a run are re-probed before the run ends.
 PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
-PORTMON_NMAP_HOST_TIMEOUT = env_int("PORTMON_NMAP_HOST_TIMEOUT", 300)
+PORTMON_NMAP_HOST_TIMEOUT = env_int("PORTMON_NMAP_HOST_TIMEOUT", 300, lo=5)
+# A fingerprint task runs its nmap batches side by side, each within the host timeout.
+FINGERPRINT_SOFT_TIME_LIMIT = PORTMON_NMAP_HOST_TIMEOUT + 60
+FINGERPRINT_TIME_LIMIT = PORTMON_NMAP_HOST_TIMEOUT + 120
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the
 # fingerprints streamed during a sweep use idle CPU instead of slowing masscan's pace.
 PORTMON_NMAP_NICE = env_int("PORTMON_NMAP_NICE", 10, lo=0, hi=19)

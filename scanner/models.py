@@ -141,6 +141,8 @@ class ScanRun(models.Model):
     state = models.CharField(max_length=16, choices=RunState.choices, default=RunState.PENDING)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When the sweep ended and fingerprinting began (the reaper measures idleness from it).
+    fingerprinting_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     hosts_found = models.PositiveIntegerField(default=0)
     ports_found = models.PositiveIntegerField(default=0)
@@ -179,6 +181,13 @@ class ScanShard(models.Model):
     ports_found = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When its message was last published: a pending shard never queued, or whose message
+    # a broker restart lost, is queued again by the reaper.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    # The delivery that holds the shard (the task id) and its liveness: a claim whose
+    # heartbeat stopped belongs to a dead worker and is taken over.
+    claim = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 
     class Meta:
@@ -219,8 +228,9 @@ class PortObservation(FingerprintFields):
     port = models.PositiveIntegerField()
     seen_at = models.DateTimeField(default=timezone.now)
     fingerprinted = models.BooleanField(default=False)
-    # Which fingerprint task has this port in hand, and since when: a host's streamed task
-    # and its end-of-sweep task must not both run nmap on the same ports.
+    # Which fingerprint task has this port in hand, and its last heartbeat: a host's
+    # streamed task and its end-of-sweep task must not both run nmap on the same ports,
+    # and ports of a task that died are handed on once the heartbeat stops.
     fingerprint_claim = models.CharField(max_length=32, blank=True)
     fingerprint_claimed_at = models.DateTimeField(null=True, blank=True)
 

@@ -1,8 +1,14 @@
-"""Celery tasks for scanning: thin wrappers that load by id and call a service."""
+"""Celery tasks for scanning: thin wrappers that load by id and call a service.
+
+Every task declares soft < hard time limits (tests/scanner/test_tasks.py walks the
+registry). Shards and fingerprint batches are queued without limits in the message, so
+the worker that runs them applies these, read from its own settings.
+"""
 
 import logging
 
-from celery import shared_task
+from billiard.exceptions import TimeLimitExceeded
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
@@ -11,8 +17,18 @@ from scanner.services import runs
 logger = logging.getLogger(__name__)
 
 
+class ShardTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Celery acknowledges a task killed by its hard limit (nothing redelivers it) and
+        # then calls this in the worker's main process: hand the shard on at once.
+        if isinstance(exc, TimeLimitExceeded):
+            shard_id = kwargs.get("shard_id", args[0] if args else None)
+            runs.shard_lost(shard_id=shard_id, reason=f"killed by its hard time limit ({exc})")
+
+
 @shared_task(
     name="scanner.sweep_shard",
+    base=ShardTask,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -25,7 +41,9 @@ def sweep_shard(self, shard_id: int) -> None:
     """Sweep one shard; a redelivered or finished shard is a no-op."""
     from scanner.engines import EngineError
 
-    shard = runs.shard_claim(shard_id=shard_id, worker=self.request.hostname or "")
+    shard = runs.shard_claim(
+        shard_id=shard_id, worker=self.request.hostname or "", token=self.request.id or ""
+    )
     if shard is None:
         return
     try:
@@ -50,13 +68,30 @@ def sweep_shard(self, shard_id: int) -> None:
     runs.run_advance(run_id=shard.run_id)
 
 
+def _fingerprint_token(task_id: str | None, claim: str) -> str:
+    return claim or (task_id or "").replace("-", "")
+
+
+class FingerprintTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        if isinstance(exc, TimeLimitExceeded):
+            run_id = kwargs.get("run_id", args[0] if args else None)
+            claim = kwargs.get("claim", args[2] if len(args) > 2 else "")
+            runs.fingerprint_abandon(
+                run_id=run_id,
+                claim=_fingerprint_token(task_id, claim),
+                reason=f"fingerprint task killed by its hard time limit ({exc})",
+            )
+
+
 @shared_task(
     name="scanner.fingerprint_hosts",
+    base=FingerprintTask,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    soft_time_limit=settings.PORTMON_NMAP_HOST_TIMEOUT + 60,
-    time_limit=settings.PORTMON_NMAP_HOST_TIMEOUT + 120,
+    soft_time_limit=settings.FINGERPRINT_SOFT_TIME_LIMIT,
+    time_limit=settings.FINGERPRINT_TIME_LIMIT,
 )
 def fingerprint_hosts(self, run_id: int, ips: list[str], claim: str = "") -> int:
     """Returns the number of ports fingerprinted (0: other tasks had them all).
@@ -64,17 +99,20 @@ def fingerprint_hosts(self, run_id: int, ips: list[str], claim: str = "") -> int
     Without a claim token from the reaper, the task's id is its token: a copy redelivered
     after its worker died takes back the ports the first delivery claimed.
     """
-    token = claim or (self.request.id or "").replace("-", "")
+    token = _fingerprint_token(self.request.id, claim)
     return runs.fingerprint_run_hosts(run_id=run_id, ips=ips, claim=token)
 
 
-@shared_task(name="scanner.policy_run", acks_late=True, time_limit=120)
+# Beat sends a policy's run at each crontab tick; a late copy (workers were down) that
+# finds the policy busy is skipped by run_start, so there is no need to expire it.
+@shared_task(name="scanner.policy_run", acks_late=True, soft_time_limit=100, time_limit=120)
 def policy_run(policy_id: int) -> None:
     runs.policy_run(policy_id=policy_id)
 
 
-@shared_task(name="scanner.reap_shards", time_limit=120)
+@shared_task(name="scanner.reap_shards", soft_time_limit=100, time_limit=120, expires=60)
 def reap_shards() -> None:
-    """Shards and fingerprint tasks lost to a hard time limit (Celery acks those)."""
+    """Every minute (beat): hand on work whose worker died or whose message was lost."""
     runs.shards_reap()
     runs.fingerprints_reap()
+    runs.runs_stalled_end()

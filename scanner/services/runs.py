@@ -54,6 +54,7 @@ ACTIVE_STATES = (RunState.PENDING, RunState.SWEEPING, RunState.FINGERPRINTING)
 MIN_RATE, MAX_RATE = 100, 10_000_000
 PROGRESS_EVERY_S = 2.0  # shard progress is written at most this often
 STREAM_FINGERPRINT_EVERY_S = 5.0
+POLICY_TICK_DEDUPE_S = 30
 
 
 class RunError(TargetError):
@@ -90,6 +91,11 @@ def run_start(
             ScanPolicy.objects.select_for_update().get(pk=policy.pk)
             if ScanRun.objects.filter(policy=policy, state__in=ACTIVE_STATES).exists():
                 raise RunError(f"policy {policy.name!r} already has a run in progress")
+            # Two beat processes (a failover pair, a mistake) each send every schedule
+            # tick; crontab fires at most once a minute, so a run this recent is that tick's.
+            recent = timezone.now() - timedelta(seconds=POLICY_TICK_DEDUPE_S)
+            if ScanRun.objects.filter(policy=policy, created_at__gte=recent).exists():
+                raise RunError(f"policy {policy.name!r} already started a run for this tick")
         now = timezone.now()
         run = ScanRun.objects.create(
             policy=policy,
@@ -127,14 +133,17 @@ def _queue_shards(zone: str, shard_ids: list[int]) -> None:
     from scanner.tasks import sweep_shard
 
     for shard_id in shard_ids:
-        # Limits travel in the message (Celery sends the publisher's values), so they are
-        # read here, at publish time, from this process's settings.
-        sweep_shard.apply_async(
-            args=[shard_id],
-            queue=f"sweep.{zone}",
-            soft_time_limit=settings.SHARD_SOFT_TIME_LIMIT,
-            time_limit=settings.SHARD_TIME_LIMIT,
-        )
+        try:
+            # No limits in the message: Celery would otherwise send this process's values
+            # and the sweep worker's PORTMON_SHARD_*_TIME_LIMIT would be ignored; without
+            # them the worker applies its own (the task decorator's, from its settings).
+            sweep_shard.apply_async(
+                args=[shard_id], queue=f"sweep.{zone}", time_limit=None, soft_time_limit=None
+            )
+        except Exception as exc:  # broker down: the reaper queues it once it is back
+            logger.error("shard %s not queued (%s); the reaper will queue it", shard_id, exc)
+            continue
+        ScanShard.objects.filter(pk=shard_id).update(queued_at=timezone.now())
 
 
 def policy_run(*, policy_id: int) -> ScanRun | None:
@@ -156,34 +165,53 @@ def policy_run(*, policy_id: int) -> ScanRun | None:
         return None
 
 
-def shard_claim(*, shard_id: int, worker: str) -> ScanShard | None:
-    """Take a shard for this worker; None when it is finished or has used its attempts."""
+def _stale_before() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.PORTMON_HEARTBEAT_TIMEOUT)
+
+
+def shard_claim(*, shard_id: int, worker: str, token: str) -> ScanShard | None:
+    """Take a shard for this delivery; None when it is finished, used up or alive elsewhere.
+
+    A running shard is taken over only when its heartbeat stopped (its worker died). A
+    copy redelivered at once after its worker was killed finds the heartbeat still fresh,
+    so it waits until the heartbeat is stale — seconds, not the shard's time limit.
+    """
+    deadline = time.monotonic() + settings.PORTMON_HEARTBEAT_TIMEOUT + 2 * PROGRESS_EVERY_S
+    while True:
+        shard = _shard_take(shard_id=shard_id, worker=worker, token=token)
+        if shard is not None:
+            return shard
+        alive = ScanShard.objects.filter(
+            pk=shard_id, state=ShardState.RUNNING, heartbeat_at__gte=_stale_before()
+        ).exists()
+        if not alive or time.monotonic() > deadline:
+            return None
+        time.sleep(1.0)
+
+
+def _shard_take(*, shard_id: int, worker: str, token: str) -> ScanShard | None:
     max_attempts = settings.PORTMON_SHARD_MAX_ATTEMPTS
-    # A running shard is taken over only once its hard limit has passed: by then the
-    # worker that had it is dead (killed by the limit or lost), never still scanning.
-    stale = timezone.now() - timedelta(seconds=settings.SHARD_TIME_LIMIT)
+    takeable = Q(state=ShardState.PENDING) | Q(
+        Q(heartbeat_at__lt=_stale_before()) | Q(heartbeat_at=None), state=ShardState.RUNNING
+    )
+    now = timezone.now()
     claimed = ScanShard.objects.filter(
-        Q(state=ShardState.PENDING) | Q(state=ShardState.RUNNING, started_at__lt=stale),
-        pk=shard_id,
-        attempts__lt=max_attempts,
-        run__state=RunState.SWEEPING,
+        takeable, pk=shard_id, attempts__lt=max_attempts, run__state=RunState.SWEEPING
     ).update(
         state=ShardState.RUNNING,
         attempts=F("attempts") + 1,
         worker=worker[:200],
-        started_at=timezone.now(),
+        claim=token[:64],
+        started_at=now,
+        heartbeat_at=now,
         probes_done=0,
     )
     if claimed == 1:
         return ScanShard.objects.select_related("run").get(pk=shard_id)
     # A redelivery after the last attempt (worker died or hard limit hit): fail it visibly.
-    gave_up = ScanShard.objects.filter(
-        Q(state=ShardState.PENDING) | Q(state=ShardState.RUNNING, started_at__lt=stale),
-        pk=shard_id,
-        attempts__gte=max_attempts,
-    ).update(
+    gave_up = ScanShard.objects.filter(takeable, pk=shard_id, attempts__gte=max_attempts).update(
         state=ShardState.FAILED,
-        finished_at=timezone.now(),
+        finished_at=now,
         error=f"gave up after {max_attempts} attempts (worker lost or time limit)",
     )
     if gave_up:
@@ -192,70 +220,182 @@ def shard_claim(*, shard_id: int, worker: str) -> ScanShard | None:
 
 
 def shards_reap() -> int:
-    """Requeue (or fail) shards whose worker vanished: running past their hard limit.
+    """Hand on shards whose worker died, and queue shards whose message never arrived.
 
-    Celery acknowledges a task killed by its hard time limit, so nothing would redeliver
-    it; beat runs this every minute. Returns the number of shards handled.
+    Beat runs this every minute. Three cases:
+    - running with a stopped heartbeat (worker lost, or killed by its hard time limit:
+      Celery acknowledges those, so nothing would redeliver them): queued again, or
+      failed visibly after PORTMON_SHARD_MAX_ATTEMPTS;
+    - pending and never queued (the broker was down when the run was planned);
+    - pending and queued, but no shard of its zone has run for PORTMON_REQUEUE_AFTER
+      (the message was lost, e.g. a broker restart without persistence).
+    A copy too many is harmless: the claim lets one delivery run the shard.
+    Returns the number of shards handled.
     """
-    grace = timedelta(seconds=settings.SHARD_TIME_LIMIT + settings.PORTMON_SHARD_REAP_GRACE)
-    # Attempted shards only (started_at set): a shard that never started is just queued.
-    # A pending one was released for a retry whose message may have died with its worker.
-    stale = list(
-        ScanShard.objects.filter(
-            state__in=[ShardState.RUNNING, ShardState.PENDING],
-            started_at__lt=timezone.now() - grace,
-            run__state=RunState.SWEEPING,
-        ).values_list("pk", "run__zone", "attempts")
+    now = timezone.now()
+    sweeping = ScanShard.objects.filter(run__state=RunState.SWEEPING)
+    dead = list(
+        sweeping.filter(state=ShardState.RUNNING)
+        .filter(Q(heartbeat_at__lt=_stale_before()) | Q(heartbeat_at=None))
+        .values_list("pk", "run__zone", "attempts")
     )
     handled = 0
-    for shard_id, zone, attempts in stale:
+    for shard_id, zone, attempts in dead:
         if attempts >= settings.PORTMON_SHARD_MAX_ATTEMPTS:
             shard_fail(
                 shard_id=shard_id,
                 error=f"gave up after {attempts} attempts (worker lost or time limit)",
             )
-        else:
-            # The claim lets only one of several copies of a shard's message run it.
-            # started_at moves on so that the next reap waits a full limit again.
-            ScanShard.objects.filter(pk=shard_id).update(
-                state=ShardState.PENDING,
-                started_at=timezone.now(),
-                error="worker lost or hard time limit; retrying",
-            )
+        elif ScanShard.objects.filter(pk=shard_id, state=ShardState.RUNNING).update(
+            state=ShardState.PENDING, error="worker lost or hard time limit; retrying"
+        ):
             _queue_shards(zone, [shard_id])
         handled += 1
+    requeue_before = now - timedelta(seconds=settings.PORTMON_REQUEUE_AFTER)
+    pending = sweeping.filter(state=ShardState.PENDING).filter(
+        Q(queued_at=None, run__created_at__lt=requeue_before) | Q(queued_at__lt=requeue_before)
+    )
+    busy_zones = set(
+        ScanShard.objects.filter(state=ShardState.RUNNING, heartbeat_at__gte=_stale_before())
+        .values_list("run__zone", flat=True)
+        .distinct()
+    )
+    lost: dict[str, list[int]] = {}
+    for shard_id, zone, queued_at in pending.values_list("pk", "run__zone", "queued_at"):
+        # A zone's sweep worker takes one shard at a time: while one runs, the others
+        # are simply waiting their turn in the queue.
+        if queued_at is None or zone not in busy_zones:
+            lost.setdefault(zone, []).append(shard_id)
+    for zone, shard_ids in lost.items():
+        _queue_shards(zone, shard_ids)
+        handled += len(shard_ids)
     if handled:
-        logger.warning("reaped %d shard(s) left running past their hard time limit", handled)
+        logger.warning(
+            "reaped %d shard(s): %d with a dead worker, %d whose message was lost",
+            handled,
+            len(dead),
+            handled - len(dead),
+        )
     return handled
 
 
-def fingerprints_reap() -> int:
-    """Queue again the ports of fingerprint tasks that died without a redelivery.
+def shard_lost(*, shard_id: int, reason: str) -> None:
+    """The delivery running a shard is gone for good (hard time limit): hand it on now."""
+    shard = ScanShard.objects.filter(pk=shard_id, state=ShardState.RUNNING).first()
+    if shard is None:
+        return
+    if shard.attempts >= settings.PORTMON_SHARD_MAX_ATTEMPTS:
+        shard_fail(shard_id=shard_id, error=f"gave up after {shard.attempts} attempts: {reason}")
+        return
+    if ScanShard.objects.filter(pk=shard_id, state=ShardState.RUNNING).update(
+        state=ShardState.PENDING, error=f"{reason}; retrying"[:2000]
+    ):
+        _queue_shards(ScanRun.objects.get(pk=shard.run_id).zone, [shard_id])
 
-    Celery acknowledges a task killed by its hard time limit, so its claimed ports would wait
-    forever and the run never finish. Each stale claim gets a fresh token (and time, so
-    the next reap waits a full limit again) and a task that claims exactly those ports.
-    Returns the number of ports handed on.
+
+def fingerprints_reap() -> int:
+    """Queue again the ports of fingerprint tasks that died or whose message was lost.
+
+    - A claim whose heartbeat stopped: its task died without a redelivery (hard time limit;
+      Celery acknowledges those).
+    - Ports no task claimed, in a run fingerprinting for PORTMON_REQUEUE_AFTER in which no
+      task is at work (no live claim): their messages were lost (a broker restart).
+    Each set of ports gets a fresh token (and time) and one task that claims exactly those
+    ports. Returns the number of ports handed on.
     """
-    abandoned = PortObservation.objects.filter(
-        run__state=RunState.FINGERPRINTING,
-        fingerprinted=False,
-        proto="tcp",
-        fingerprint_claimed_at__lt=_claims_stale_before(),
-    ).exclude(fingerprint_claim="")
-    hosts: dict[int, set[str]] = {}
-    for run_id, ip in abandoned.values_list("run_id", "host__ip"):
-        hosts.setdefault(run_id, set()).add(ip)
+    waiting = PortObservation.objects.filter(
+        run__state=RunState.FINGERPRINTING, fingerprinted=False, proto="tcp"
+    )
+    dead_claims = waiting.filter(fingerprint_claimed_at__lt=_stale_before()).exclude(
+        fingerprint_claim=""
+    )
+    quiet_before = timezone.now() - timedelta(seconds=settings.PORTMON_REQUEUE_AFTER)
+    lost = waiting.filter(fingerprint_claim="", run__in=_runs_fingerprint_idle(quiet_before))
     handed = 0
-    for run_id, ips in hosts.items():
-        token = secrets.token_hex(16)
-        handed += abandoned.filter(run_id=run_id).update(
-            fingerprint_claim=token, fingerprint_claimed_at=timezone.now()
-        )
-        fingerprint_queue(run_id=run_id, ips=sorted(ips), claim=token)
+    for abandoned in (dead_claims, lost):
+        hosts: dict[int, set[str]] = {}
+        for run_id, ip in abandoned.values_list("run_id", "host__ip"):
+            hosts.setdefault(run_id, set()).add(ip)
+        for run_id, ips in hosts.items():
+            token = secrets.token_hex(16)
+            handed += abandoned.filter(run_id=run_id).update(
+                fingerprint_claim=token, fingerprint_claimed_at=timezone.now()
+            )
+            fingerprint_queue(run_id=run_id, ips=sorted(ips), claim=token)
     if handed:
-        logger.warning("re-queued %d port(s) of fingerprint tasks that died", handed)
+        logger.warning("re-queued %d port(s) whose fingerprint task died or was lost", handed)
     return handed
+
+
+def _runs_fingerprint_idle(quiet_before: datetime) -> list[int]:
+    """Runs fingerprinting since before quiet_before in which no task holds a live claim."""
+    runs = list(
+        ScanRun.objects.filter(
+            state=RunState.FINGERPRINTING, fingerprinting_at__lt=quiet_before
+        ).values_list("pk", flat=True)
+    )
+    busy = set(
+        PortObservation.objects.filter(
+            run__in=runs, fingerprinted=False, fingerprint_claimed_at__gte=_stale_before()
+        ).values_list("run_id", flat=True)
+    )
+    return [run_id for run_id in runs if run_id not in busy]
+
+
+def runs_stalled_end() -> list[int]:
+    """End runs with no progress for PORTMON_RUN_STALL_TIMEOUT, saying why.
+
+    A run stuck sweeping (no sweep worker for its zone, shards that never start) fails; a
+    run stuck fingerprinting is completed as degraded (its ports are real, only names are
+    missing). Either way its policy can start again. Returns the ids of runs ended.
+    """
+    timeout = settings.PORTMON_RUN_STALL_TIMEOUT
+    quiet_before = timezone.now() - timedelta(seconds=timeout)
+    ended = []
+    for run in ScanRun.objects.filter(
+        state__in=ACTIVE_STATES, started_at__lt=quiet_before, source=ScanRun.Source.SCAN
+    ):
+        last = _run_last_progress(run)
+        if last >= quiet_before:
+            continue
+        reason = f"no progress for {timeout // 60} min (since {last:%Y-%m-%d %H:%M:%S} UTC)"
+        if run.state == RunState.FINGERPRINTING:
+            ScanRun.objects.filter(pk=run.pk).update(
+                degraded=True, error=f"fingerprinting stalled: {reason}"[:2000]
+            )
+            run_complete(run_id=run.pk)
+        else:
+            waiting = ScanShard.objects.filter(
+                run=run, state__in=[ShardState.PENDING, ShardState.RUNNING]
+            ).count()
+            ScanRun.objects.filter(pk=run.pk, state=run.state).update(
+                state=RunState.FAILED,
+                finished_at=timezone.now(),
+                error=(
+                    f"sweep stalled: {reason}; {waiting} shard(s) never finished "
+                    f"(is a worker consuming sweep.{run.zone}?)"
+                )[:2000],
+            )
+        logger.error("run %s ended: %s", run.pk, reason)
+        ended.append(run.pk)
+    return ended
+
+
+def _run_last_progress(run: ScanRun) -> datetime:
+    from django.db.models import Max
+
+    marks = [run.started_at, run.fingerprinting_at]
+    marks += (
+        ScanShard.objects.filter(run=run)
+        .aggregate(a=Max("heartbeat_at"), b=Max("finished_at"))
+        .values()
+    )
+    marks += (
+        PortObservation.objects.filter(run=run)
+        .aggregate(a=Max("seen_at"), b=Max("fingerprint_claimed_at"))
+        .values()
+    )
+    return max(m for m in marks if m is not None)
 
 
 def shard_failed_mark_run(*, shard_id: int) -> None:
@@ -286,43 +426,63 @@ def _guarded(targets_text: str) -> GuardedTargets:
     return guard(parse_targets(targets_text, resolver=_no_resolve), scope_load())
 
 
+def _beat_loop(beat: Callable[[], None], stop: threading.Event) -> None:
+    """Call beat every PROGRESS_EVERY_S until stopped; a failed write is retried next time."""
+    try:
+        while not stop.wait(PROGRESS_EVERY_S):
+            try:
+                beat()
+            except Exception:
+                logger.warning("heartbeat write failed; retrying", exc_info=True)
+    finally:
+        connection.close()
+
+
+def _start_unless_in_transaction(thread: threading.Thread) -> None:
+    # Writes made inside the caller's open transaction are invisible to everyone else,
+    # and on SQLite the thread's own writes would wait on that transaction's lock: a
+    # heartbeat is only meaningful, and only safe, between transactions.
+    if not connection.in_atomic_block:
+        thread.daemon = True
+        thread.start()
+
+
 class ShardProgress:
-    """Collects engine progress and writes it to the shard row from a side thread.
+    """Collects engine progress and writes it, with the claim's heartbeat, from a side thread.
 
     Engines call back from inside their event loop, where Django forbids database access;
-    the callback only stores numbers, the thread writes them every PROGRESS_EVERY_S.
+    the callback only stores numbers, the thread writes them every PROGRESS_EVERY_S. The
+    write is also the heartbeat: while it lands, no one else takes the shard.
     """
 
-    def __init__(self, shard_id: int, probes_total: int):
+    def __init__(self, shard_id: int, probes_total: int, claim: str = ""):
         self.shard_id = shard_id
         self.total = probes_total
+        self.claim = claim
         self.percent = 0.0
         self.found = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread = threading.Thread(target=_beat_loop, args=(self._write, self._stop))
 
     def __call__(self, percent: float, found: int) -> None:
         self.percent, self.found = percent, found
 
     def _write(self) -> None:
-        ScanShard.objects.filter(pk=self.shard_id, state=ShardState.RUNNING).update(
-            probes_done=int(self.total * min(self.percent, 100.0) / 100), ports_found=self.found
+        mine = {"claim": self.claim} if self.claim else {}
+        ScanShard.objects.filter(pk=self.shard_id, state=ShardState.RUNNING, **mine).update(
+            probes_done=int(self.total * min(self.percent, 100.0) / 100),
+            ports_found=self.found,
+            heartbeat_at=timezone.now(),
         )
 
-    def _loop(self) -> None:
-        try:
-            while not self._stop.wait(PROGRESS_EVERY_S):
-                self._write()
-        finally:
-            connection.close()
-
     def __enter__(self) -> "ShardProgress":
-        self._thread.start()
+        _start_unless_in_transaction(self._thread)
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
 
 class FindingStream:
@@ -373,7 +533,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     run = shard.run
     timeout = max(30, settings.SHARD_SOFT_TIME_LIMIT - 30)
     engine = engines.choose(run.engine, list(guarded.networks))
-    with ShardProgress(shard.pk, shard.probes_total) as on_progress:
+    with ShardProgress(shard.pk, shard.probes_total, shard.claim) as on_progress:
         if engine == Engine.MASSCAN:
             stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint)
             ledger = ProbeLedger((str(a) for a in guarded.addresses()), ports)
@@ -466,12 +626,16 @@ def gaps_reprobe(
 
 
 def shard_complete(*, shard_id: int, findings: list[Finding]) -> list[str]:
-    """Record a shard's findings and mark it done; returns the hosts it found ports on."""
+    """Record a shard's findings and mark it done; returns the hosts it found ports on.
+
+    Findings are kept even when the shard was handed on meanwhile (its heartbeat was
+    late): observations are unique per run and port, so a second sweep adds nothing twice.
+    """
     shard = ScanShard.objects.get(pk=shard_id)
     now = timezone.now()
     with transaction.atomic():
         observations_record(run_id=shard.run_id, findings=findings, seen_at=now)
-        ScanShard.objects.filter(pk=shard_id).update(
+        ScanShard.objects.filter(pk=shard_id).exclude(state=ShardState.FAILED).update(
             state=ShardState.DONE,
             finished_at=now,
             probes_done=F("probes_total"),
@@ -487,7 +651,7 @@ def run_advance(*, run_id: int) -> None:
         run_id=run_id, state__in=[ShardState.PENDING, ShardState.RUNNING]
     ).exists():
         if ScanRun.objects.filter(pk=run_id, state=RunState.SWEEPING).update(
-            state=RunState.FINGERPRINTING
+            state=RunState.FINGERPRINTING, fingerprinting_at=timezone.now()
         ):
             ports_reprobe(run_id=run_id)
             run = ScanRun.objects.get(pk=run_id)
@@ -520,7 +684,12 @@ def fingerprint_queue(*, run_id: int, ips: list[str] | None = None, claim: str =
         )
     for start in range(0, len(ips), BATCH_MAX_HOSTS):
         batch = ips[start : start + BATCH_MAX_HOSTS]
-        transaction.on_commit(lambda batch=batch: fingerprint_hosts.delay(run_id, batch, claim))
+        # No limits in the message: the fingerprint worker applies its own (see _queue_shards).
+        transaction.on_commit(
+            lambda batch=batch: fingerprint_hosts.apply_async(
+                args=[run_id, batch, claim], time_limit=None, soft_time_limit=None
+            )
+        )
 
 
 def ports_reprobe(*, run_id: int) -> list[Finding]:
@@ -561,9 +730,27 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
     return found
 
 
-def _claims_stale_before() -> datetime:
-    # A claim older than a fingerprint task's hard time limit belongs to a dead task.
-    return timezone.now() - timedelta(seconds=settings.PORTMON_NMAP_HOST_TIMEOUT + 120)
+class ClaimHeartbeat:
+    """Keeps a fingerprint task's claim on its ports alive while nmap runs (a side thread)."""
+
+    def __init__(self, *, run_id: int, token: str):
+        self.ports = PortObservation.objects.filter(
+            run_id=run_id, fingerprint_claim=token, fingerprinted=False
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=_beat_loop, args=(self._beat, self._stop))
+
+    def _beat(self) -> None:
+        self.ports.update(fingerprint_claimed_at=timezone.now())
+
+    def __enter__(self) -> "ClaimHeartbeat":
+        _start_unless_in_transaction(self._thread)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
 
 def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> int:
@@ -579,7 +766,7 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
     PortObservation.objects.filter(
         Q(fingerprint_claim="")
         | Q(fingerprint_claim=token)
-        | Q(fingerprint_claimed_at__lt=_claims_stale_before()),
+        | Q(fingerprint_claimed_at__lt=_stale_before()),
         run_id=run_id,
         host__ip__in=ips,
         fingerprinted=False,
@@ -602,7 +789,10 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
     )
     # Usually one batch; several (hosts with many ports) run side by side, so that the task
     # still ends within nmap's host timeout and its own time limit.
-    with ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool:
+    with (
+        ClaimHeartbeat(run_id=run_id, token=token),
+        ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool,
+    ):
         outcomes = list(pool.map(lambda batch: run_batch(hosts=batch), batches))
     for results in outcomes:
         for ip, result in results.items():
@@ -620,6 +810,21 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
         PortObservation.objects.bulk_update(pending, [*FINGERPRINT_FIELDS, "fingerprinted"])
     run_advance(run_id=run_id)
     return len(pending)
+
+
+def fingerprint_abandon(*, run_id: int, claim: str, reason: str) -> int:
+    """A fingerprint task killed by its hard limit: its ports stay open, unnamed (unknown).
+
+    nmap already had its host timeout; running the same hosts again would hang again.
+    """
+    if not claim:
+        return 0
+    gave_up = PortObservation.objects.filter(
+        run_id=run_id, fingerprint_claim=claim[:32], fingerprinted=False
+    ).update(fingerprinted=True)
+    logger.warning("run %s: %d port(s) left unnamed: %s", run_id, gave_up, reason)
+    run_advance(run_id=run_id)
+    return gave_up
 
 
 def run_progress(*, run_id: int) -> dict:

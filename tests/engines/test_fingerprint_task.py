@@ -53,7 +53,7 @@ def claimed_run(ip: str, port: int, *, claim: str, minutes_ago: float) -> ScanRu
 def test_a_redelivered_task_takes_back_the_ports_its_first_delivery_claimed(services):
     ssh = services.start("ssh", "127.0.0.4")
     # The first delivery claimed the port, then its worker was killed: a fresh claim.
-    run = claimed_run("127.0.0.4", ssh, claim="a" * 32, minutes_ago=0.5)
+    run = claimed_run("127.0.0.4", ssh, claim="a" * 32, minutes_ago=0.1)
 
     assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="b" * 32) == 0
     assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="a" * 32) == 1
@@ -64,10 +64,10 @@ def test_a_redelivered_task_takes_back_the_ports_its_first_delivery_claimed(serv
 
 
 @pytest.mark.django_db
-def test_the_reaper_hands_ports_of_a_dead_task_to_a_new_one(settings, monkeypatch):
-    settings.PORTMON_NMAP_HOST_TIMEOUT = 60  # claims go stale after 3 minutes
+def test_the_reaper_hands_ports_of_a_dead_task_to_a_new_one(monkeypatch):
+    # A live task's claim is refreshed every 2 s; one silent for 4 minutes belongs to the dead.
     dead = claimed_run("127.0.0.4", 2222, claim="a" * 32, minutes_ago=4)
-    busy = claimed_run("127.0.0.5", 2222, claim="c" * 32, minutes_ago=1)
+    busy = claimed_run("127.0.0.5", 2222, claim="c" * 32, minutes_ago=0.1)
     queued = []
     monkeypatch.setattr(runs, "fingerprint_queue", lambda **kw: queued.append(kw))
 
@@ -80,3 +80,26 @@ def test_the_reaper_hands_ports_of_a_dead_task_to_a_new_one(settings, monkeypatc
     assert PortObservation.objects.get(run=busy).fingerprint_claim == "c" * 32
     # The new claim is fresh: a reap a minute later does not queue the same ports again.
     assert runs.fingerprints_reap() == 0
+
+
+@pytest.mark.django_db
+def test_the_reaper_queues_ports_whose_task_message_was_lost(monkeypatch):
+    # A broker restart lost the queued tasks: no task ever claimed these ports.
+    long_ago = timezone.now() - timedelta(minutes=5)
+    lost = claimed_run("127.0.0.4", 2222, claim="", minutes_ago=5)
+    ScanRun.objects.filter(pk=lost.pk).update(fingerprinting_at=long_ago)
+    # This run's tasks are at work (a claim seconds old): its unclaimed port is just queued.
+    busy = claimed_run("127.0.0.5", 2222, claim="c" * 32, minutes_ago=0.1)
+    ScanRun.objects.filter(pk=busy.pk).update(fingerprinting_at=long_ago)
+    observations_record(run_id=busy.pk, findings=[Finding("127.0.0.6", 22)], seen_at=long_ago)
+    # And a run that only just began fingerprinting has had no time to claim anything.
+    fresh = claimed_run("127.0.0.7", 2222, claim="", minutes_ago=5)
+    ScanRun.objects.filter(pk=fresh.pk).update(fingerprinting_at=timezone.now())
+    queued = []
+    monkeypatch.setattr(runs, "fingerprint_queue", lambda **kw: queued.append(kw))
+
+    assert runs.fingerprints_reap() == 1
+
+    (call,) = queued
+    assert (call["run_id"], call["ips"]) == (lost.pk, ["127.0.0.4"])
+    assert PortObservation.objects.get(run=lost).fingerprint_claim == call["claim"]
