@@ -18,12 +18,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from scanner.doctor import CHECKS, FAIL, OK, probe_address, route_verdict
 from tests.conftest import ROOT, TEST_REDIS_URL, database_url_for_subprocess
 from tests.notify.conftest import SmtpServer, free_port
-
-NOBODY = 65534  # Debian's nobody/nogroup
-AS_NOBODY = [
-    "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-    "--inh-caps=-all", "--ambient-caps=-all", "--",
-]  # fmt: skip
+from tests.scanner.unprivileged import NOBODY, as_nobody
 
 
 @pytest.fixture
@@ -196,7 +191,7 @@ def test_it_warns_that_a_worker_without_cap_net_raw_cannot_run_masscan(nobody_di
     # The same command as an unprivileged user with no capabilities at all.
     result = doctor_process(
         *only("tools"),
-        as_user=AS_NOBODY,
+        as_user=as_nobody("-all", nobody_dir / "stage"),
         PORTMON_DATA_DIR=str(nobody_dir),
         SECRET_KEY="doctor-test",
         HOME=str(nobody_dir),
