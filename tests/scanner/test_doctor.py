@@ -283,3 +283,19 @@ def test_it_fails_a_network_whose_route_is_a_blackhole():
     assert f"dev {lab.interface}" in line_of(output, f"route {lab.cidr}")
     assert line_of(output, f"route {blackholed}").startswith("FAIL")
     assert "a blackhole route" in line_of(output, f"route {blackholed}")
+
+
+@pytest.mark.django_db
+def test_it_fails_a_clock_far_from_the_database_servers():
+    from django.db import connection
+
+    from scanner.doctor import check_clock
+
+    [skewed] = check_clock(now=datetime.now(UTC) + timedelta(minutes=5))
+    [right] = check_clock()
+
+    if connection.vendor == "mysql":
+        assert skewed.status == FAIL and "NTP" in skewed.hint
+        assert right.status == OK
+    else:  # SQLite is a file on this node: one clock, nothing to compare
+        assert skewed.status == right.status == OK
