@@ -1,6 +1,12 @@
-"""Full-range scan of a lossy namespace lab through real workers: every port, right names."""
+"""Full-range scan of a lossy namespace lab through real workers: every port, right names.
 
+No test here sets PORTMON_MASSCAN_*: masscan's interface, source and router MAC come from
+the kernel's route to the lab (scanner.engines.routes), as on a fresh install.
+"""
+
+import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -8,8 +14,51 @@ from django.core.management import call_command
 
 from scanner.models import Port, PortObservation, RunState, ScanRun, ScanShard, ShardState
 from scanner.services.runs import run_start, shards_reap
+from tests.conftest import ROOT
 from tests.lab import Lab
 from tests.test_pipeline import wait_run
+
+MASSCAN_OVERRIDES = (
+    "PORTMON_MASSCAN_ADAPTER",
+    "PORTMON_MASSCAN_ADAPTER_IP",
+    "PORTMON_MASSCAN_ROUTER_MAC",
+)
+
+
+def without_masscan_overrides(workers, monkeypatch) -> dict[str, str]:
+    """Workers (and the returned env, for commands) as on a fresh install: no adapter set."""
+    for name in MASSCAN_OVERRIDES:
+        workers.env.pop(name, None)
+        monkeypatch.delenv(name, raising=False)
+    return dict(workers.env)
+
+
+@pytest.mark.lab
+@pytest.mark.celery
+def test_it_scans_the_lab_with_manage_py_scan_and_no_adapter_settings(celery_workers, monkeypatch):
+    env = without_masscan_overrides(celery_workers, monkeypatch)
+    with Lab(hosts=30, ports_per_host=(2, 5), loss=0.005, seed=11) as lab:
+        call_command("scope", "add", lab.cidr, "--zone", "internal")
+        celery_workers.start("sweep", "sweep.internal")
+        celery_workers.start("fp", "fingerprint,default", concurrency=6)
+
+        scan = subprocess.run(
+            [sys.executable, "manage.py", "scan", *lab.hosts, "--engine", "masscan"]
+            + ["--rate", "300000", "--json", "--timeout", "600"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=660,
+        )
+
+        assert scan.returncode == 0, scan.stderr[-3000:]
+        found = {(row["ip"], row["port"]) for row in json.loads(scan.stdout)}
+        missing, false = lab.open_ports - found, found - lab.open_ports
+        assert not missing, f"missed {len(missing)} of {len(lab.open_ports)}: {sorted(missing)}"
+        assert not false, f"{len(false)} ports that are not open: {sorted(false)[:20]}"
+        assert "masscan took" in celery_workers.log("sweep")  # masscan swept, not a fallback
+        assert sum(lab.egress_drops().values()) == 0
 
 
 @pytest.mark.lab
@@ -17,6 +66,7 @@ from tests.test_pipeline import wait_run
 def test_it_finds_every_open_port_under_loss_and_names_the_services(celery_workers):
     with Lab(hosts=30, ports_per_host=(2, 5), loss=0.005, seed=7) as lab:
         call_command("scope", "add", lab.cidr, "--zone", "internal")
+        # The overrides, set to what the route says anyway: accepted, not refused.
         env = {
             "PORTMON_MASSCAN_ADAPTER": lab.interface,
             "PORTMON_MASSCAN_ADAPTER_IP": lab.source_ip,
@@ -41,17 +91,15 @@ def test_it_finds_every_open_port_under_loss_and_names_the_services(celery_worke
 
 @pytest.mark.lab
 @pytest.mark.celery
-def test_it_leaves_no_masscan_behind_when_a_shard_overruns_its_hard_limit(celery_workers, settings):
+def test_it_leaves_no_masscan_behind_when_a_shard_overruns_its_hard_limit(
+    celery_workers, settings, monkeypatch
+):
     settings.SHARD_SOFT_TIME_LIMIT = settings.SHARD_TIME_LIMIT = 4
     settings.PORTMON_SHARD_REAP_GRACE = 1
+    without_masscan_overrides(celery_workers, monkeypatch)
     with Lab(hosts=4, ports_per_host=(2, 3), loss=0, seed=3) as lab:
         call_command("scope", "add", lab.cidr, "--zone", "internal")
-        env = {
-            "PORTMON_MASSCAN_ADAPTER": lab.interface,
-            "PORTMON_MASSCAN_ADAPTER_IP": lab.source_ip,
-            "PORTMON_MASSCAN_ROUTER_MAC": lab.router_mac,
-            "PORTMON_SHARD_MAX_ATTEMPTS": "2",
-        }
+        env = {"PORTMON_SHARD_MAX_ATTEMPTS": "2"}
         celery_workers.start("sweep", "sweep.internal", extra_env=env)
         # 4 hosts x 65535 ports at 1000 pps would take minutes: the limit cuts it short.
         # No fingerprinting: only a sweep worker runs here, and a port found before the kill

@@ -18,8 +18,8 @@ A target network is split at every more specific prefix of the routing tables (a
 anything but the destination (fwmark, uid, source port) are not seen: masscan's raw frames
 do not go through them either. An ECMP route gets the one next hop the kernel picks.
 
-`python -m scanner.engines.routes ADDR|CIDR ...` prints the plan as JSON (used by the tests
-inside network namespaces, handy on a scanner host too).
+`python -c 'from scanner.engines.routes import main; main()' ADDR|CIDR ...` prints the plan
+as JSON (the tests run it inside network namespaces; handy on a scanner host too).
 """
 
 import contextlib
@@ -411,16 +411,25 @@ def plan_json(sweep_plan: SweepPlan) -> dict:
     }
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> None:
     """Print the sweep plan of the targets in argv as JSON, or {"error": ...} and exit 1."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="scanner.engines.routes")
+    parser.add_argument("targets", nargs="+", help="IPv4 addresses or CIDRs")
+    parser.add_argument("--interface", help="as PORTMON_MASSCAN_ADAPTER")
+    parser.add_argument("--source-ip", help="as PORTMON_MASSCAN_ADAPTER_IP")
+    parser.add_argument("--router-mac", help="as PORTMON_MASSCAN_ROUTER_MAC")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        targets = [ipaddress.IPv4Network(arg) for arg in argv]
-        print(json.dumps(plan_json(plan(targets))))
+        targets = [ipaddress.IPv4Network(arg) for arg in args.targets]
+        sweep_plan = plan(
+            targets,
+            interface=args.interface,
+            source_ip=args.source_ip,
+            router_mac=args.router_mac,
+        )
     except (EngineError, ValueError) as exc:
         print(json.dumps({"error": str(exc)}))
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        sys.exit(1)
+    print(json.dumps(plan_json(sweep_plan)))

@@ -28,6 +28,7 @@ BLACKHOLE_PROBE = "198.19.255.1"
 # Slot N owns 198.18.N.0/24 for hosts and 198.19.N.0/30 for the veth link.
 SLOTS = range(1, 251)
 PREFIX = "pmlab"
+GUARD_PREFIX = "pmlab_guard_"
 LAB_IFACE = "lab0"
 STATE_DIR = Path("/run/portmon-lab")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +84,8 @@ def _names(slot: int) -> dict[str, str]:
         "cidr": f"198.18.{slot}.0/24",
         "source_ip": f"198.19.{slot}.1",
         "peer_ip": f"198.19.{slot}.2",
+        # The lab's own nftables netdev table in the root namespace (see install_guard).
+        "guard": f"{GUARD_PREFIX}{slot}",
     }
 
 
@@ -132,6 +135,7 @@ def _destroy_slot(
     # alone frees the veth only later, asynchronously.
     _run(["ip", "link", "del", names["interface"]], check=False)
     _run(["ip", "netns", "del", names["namespace"]], check=False)
+    _run(["nft", "delete", "table", "netdev", names["guard"]], check=False)
     for suffix in (".json", ".spec.json", ".log"):
         with contextlib.suppress(FileNotFoundError):
             (STATE_DIR / f"slot-{slot}{suffix}").unlink()
@@ -162,6 +166,12 @@ def _cleanup_stale() -> set[int]:
         if link.get("ifname", "").startswith(PREFIX) and slot_text.isdigit():
             if int(slot_text) not in live:
                 _destroy_slot(int(slot_text))
+    tables = json.loads(_run(["nft", "-j", "list", "tables", "netdev"]) or "{}")
+    for item in tables.get("nftables", []):
+        name = item.get("table", {}).get("name", "")
+        slot_text = name.removeprefix(GUARD_PREFIX)
+        if name.startswith(GUARD_PREFIX) and slot_text.isdigit() and int(slot_text) not in live:
+            _destroy_slot(int(slot_text))
     return live
 
 
@@ -214,6 +224,56 @@ def route_for(ip: str) -> dict:
         return 0 if dst == "default" else ipaddress.ip_network(dst, strict=False).prefixlen
 
     return max(routes, key=prefix_length, default={})
+
+
+def guarded_interfaces() -> list[str]:
+    """Root-namespace interfaces that can take frames off this machine: all but lo and veths.
+
+    A veth leads to another namespace of this machine (a lab's, or another test's), so a
+    frame on it stays here; filtering 198.18.0.0/15 there would break other labs instead.
+    """
+    links = json.loads(_run(["ip", "-d", "-j", "link", "show"]) or "[]")
+    return [
+        link["ifname"]
+        for link in links
+        if link.get("ifname") != "lo"
+        and not link.get("ifname", "").startswith(PREFIX)
+        and link.get("linkinfo", {}).get("info_kind") != "veth"
+    ]
+
+
+def install_guard(table: str, interfaces: list[str]) -> dict[str, str]:
+    """A netdev egress filter on each interface: frames to 198.18.0.0/15 are counted, dropped.
+
+    masscan writes raw frames that no route, blackhole or inet-family firewall stops; the
+    egress hook of the device sees them (DESIGN.md "Network safety"). One chain per device,
+    in the lab's own table: the lab removes its table only, never another's (pmsafety).
+    """
+    chains = "".join(
+        f' chain out{i} {{\n  type filter hook egress device "{name}" priority 0; '
+        f"policy accept;\n  ip daddr {BENCH_RANGE} counter drop\n }}\n"
+        for i, name in enumerate(interfaces)
+    )
+    _run(["nft", "-f", "-"], stdin=f"table netdev {table} {{\n{chains}}}\n")
+    return {f"out{i}": name for i, name in enumerate(interfaces)}
+
+
+def guard_drops(table: str, devices: dict[str, str]) -> dict[str, int]:
+    """Frames each guarded interface dropped since the guard was installed: {device: count}.
+
+    devices maps chain names to devices (install_guard's answer): nft 1.0.6's JSON omits
+    a netdev chain's device.
+    """
+    out = _run(["nft", "-j", "list", "table", "netdev", table])
+    drops: dict[str, int] = {}
+    for item in json.loads(out)["nftables"]:
+        rule = item.get("rule")
+        if rule:
+            for expr in rule.get("expr", []):
+                if "counter" in expr:
+                    device = devices.get(rule["chain"], rule["chain"])
+                    drops[device] = drops.get(device, 0) + expr["counter"]["packets"]
+    return drops
 
 
 def disable_offloads(ifname: str) -> None:
@@ -273,6 +333,8 @@ class Lab:
         self.seed = seed
         self.slot: int | None = None
         self.namespace = self.interface = self.cidr = self.source_ip = self.router_mac = ""
+        self.guard = ""  # the nftables netdev table of this lab's egress guard
+        self._guarded: dict[str, str] = {}  # its chains' devices
         self.truth: dict[str, dict[int, str]] = {}
         self._server: subprocess.Popen | None = None
         self._log = None
@@ -348,10 +410,32 @@ class Lab:
         if self._log is not None:
             self._log.close()
             self._log = None
+        drops, unread = {}, None
+        if self.guard:
+            try:
+                drops = guard_drops(self.guard, self._guarded)
+            except (LabError, ValueError, KeyError) as exc:
+                unread = exc  # tear down first; an unread guard still fails the test
         with _locked():
             _destroy_slot(self.slot)
             _drop_blackhole_if_last()
         self.slot = None
+        self.guard = ""
+        if unread is not None:
+            raise LabError(f"cannot read the egress guard's counters: {unread}")
+        leaked = {device: count for device, count in drops.items() if count}
+        if leaked:
+            # The teardown assertion of every lab test: this means a probe (masscan's, most
+            # likely) tried to leave the machine. Found after cleaning up, raised regardless.
+            raise LabError(
+                f"frames to {BENCH_RANGE} tried to leave this machine during the lab "
+                f"(dropped by the egress guard: {leaked}); something ignored the lab's route"
+            )
+
+    def egress_drops(self) -> dict[str, int]:
+        """Frames to 198.18.0.0/15 the egress guard dropped per interface since the lab began."""
+        self._require_running()
+        return guard_drops(self.guard, self._guarded)
 
     # runtime changes
     def set_loss(self, loss: float) -> None:
@@ -437,6 +521,9 @@ class Lab:
         self.namespace, self.interface = names["namespace"], names["interface"]
         self.cidr, self.source_ip = names["cidr"], names["source_ip"]
         ns, root_if, peer_ip = self.namespace, self.interface, names["peer_ip"]
+        # Before anything could send to the lab: see install_guard.
+        self._guarded = install_guard(names["guard"], guarded_interfaces())
+        self.guard = names["guard"]
         self.truth = plan_truth(
             network=ipaddress.ip_network(self.cidr),
             hosts=self.host_count,
