@@ -1,6 +1,9 @@
 """Plain data that flows between engines, parsers and the record services."""
 
+import ipaddress
 from dataclasses import dataclass
+
+from scanner.scope import normalise_address
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,19 @@ class Finding:
     version: str = ""
     extrainfo: str = ""
     cpe: str = ""
+
+    def __post_init__(self) -> None:
+        # One spelling per address (::ffff:a.b.c.d is a.b.c.d, IPv6 compressed), so keys,
+        # host rows and scope checks agree. Text that is no address is kept as given: the
+        # engines' and parsers' own checks refuse it with their message; so is a non-str
+        # (ip_address(2130706433) would happily make an address of an integer).
+        if not isinstance(self.ip, str):
+            return
+        try:
+            address = normalise_address(ipaddress.ip_address(self.ip))
+        except ValueError:
+            return
+        object.__setattr__(self, "ip", str(address))
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -10,7 +10,15 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from scanner.scope import IPAddress, IPNetwork, Scope, ScopeError
+from scanner.scope import (
+    IPAddress,
+    IPNetwork,
+    Scope,
+    ScopeError,
+    embedded_ipv4_error,
+    normalise_address,
+    normalise_network,
+)
 
 PortRanges = tuple[tuple[int, int], ...]
 
@@ -19,7 +27,15 @@ HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
+# Exactly four decimal octets, no leading zeros: the resolver (inet_aton) would also take
+# 0x7f.1, 0177.0.0.1, 127.1 and 2130706433, so those never get that far.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+PREFIX_RE = re.compile(r"0|[1-9][0-9]{0,2}")  # no /08, no /255.0.0.0 netmasks
+PORT_RE = re.compile(r"([1-9][0-9]{0,4})(?:-([1-9][0-9]{0,4}))?")  # ASCII digits only
+PORT_SPACES = " \t"
 MAX_TARGET_ADDRESSES = 1 << 24  # a /8: more is almost certainly a typo
+IPV4_HINT = "write IPv4 as four decimal numbers without leading zeros, e.g. 127.0.0.1"
 
 
 class TargetError(ScopeError):
@@ -27,20 +43,30 @@ class TargetError(ScopeError):
 
 
 def parse_ports(text: str) -> PortRanges:
-    """Parse '22,80,1000-2000' into merged, sorted (lo, hi) ranges."""
-    if not text or not text.strip():
+    """Parse '22,80, 1000-2000' into merged, sorted (lo, hi) ranges.
+
+    Grammar: PORT or PORT-PORT, comma separated (spaces around commas allowed), ports
+    1-65535 in ASCII digits without sign or leading zero. int() and \\d would also take
+    full-width and other Unicode digits.
+    """
+    if not text or not text.strip(PORT_SPACES):
         raise TargetError("no ports given")
     ranges = []
-    for token in re.split(r"[,\s]+", text.strip()):
+    for token in text.strip(PORT_SPACES).split(","):
+        token = token.strip(PORT_SPACES)
         if not token:
-            continue
-        match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", token)
+            raise TargetError(f"{text!r} has an empty item between commas")
+        match = PORT_RE.fullmatch(token)
         if not match:
-            raise TargetError(f"{token!r} is not a port or port range (e.g. 22, 1-1024)")
+            raise TargetError(
+                f"{token!r} is not a port or port range (e.g. 22, 1-1024; separate with commas)"
+            )
         lo = int(match.group(1))
         hi = int(match.group(2) or lo)
-        if not 1 <= lo <= hi <= 65535:
-            raise TargetError(f"{token!r} is outside 1-65535 or reversed")
+        if hi > 65535:
+            raise TargetError(f"{token!r} is outside 1-65535")
+        if lo > hi:
+            raise TargetError(f"{token!r} is reversed; did you mean {hi}-{lo}?")
         ranges.append((lo, hi))
     merged: list[tuple[int, int]] = []
     for lo, hi in sorted(ranges):
@@ -77,13 +103,88 @@ def resolve_host(name: str) -> list[str]:
 
 def _split(text: str | Iterable[str]) -> list[str]:
     items = [text] if isinstance(text, str) else list(text)
-    return [tok for item in items for tok in re.split(r"[,\s]+", item.strip()) if tok]
+    # ASCII separators only: other Unicode spaces stay inside a token and get it refused.
+    return [tok for item in items for tok in re.split(r"[,\s]+", item.strip(), flags=re.A) if tok]
+
+
+def _address(text: str) -> IPAddress | None:
+    """The address text spells (IPv4-mapped as IPv4); None when it is no address at all."""
+    if ":" in text:  # only IPv6 has colons; a host name never does
+        if "%" in text:
+            raise TargetError(f"{text!r}: IPv6 scope ids (%) are not accepted")
+        try:
+            return normalise_address(ipaddress.IPv6Address(text))
+        except ValueError:
+            raise TargetError(f"{text!r} is not a valid IPv6 address") from None
+    if IPV4_RE.fullmatch(text):
+        return ipaddress.IPv4Address(text)
+    return None
+
+
+def _network(token: str) -> IPNetwork:
+    address_text, _, prefix = token.partition("/")
+    address = _address(address_text)
+    if address is None:
+        raise TargetError(f"{token!r} is not a CIDR ({IPV4_HINT})")
+    if not PREFIX_RE.fullmatch(prefix) or int(prefix) > (128 if ":" in address_text else 32):
+        raise TargetError(f"{token!r} has a bad prefix length (a number like /24 or /64)")
+    try:
+        return normalise_network(ipaddress.ip_network(f"{address_text}/{prefix}", strict=True))
+    except ValueError:
+        loose = normalise_network(ipaddress.ip_network(f"{address_text}/{prefix}", strict=False))
+        raise TargetError(f"{token!r} has host bits set; did you mean {loose}?") from None
+
+
+def _range(token: str) -> list[IPNetwork] | None:
+    """'A-B' as the CIDRs covering it; None when the token is no address range."""
+    first, _, last = token.partition("-")
+    ends = [_address(first), _address(last) if "-" not in last else None]
+    if ends == [None, None]:
+        return None  # a host name with a hyphen
+    lo, hi = ends
+    if lo is None or hi is None or lo.version != hi.version:
+        example = "198.18.0.1-198.18.0.20"
+        raise TargetError(f"{token!r} is not an address range; write both ends in full: {example}")
+    if lo > hi:
+        raise TargetError(f"{token!r} is reversed; did you mean {hi}-{lo}?")
+    return list(ipaddress.summarize_address_range(lo, hi))
+
+
+def _host_name(token: str) -> str:
+    if not HOSTNAME_RE.match(token):
+        raise TargetError(f"{token!r} is not an IP address, CIDR, range or host name")
+    # A top-level label is never numeric: 127.1, 0x7f.0.0.1 and 2130706433 are addresses
+    # to the resolver (inet_aton), which would reach what the IPv4 grammar refused.
+    if not token.rstrip(".").rsplit(".", 1)[-1][0].isalpha():
+        raise TargetError(f"{token!r} is not an IP address or host name ({IPV4_HINT})")
+    return token
+
+
+def _target(token: str) -> list[IPNetwork] | str:
+    """Networks for an address, CIDR or range token; the name itself for a host name."""
+    if not token.isascii():
+        raise TargetError(
+            f"{token!r} has non-ASCII characters (digits and dots must be ASCII; "
+            "write international names as xn--)"
+        )
+    if token.startswith("-"):
+        raise TargetError(f"{token!r} is not an IP address, CIDR or host name")
+    if "/" in token:
+        return [_network(token)]
+    if "-" in token:
+        networks = _range(token)
+        if networks is not None:
+            return networks
+    address = _address(token)
+    if address is not None:
+        return [ipaddress.ip_network(address)]
+    return _host_name(token)
 
 
 def parse_targets(
     text: str | Iterable[str], *, resolver: Resolver = resolve_host
 ) -> list[IPNetwork]:
-    """Parse IPs, CIDRs and host names into networks; anything else is an error."""
+    """Parse IPs, CIDRs, A-B ranges and host names into networks; anything else is an error."""
     networks: list[IPNetwork] = []
     names: list[str] = []
     tokens = _split(text)
@@ -91,21 +192,18 @@ def parse_targets(
         raise TargetError("no targets given")
     # Every token is checked before any name is resolved: one bad token stops the run.
     for token in tokens:
-        try:
-            networks.append(ipaddress.ip_network(token, strict=True))
-            continue
-        except ValueError:
-            pass
-        try:
-            loose = ipaddress.ip_network(token, strict=False)
-            raise TargetError(f"{token!r} has host bits set; did you mean {loose}?")
-        except ValueError:
-            pass
-        if token.startswith("-") or not HOSTNAME_RE.match(token) or token.isdigit():
-            raise TargetError(f"{token!r} is not an IP address, CIDR or host name")
-        names.append(token)
+        parsed = _target(token)
+        if isinstance(parsed, str):
+            names.append(parsed)
+        else:
+            networks.extend(parsed)
     for name in names:
-        networks.extend(ipaddress.ip_network(address) for address in resolver(name))
+        for address in resolver(name):
+            networks.append(normalise_network(ipaddress.ip_network(address)))
+    for network in networks:
+        reason = embedded_ipv4_error(network)
+        if reason:
+            raise TargetError(reason)
     total = sum(n.num_addresses for n in networks)
     if total > MAX_TARGET_ADDRESSES:
         raise TargetError(f"{total} addresses is more than the limit of {MAX_TARGET_ADDRESSES}")
@@ -139,12 +237,14 @@ class GuardedTargets:
 def guard(networks: Iterable[IPNetwork], scope: Scope) -> GuardedTargets:
     """Check that every target lies wholly inside one network in scope.
 
-    Exclusions inside a target are carried along (engines skip them); a target that
-    is entirely excluded is an error, as is one that reaches outside scope.
+    Exclusions inside a target are carried along (engines skip them), and a target wholly
+    inside an exclusion is dropped, as a range's excluded piece must be (a range arrives
+    here as several CIDRs); an error when nothing is left, or a target is outside scope.
     """
-    networks = list(networks)
+    kept: list[IPNetwork] = []
     zones = set()
     exclusions = set()
+    refusal = ""
     for target in networks:
         parent = next(
             (
@@ -158,15 +258,20 @@ def guard(networks: Iterable[IPNetwork], scope: Scope) -> GuardedTargets:
             raise TargetError(
                 f"{target} is outside the configured scope (see: manage.py scope list)"
             )
+        overlapping = [
+            ex for ex in scope.exclusions if ex.version == target.version and ex.overlaps(target)
+        ]
+        covering = next((ex for ex in overlapping if target.subnet_of(ex)), None)
+        if covering is not None:
+            refusal = refusal or f"{target} is excluded from scanning by {covering}"
+            continue
+        kept.append(target)
         zones.add(parent[1])
-        for ex in scope.exclusions:
-            if ex.version != target.version or not ex.overlaps(target):
-                continue
-            if target.subnet_of(ex):
-                raise TargetError(f"{target} is excluded from scanning by {ex}")
-            exclusions.add(ex)
+        exclusions.update(overlapping)
+    if not kept and refusal:
+        raise TargetError(refusal)
     return GuardedTargets(
-        networks=tuple(networks),
+        networks=tuple(kept),
         exclusions=tuple(sorted(exclusions, key=lambda n: (n.version, n))),
         zones=frozenset(zones),
     )

@@ -22,7 +22,7 @@ SCOPE = Scope.from_cidrs(
 
 
 def test_it_parses_and_merges_port_ranges():
-    assert parse_ports("443, 80,22 1-1024,1025-2000") == ((1, 2000),)
+    assert parse_ports("443, 80,22,1-1024,1025-2000") == ((1, 2000),)
     assert format_ports(parse_ports("8080,22,8081")) == "22,8080-8081"
     assert count_ports(parse_ports("1-65535")) == 65535
 

@@ -20,7 +20,7 @@ from scanner.models import (
     RunState,
     ScanRun,
 )
-from scanner.scope import Scope
+from scanner.scope import Scope, normalise_address, normalise_network
 from scanner.services.scope import scope_load
 from scanner.signals import run_finished
 
@@ -29,9 +29,18 @@ BATCH_SIZE = 1000
 FINGERPRINT_FIELDS = ("service", "product", "version", "extrainfo", "cpe")
 
 
+def host_ip(ip: str) -> str:
+    """The one text form of an address in Host.ip: IPv4-mapped IPv6 as IPv4, IPv6 compressed.
+
+    The database field would store '::ffff:7f00:2' as '::ffff:127.0.0.2': keys built any
+    other way miss the rows read back.
+    """
+    return str(normalise_address(ipaddress.ip_address(ip)))
+
+
 def hosts_ensure(*, ips: Iterable[str], seen_at: datetime, scope: Scope | None = None) -> dict:
-    """Return {ip: Host}, creating missing hosts (linked to their network) in bulk."""
-    ips = {str(ipaddress.ip_address(ip)) for ip in ips}
+    """Return {ip: Host} keyed by host_ip(), creating missing hosts (with their network)."""
+    ips = {host_ip(ip) for ip in ips}
     if not ips:
         return {}
     existing = {h.ip: h for h in Host.objects.filter(ip__in=ips)}
@@ -40,7 +49,11 @@ def hosts_ensure(*, ips: Iterable[str], seen_at: datetime, scope: Scope | None =
         from scanner.models import Network
 
         scope = scope or scope_load()
-        net_ids = dict(Network.objects.values_list("cidr", "id"))
+        # Keyed like scope's networks, which normalise rows stored in IPv4-mapped form.
+        net_ids = {
+            str(normalise_network(ipaddress.ip_network(cidr))): pk
+            for cidr, pk in Network.objects.values_list("cidr", "id")
+        }
         new_hosts = []
         for ip in missing:
             network = scope.network_of(ipaddress.ip_address(ip))
@@ -69,7 +82,7 @@ def observations_record(*, run_id: int, findings: Iterable[Finding], seen_at: da
     rows = [
         PortObservation(
             run_id=run_id,
-            host=hosts[str(ipaddress.ip_address(f.ip))],
+            host=hosts[host_ip(f.ip)],
             proto=f.proto,
             port=f.port,
             seen_at=seen_at,

@@ -1,14 +1,39 @@
 """Write services for scope: networks and exclusions."""
 
-from django.db import transaction
+import ipaddress
+
+from django.db import models, transaction
 
 from scanner.models import Exclusion, Network, Zone
-from scanner.scope import Scope, ScopeError, find_overlap, parse_cidr
+from scanner.scope import (
+    IPNetwork,
+    Scope,
+    ScopeError,
+    find_overlap,
+    normalise_network,
+    parse_cidr,
+    parse_network,
+)
+
+
+def _stored(cidr: str) -> IPNetwork:
+    # Not parse_cidr: a row saved before a rule existed (an IPv4-mapped or NAT64 network)
+    # must still be found, excluded from and removed, not make every command fail.
+    return normalise_network(ipaddress.ip_network(cidr))
+
+
+def _check_length(model: type[models.Model], field: str, value: str, label: str) -> None:
+    """Refuse text longer than the column: MariaDB raises a DataError, SQLite keeps it all."""
+    limit = model._meta.get_field(field).max_length
+    if len(value) > limit:
+        raise ScopeError(f"{label} is {len(value)} characters long; the limit is {limit}")
 
 
 def network_add(*, cidr: str, zone: str, owner_email: str = "", description: str = "") -> Network:
     if zone not in Zone.values:
         raise ScopeError(f"zone must be one of {', '.join(Zone.values)}, not {zone!r}")
+    _check_length(Network, "owner_email", owner_email, "owner")
+    _check_length(Network, "description", description, "description")
     network = parse_cidr(cidr)
     with transaction.atomic():
         clash = find_overlap(network, Network.objects.values_list("cidr", flat=True))
@@ -20,21 +45,25 @@ def network_add(*, cidr: str, zone: str, owner_email: str = "", description: str
 
 
 def network_remove(*, cidr: str) -> None:
-    network = parse_cidr(cidr)
-    deleted, _ = Network.objects.filter(cidr=str(network)).delete()
+    network = parse_network(cidr)
+    ids = [
+        pk for pk, stored in Network.objects.values_list("pk", "cidr") if _stored(stored) == network
+    ]
+    deleted, _ = Network.objects.filter(pk__in=ids).delete()
     if not deleted:
         raise ScopeError(f"{network} is not in scope")
 
 
 def exclusion_add(*, cidr: str, reason: str = "") -> Exclusion:
+    _check_length(Exclusion, "reason", reason, "reason")
     excluded = parse_cidr(cidr)
     with transaction.atomic():
         parent = next(
             (
                 n
                 for n in Network.objects.all()
-                if parse_cidr(n.cidr).version == excluded.version
-                and excluded.subnet_of(parse_cidr(n.cidr))
+                if _stored(n.cidr).version == excluded.version
+                and excluded.subnet_of(_stored(n.cidr))
             ),
             None,
         )
