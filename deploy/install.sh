@@ -5,7 +5,8 @@
 #   sudo deploy/install.sh scanner internal   # sweep worker for sweep.internal + a general worker
 #   sudo deploy/install.sh scanner external
 #
-# Creates the `portmon` system user, copies this checkout to /opt/portmon (PORTMON_PREFIX),
+# Creates the `portmon` system user, copies this checkout to /opt/portmon (PORTMON_PREFIX;
+# also PORTMON_DATA_DIR, PORTMON_ETC_DIR, PORTMON_UNIT_DIR for a staged install),
 # builds its venv from Debian's python3 (a venv from a Python under /root cannot be run by
 # another user), creates /var/lib/portmon and /etc/portmon/portmon.env (from the example,
 # never overwritten), installs the systemd units and enables the node's services.
@@ -28,7 +29,7 @@ esac
 src=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${PORTMON_PREFIX:-/opt/portmon}
 data=${PORTMON_DATA_DIR:-/var/lib/portmon}
-etc=/etc/portmon
+etc=${PORTMON_ETC_DIR:-/etc/portmon}
 units=${PORTMON_UNIT_DIR:-/etc/systemd/system}
 start=${PORTMON_START:-1}   # 0: install and enable only, start nothing (image builds)
 
@@ -58,7 +59,8 @@ fi
 if [ ! -x "$prefix/.venv/bin/python" ]; then
   /usr/bin/python3 -m venv "$prefix/.venv"
 fi
-"$prefix/.venv/bin/pip" install -q --disable-pip-version-check -r "$prefix/requirements.txt"
+"$prefix/.venv/bin/pip" install -q --disable-pip-version-check -r "$prefix/requirements.txt" 2>&1 |
+  { grep -v "^WARNING: Location" >&2 || true; }
 install -d -m 0750 -o portmon -g portmon "$data"
 
 install -d -m 0750 -o root -g portmon "$etc"
@@ -69,7 +71,11 @@ fi
 
 for unit in portmon-web.service portmon-worker.service portmon-beat.service \
             portmon-sweep@.service; do
-  install -m 0644 "$prefix/deploy/$unit" "$units/$unit"
+  # The units name the default paths; another prefix or data dir is written into them.
+  sed -e "s#/opt/portmon#$prefix#g" -e "s#/var/lib/portmon#$data#g" \
+      -e "s#/etc/portmon/#$etc/#g" "$prefix/deploy/$unit" > "$units/$unit.tmp"
+  chmod 0644 "$units/$unit.tmp"
+  mv "$units/$unit.tmp" "$units/$unit"
 done
 
 case "$role" in
