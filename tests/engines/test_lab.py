@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from scanner.engines import EngineTimeout, connect, masscan, nmap
+from scanner.engines import EngineError, EngineTimeout, connect, masscan, nmap
 from scanner.findings import Finding
 from tests.engines.conftest import cmdline, masscan_pids
 from tests.lab import Lab
@@ -38,6 +38,7 @@ def leftover_masscans(lab):
 def test_it_sweeps_the_lab_and_finds_every_open_port(lab):
     progress, streamed = [], []
 
+    # No adapter options: the kernel's route to the lab picks interface, source and MAC.
     found = masscan.sweep(
         targets=[ipaddress.ip_address(ip) for ip in lab.hosts],
         ports=lab_ports(lab),
@@ -46,7 +47,6 @@ def test_it_sweeps_the_lab_and_finds_every_open_port(lab):
         wait=2,
         on_progress=lambda percent, count: progress.append((percent, count)),
         on_finding=lambda finding: streamed.append((time.monotonic(), finding)),
-        **lab_options(lab),
     )
     finished = time.monotonic()
 
@@ -75,6 +75,18 @@ def test_it_leaves_excluded_hosts_alone(lab):
     )
 
     assert {(f.ip, f.port) for f in found} == {(ip, p) for ip, p in lab.open_ports if ip != skipped}
+
+
+def test_it_refuses_adapter_settings_that_contradict_the_route(lab):
+    with pytest.raises(EngineError, match=f"leaves by {lab.interface}, not by .*=lo;"):
+        masscan.sweep(
+            targets=[ipaddress.ip_address(lab.hosts[0])],
+            ports=[(1, 10)],
+            rate=1000,
+            timeout=30,
+            interface="lo",
+        )
+    assert leftover_masscans(lab) == []
 
 
 def test_it_kills_masscan_on_timeout_and_leaves_no_process(lab):

@@ -11,8 +11,10 @@ let the test fail with it, do not skip)::
         lab.truth       # {ip: {port: nmap service name}}, e.g. {22: "ssh", 34567: "redis"}
         lab.open_ports  # {(ip, port)}
         lab.fingerprint(ip, port)  # {"service", "product", "version"} as nmap -sV reports
-        # masscan: --adapter lab.interface --adapter-ip lab.source_ip
-        #          --router-mac lab.router_mac
+        # masscan.sweep needs no adapter options (the route to lab.cidr picks them); a
+        # plain masscan: --adapter lab.interface --adapter-ip lab.source_ip
+        #                --router-mac lab.router_mac
+        lab.egress_drops()                  # {device: frames to 198.18.0.0/15 dropped}
         lab.set_loss(0.005)                 # random loss of packets entering the lab
         lab.packet_counts()                 # (packets into the lab, packets dropped)
         lab.close_port(ip, port); lab.open_port(ip, port, service="http")
@@ -21,11 +23,14 @@ let the test fail with it, do not skip)::
 
 Layout: one network namespace per Lab (`pmlab-N`) joined to the root namespace by a veth pair
 (`pmlabN` in the root namespace, `lab0` inside). Hosts are 198.18.N.0/24 addresses on `lab0`;
-the link is 198.19.N.0/30 (root side .1 = lab.source_ip). One asyncio process inside the
-namespace (tests.lab.server) serves ssh, http, ftp, smtp, redis and mysql with banners nmap -sV
-names correctly (tests.lab.services; redis shows its version only on 6379, where nmap sends
-its INFO probe). Hosts and ports are deterministic from the seed; about half sit on the
-service's well-known port, the rest on random ports 1024-65535.
+the link is 198.19.N.0/30 (root side .1 = lab.source_ip). The hosts are routed, not on-link:
+the root namespace reaches 198.18.N.0/24 via the lab side of the link (198.19.N.2, whose MAC
+is lab.router_mac), which is how Portmon's masscan route resolution sees a remote network.
+One asyncio process inside the namespace (tests.lab.server) serves ssh, http, ftp, smtp,
+redis and mysql with banners nmap -sV names correctly (tests.lab.services; redis shows its
+version only on 6379, where nmap sends its INFO probe). Hosts and ports are deterministic
+from the seed; about half sit on the service's well-known port, the rest on random ports
+1024-65535.
 
 Measured with masscan 1.3.2 (python -m tests.lab.selfcheck):
 - TSO/GSO are switched off on the root veth: with them on, libpcap gives masscan a capture
@@ -37,6 +42,11 @@ Measured with masscan 1.3.2 (python -m tests.lab.selfcheck):
   --rate 100000 sweeps about 50k probes/s here.
 
 Safety:
+- An egress guard: the lab's own nftables table (`netdev pmlab_guard_N`) hooks egress on every
+  root-namespace interface but lo and veths and drops (and counts) frames to 198.18.0.0/15.
+  masscan's raw frames pass no route or inet firewall, but this hook sees them. close() raises
+  LabError if the counter moved: the teardown assertion of every lab test. Veths are left out
+  because they lead to namespaces of this machine (other labs), not off it.
 - A blackhole route for the whole 198.18.0.0/15 in the root namespace (added when absent,
   removed by the last lab that leaves); a lab refuses to start if that range is routed
   anywhere else, and checks that 198.19.255.1 resolves to the blackhole.

@@ -226,6 +226,10 @@ def route_for(ip: str) -> dict:
     return max(routes, key=prefix_length, default={})
 
 
+def _in(netns: str | None, argv: list[str]) -> list[str]:
+    return argv if netns is None else ["ip", "netns", "exec", netns, *argv]
+
+
 def guarded_interfaces() -> list[str]:
     """Root-namespace interfaces that can take frames off this machine: all but lo and veths.
 
@@ -242,7 +246,7 @@ def guarded_interfaces() -> list[str]:
     ]
 
 
-def install_guard(table: str, interfaces: list[str]) -> dict[str, str]:
+def install_guard(table: str, interfaces: list[str], netns: str | None = None) -> dict[str, str]:
     """A netdev egress filter on each interface: frames to 198.18.0.0/15 are counted, dropped.
 
     masscan writes raw frames that no route, blackhole or inet-family firewall stops; the
@@ -254,17 +258,17 @@ def install_guard(table: str, interfaces: list[str]) -> dict[str, str]:
         f"policy accept;\n  ip daddr {BENCH_RANGE} counter drop\n }}\n"
         for i, name in enumerate(interfaces)
     )
-    _run(["nft", "-f", "-"], stdin=f"table netdev {table} {{\n{chains}}}\n")
+    _run(_in(netns, ["nft", "-f", "-"]), stdin=f"table netdev {table} {{\n{chains}}}\n")
     return {f"out{i}": name for i, name in enumerate(interfaces)}
 
 
-def guard_drops(table: str, devices: dict[str, str]) -> dict[str, int]:
+def guard_drops(table: str, devices: dict[str, str], netns: str | None = None) -> dict[str, int]:
     """Frames each guarded interface dropped since the guard was installed: {device: count}.
 
     devices maps chain names to devices (install_guard's answer): nft 1.0.6's JSON omits
     a netdev chain's device.
     """
-    out = _run(["nft", "-j", "list", "table", "netdev", table])
+    out = _run(_in(netns, ["nft", "-j", "list", "table", "netdev", table]))
     drops: dict[str, int] = {}
     for item in json.loads(out)["nftables"]:
         rule = item.get("rule")
