@@ -1,5 +1,6 @@
 """What a digest or an alert says, from plain data (no database, no templates)."""
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -159,9 +160,18 @@ class Digest:
         return {s.key: s.total for s in self.sections}
 
 
+def address_order(ip: str) -> tuple[int, int, str]:
+    """Sort key for addresses: numeric (10.0.0.9 before 10.0.0.10), IPv4 before IPv6."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:  # not expected from Host.ip; still sorted, after every address
+        return (99, 0, ip)
+    return (address.version, int(address), "")
+
+
 def sections_build(items: Iterable[Item], *, limit: int = SECTION_LIMIT) -> tuple[Section, ...]:
     """Group items into the digest's sections; empty sections are left out."""
-    items = sorted(items, key=lambda i: (i.created_at, i.ip, i.port, i.event_id))
+    items = sorted(items, key=lambda i: (i.created_at, address_order(i.ip), i.port, i.event_id))
     visible = [i for i in items if not i.suppressed]
     groups = [
         (key, title, [i for i in visible if i.kind in kinds]) for key, title, kinds in SECTIONS
