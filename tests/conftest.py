@@ -107,29 +107,77 @@ class Workers:
             if proc.poll() is None:
                 self.kill(name, signal.SIGTERM if False else signal.SIGKILL)
 
+    def start_beat(self, name: str = "beat", extra_env=None) -> subprocess.Popen:
+        """Real `celery beat` with django-celery-beat's database scheduler (as bin/run)."""
+        log = self.tmp_path / f"worker-{name}.log"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portmon",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.tmp_path / f"{name}-schedule"),
+            ],  # fmt: skip
+            cwd=ROOT,
+            env={**self.env, **(extra_env or {})},
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
 
-@pytest.fixture
-def celery_workers(tmp_path, transactional_db, settings, monkeypatch):
-    """Real worker processes on Redis that share the test database.
+    def pool_children(self, name: str) -> list[int]:
+        """Pids of a worker's pool processes (what a crash or the OOM killer takes)."""
+        with open(f"/proc/{self.procs[name].pid}/task/{self.procs[name].pid}/children") as fh:
+            return [int(pid) for pid in fh.read().split()]
 
-    The test process itself publishes to the same Redis database.
+
+def _use_broker(app, monkeypatch, url: str, options: dict) -> None:
+    # Celery reads CELERY_BROKER_URL from the environment before its own configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    app.conf.broker_url = url
+    app.conf.broker_transport_options = options
+    reset_broker_connections(app)
+
+
+@pytest.fixture(params=["redis"])
+def celery_workers(request, tmp_path, transactional_db, settings, monkeypatch):
+    """Real worker processes that share the test database, on Redis by default.
+
+    Parametrize with indirect=["celery_workers"] and "filesystem" for the embedded
+    broker (kombu's filesystem transport in a folder of the test). The test process
+    itself publishes to the same broker.
     """
     from portmon.celery import app
 
-    # Celery reads CELERY_BROKER_URL from the environment before its own configuration.
-    monkeypatch.setenv("CELERY_BROKER_URL", TEST_REDIS_URL)
-    flush_redis(TEST_REDIS_URL)
+    old_broker = app.conf.broker_url
+    old_options = app.conf.broker_transport_options
     env = {
         **os.environ,
         "DATABASE_URL": database_url_for_subprocess(),
-        "CELERY_BROKER_URL": TEST_REDIS_URL,
         "PYTHONUNBUFFERED": "1",
     }
-    old_broker = app.conf.broker_url
-    old_options = app.conf.broker_transport_options
-    app.conf.broker_url = TEST_REDIS_URL
-    app.conf.broker_transport_options = {"visibility_timeout": 30}
-    reset_broker_connections(app)
+    if request.param == "filesystem":
+        data_dir = tmp_path / "data"
+        env.update({"CELERY_BROKER_URL": "filesystem://", "PORTMON_DATA_DIR": str(data_dir)})
+        folders = {sub: data_dir / "broker" / sub for sub in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        _use_broker(app, monkeypatch, "filesystem://", {
+            "data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]), "store_processed": False,
+            "control_folder": str(folders["control"]),
+        })  # fmt: skip
+    else:
+        flush_redis(TEST_REDIS_URL)
+        env["CELERY_BROKER_URL"] = TEST_REDIS_URL
+        _use_broker(app, monkeypatch, TEST_REDIS_URL, {"visibility_timeout": 30})
     workers = Workers(tmp_path, env)
     try:
         yield workers
@@ -138,4 +186,5 @@ def celery_workers(tmp_path, transactional_db, settings, monkeypatch):
         app.conf.broker_url = old_broker
         app.conf.broker_transport_options = old_options
         reset_broker_connections(app)
-        flush_redis(TEST_REDIS_URL)
+        if request.param == "redis":
+            flush_redis(TEST_REDIS_URL)

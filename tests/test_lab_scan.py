@@ -12,8 +12,8 @@ import time
 import pytest
 from django.core.management import call_command
 
-from scanner.models import Port, PortObservation, RunState, ScanRun, ScanShard, ShardState
-from scanner.services.runs import run_start, shards_reap
+from scanner.models import Port, PortObservation, RunState, ScanShard, ShardState
+from scanner.services.runs import run_start
 from tests.conftest import ROOT
 from tests.lab import Lab
 from tests.test_pipeline import wait_run
@@ -91,15 +91,18 @@ def test_it_finds_every_open_port_under_loss_and_names_the_services(celery_worke
 
 @pytest.mark.lab
 @pytest.mark.celery
-def test_it_leaves_no_masscan_behind_when_a_shard_overruns_its_hard_limit(
-    celery_workers, settings, monkeypatch
+def test_it_leaves_no_masscan_behind_when_a_shard_overruns_its_time_limit(
+    celery_workers, monkeypatch
 ):
-    settings.SHARD_SOFT_TIME_LIMIT = settings.SHARD_TIME_LIMIT = 4
-    settings.PORTMON_SHARD_REAP_GRACE = 1
     without_masscan_overrides(celery_workers, monkeypatch)
     with Lab(hosts=4, ports_per_host=(2, 3), loss=0, seed=3) as lab:
         call_command("scope", "add", lab.cidr, "--zone", "internal")
-        env = {"PORTMON_SHARD_MAX_ATTEMPTS": "2"}
+        # The sweep worker's own limits apply (none travel in the message).
+        env = {
+            "PORTMON_SHARD_MAX_ATTEMPTS": "2",
+            "PORTMON_SHARD_SOFT_TIME_LIMIT": "4",
+            "PORTMON_SHARD_TIME_LIMIT": "5",
+        }
         celery_workers.start("sweep", "sweep.internal", extra_env=env)
         # 4 hosts x 65535 ports at 1000 pps would take minutes: the limit cuts it short.
         # No fingerprinting: only a sweep worker runs here, and a port found before the kill
@@ -107,16 +110,11 @@ def test_it_leaves_no_masscan_behind_when_a_shard_overruns_its_hard_limit(
         run = run_start(
             targets=lab.hosts, ports="1-65535", rate=1000, engine="masscan", fingerprint=False
         )
-        deadline = time.monotonic() + 120
-        while ScanRun.objects.get(pk=run.pk).state == RunState.SWEEPING:
-            assert time.monotonic() < deadline, "run did not finish"
-            shards_reap()  # what beat does every minute
-            time.sleep(1)
-        run = wait_run(run.pk, 60)
+        run = wait_run(run.pk, 120)
         shard = ScanShard.objects.get(run=run)
         assert shard.state == ShardState.FAILED and shard.attempts == 2
         assert run.degraded
-        assert "Hard time limit (4s) exceeded" in celery_workers.log("sweep")
+        assert "time limit (4s) exceeded" in celery_workers.log("sweep").lower()
         time.sleep(1)
         masscans = subprocess.run(["pgrep", "-af", "masscan"], capture_output=True, text=True)
         assert lab.interface not in masscans.stdout, masscans.stdout

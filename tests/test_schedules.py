@@ -1,10 +1,12 @@
 """Scan policies: schedules mirrored into django-celery-beat, one run at a time."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scanner.models import RunState, ScanPolicy, ScanRun
@@ -67,6 +69,10 @@ def test_it_never_starts_two_runs_of_one_policy(lab_scope, django_capture_on_com
             run_start(targets=policy.targets, ports="22", policy=policy)
     assert ScanRun.objects.filter(policy=policy).count() == 1
     ScanRun.objects.filter(pk=first.pk).update(state=RunState.FINISHED)
+    # The same tick sent again (a second beat): still one run, even with the first done.
+    assert policy_run(policy_id=policy.pk) is None
+    a_minute_ago = timezone.now() - timedelta(minutes=1)
+    ScanRun.objects.filter(pk=first.pk).update(created_at=a_minute_ago)
     with django_capture_on_commit_callbacks(execute=False):
         assert policy_run(policy_id=policy.pk) is not None
 

@@ -73,8 +73,12 @@ def run_start(
     engine: str = Engine.AUTO,
     fingerprint: bool = True,
     policy: ScanPolicy | None = None,
+    scheduled: bool = False,
 ) -> ScanRun:
-    """Validate, scope-check and plan a run, then queue its shards when the row is committed."""
+    """Validate, scope-check and plan a run, then queue its shards when the row is committed.
+
+    scheduled: started by a schedule tick (beat), which a second beat may send again.
+    """
     if engine not in Engine.values:
         raise RunError(f"engine must be one of {', '.join(Engine.values)}, not {engine!r}")
     if not MIN_RATE <= rate <= MAX_RATE:
@@ -94,7 +98,7 @@ def run_start(
             # Two beat processes (a failover pair, a mistake) each send every schedule
             # tick; crontab fires at most once a minute, so a run this recent is that tick's.
             recent = timezone.now() - timedelta(seconds=POLICY_TICK_DEDUPE_S)
-            if ScanRun.objects.filter(policy=policy, created_at__gte=recent).exists():
+            if scheduled and ScanRun.objects.filter(policy=policy, created_at__gte=recent).exists():
                 raise RunError(f"policy {policy.name!r} already started a run for this tick")
         now = timezone.now()
         run = ScanRun.objects.create(
@@ -147,7 +151,7 @@ def _queue_shards(zone: str, shard_ids: list[int]) -> None:
 
 
 def policy_run(*, policy_id: int) -> ScanRun | None:
-    """Start a run for a scheduled policy; None when disabled or one is already running."""
+    """Start a policy's run at a schedule tick; None when disabled, busy or started already."""
     policy = ScanPolicy.objects.filter(pk=policy_id, enabled=True).first()
     if policy is None:
         return None
@@ -159,6 +163,7 @@ def policy_run(*, policy_id: int) -> ScanRun | None:
             engine=policy.engine,
             fingerprint=policy.fingerprint,
             policy=policy,
+            scheduled=True,
         )
     except RunError as exc:
         logger.warning("policy %s not started: %s", policy.name, exc)
