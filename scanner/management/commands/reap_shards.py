@@ -5,7 +5,7 @@ import json
 from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from scanner.services.runs import fingerprints_reap, shards_reap
+from scanner.services.runs import fingerprints_reap, runs_stalled_end, shards_reap
 
 TASK_NAME = "scanner: reap lost shards"
 
@@ -35,4 +35,8 @@ class Command(BaseCommand):
             return
         shards = shards_reap()
         ports = fingerprints_reap()
-        self.stdout.write(f"reaped {shards} shard(s) and {ports} port(s) waiting for nmap")
+        ended = runs_stalled_end()
+        self.stdout.write(
+            f"reaped {shards} shard(s) and {ports} port(s) waiting for nmap; "
+            f"{len(ended)} stalled run(s) ended"
+        )
