@@ -27,6 +27,8 @@ from scanner.signals import run_finished
 # Rows per INSERT/UPDATE batch: large enough to keep round trips few on MariaDB.
 BATCH_SIZE = 1000
 FINGERPRINT_FIELDS = ("service", "product", "version", "extrainfo", "cpe")
+# Observations folded into the port state per pass; their hosts' ports are loaded alongside.
+PORTS_UPDATE_PAGE = 5000
 
 
 def host_ip(ip: str) -> str:
@@ -96,13 +98,29 @@ def observations_record(*, run_id: int, findings: Iterable[Finding], seen_at: da
 
 
 def ports_update_from_run(*, run: ScanRun) -> None:
-    """Fold a finished run's observations into the current state (once per run)."""
+    """Fold a finished run's observations into the current state (once per run).
+
+    Observations are read in pages of PORTS_UPDATE_PAGE: a 100,000-port run read at once
+    held ~230 MB of rows and Port objects. Keys are unique per run, so pages are independent.
+    """
     seen_at = run.finished_at or timezone.now()
-    observations = list(
-        PortObservation.objects.filter(run=run).values(
-            "host_id", "proto", "port", *FINGERPRINT_FIELDS
+    observations = PortObservation.objects.filter(run=run).order_by("id")
+    with transaction.atomic():
+        last_id = 0
+        while page := list(
+            observations.filter(id__gt=last_id).values(
+                "id", "host_id", "proto", "port", *FINGERPRINT_FIELDS
+            )[:PORTS_UPDATE_PAGE]
+        ):
+            last_id = page[-1]["id"]
+            _ports_update_page(observations=page, seen_at=seen_at)
+        ScanRun.objects.filter(pk=run.pk).update(
+            hosts_found=observations.values("host_id").distinct().count(),
+            ports_found=observations.count(),
         )
-    )
+
+
+def _ports_update_page(*, observations: list[dict], seen_at: datetime) -> None:
     keys = {(o["host_id"], o["proto"], o["port"]) for o in observations}
     host_ids = {k[0] for k in keys}
     existing = {
@@ -137,25 +155,21 @@ def ports_update_from_run(*, run: ScanRun) -> None:
                     setattr(port, name, value)
                 port.fingerprinted_at = seen_at
                 to_update.append(port)
-    with transaction.atomic():
-        Port.objects.bulk_create(to_create, batch_size=BATCH_SIZE, ignore_conflicts=True)
-        if to_update:
-            Port.objects.bulk_update(
-                to_update, [*FINGERPRINT_FIELDS, "fingerprinted_at"], batch_size=BATCH_SIZE
-            )
-        seen_ids = [p.id for k, p in existing.items() if k in keys]
-        for start in range(0, len(seen_ids), BATCH_SIZE):
-            Port.objects.filter(id__in=seen_ids[start : start + BATCH_SIZE]).update(
-                # Greatest/Least: a back-filled import of an older day keeps the order.
-                first_seen=Least(F("first_seen"), Value(seen_at)),
-                last_seen=Greatest(F("last_seen"), Value(seen_at)),
-                seen_count=F("seen_count") + 1,
-                state=PortState.OPEN,
-            )
-        Host.objects.filter(id__in=host_ids).update(
-            last_seen=Greatest(F("last_seen"), Value(seen_at))
+    Port.objects.bulk_create(to_create, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    if to_update:
+        Port.objects.bulk_update(
+            to_update, [*FINGERPRINT_FIELDS, "fingerprinted_at"], batch_size=BATCH_SIZE
         )
-        ScanRun.objects.filter(pk=run.pk).update(hosts_found=len(host_ids), ports_found=len(keys))
+    seen_ids = [p.id for k, p in existing.items() if k in keys]
+    for start in range(0, len(seen_ids), BATCH_SIZE):
+        Port.objects.filter(id__in=seen_ids[start : start + BATCH_SIZE]).update(
+            # Greatest/Least: a back-filled import of an older day keeps the order.
+            first_seen=Least(F("first_seen"), Value(seen_at)),
+            last_seen=Greatest(F("last_seen"), Value(seen_at)),
+            seen_count=F("seen_count") + 1,
+            state=PortState.OPEN,
+        )
+    Host.objects.filter(id__in=host_ids).update(last_seen=Greatest(F("last_seen"), Value(seen_at)))
 
 
 def run_complete(*, run_id: int) -> bool:
