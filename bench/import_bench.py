@@ -14,6 +14,7 @@ import argparse
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,9 +109,7 @@ def main() -> None:
     if args.keep:
         print(f"kept {work}")
     else:
-        for path in sorted(work.rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
-        work.rmdir()
+        shutil.rmtree(work)
     sys.exit(child.returncode)
 
 
