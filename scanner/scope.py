@@ -62,8 +62,9 @@ def embedded_ipv4_error(network: IPNetwork) -> str | None:
         return None
     for embedding, kind in EMBEDS_IPV4.items():
         if network.overlaps(embedding):
+            where = "is inside" if network.subnet_of(embedding) else "overlaps"
             return (
-                f"{network} overlaps {embedding} ({kind}), whose addresses embed IPv4 "
+                f"{network} {where} {embedding} ({kind}), whose addresses embed IPv4 "
                 "addresses and would dodge IPv4 exclusions; use the IPv4 addresses instead"
             )
     return None

@@ -88,6 +88,9 @@ def test_it_turns_address_ranges_into_networks_under_the_same_guard():
     assert [str(a) for a in guarded.addresses()] == [f"198.18.0.{i}" for i in range(1, 16)]
     with pytest.raises(TargetError, match="excluded"):
         guard(parse_targets("198.18.0.17-198.18.0.30", resolver=no_resolver), SCOPE)
+    # As for a range's pieces, a wholly excluded target next to others is skipped.
+    kept = guard(parse_targets("198.18.0.5,198.18.0.20", resolver=no_resolver), SCOPE)
+    assert kept.networks == (ipaddress.ip_network("198.18.0.5/32"),)
     with pytest.raises(TargetError, match="outside the configured scope"):
         guard(parse_targets("198.18.0.250-198.18.1.3", resolver=no_resolver), SCOPE)
     six = parse_targets("2001:db8::1-2001:db8::2", resolver=no_resolver)
