@@ -84,13 +84,14 @@ def findings_in_scope(
     findings: Iterable[Finding], *, scope: Scope, report: ImportReport
 ) -> Iterator[Finding]:
     """Keep findings inside the scope; count the others and note the zones kept ones are in."""
+    zones = dict(scope.networks)
     for finding in findings:
         address = ipaddress.ip_address(finding.ip)
         network = scope.network_of(address)
         if network is None or scope.is_excluded(address):
             report.outside_scope += 1
             continue
-        report.zones.add(dict(scope.networks)[network])
+        report.zones.add(zones[network])
         yield finding
 
 
