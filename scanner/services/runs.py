@@ -84,6 +84,8 @@ def run_start(
     if not MIN_RATE <= rate <= MAX_RATE:
         raise RunError(f"rate must be between {MIN_RATE} and {MAX_RATE} packets/s")
     port_ranges = parse_ports(ports)
+    if len(format_ports(port_ranges)) > ScanRun._meta.get_field("ports").max_length:
+        raise RunError("too many separate ports or ranges; use ranges (e.g. 1-1024)")
     guarded = guard(parse_targets(targets), scope_load())
     if len(guarded.zones) != 1:
         raise RunError("targets span internal and external zones; start one run per zone")
@@ -165,7 +167,7 @@ def policy_run(*, policy_id: int) -> ScanRun | None:
             policy=policy,
             scheduled=True,
         )
-    except RunError as exc:
+    except TargetError as exc:  # RunError, or a policy saved before a stricter parser
         logger.warning("policy %s not started: %s", policy.name, exc)
         return None
 
