@@ -12,7 +12,9 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from scanner.services import runs
+from scanner import sweep
+from scanner.services import fingerprints, publish, runs, shards
+from scanner.targets import TargetError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ class ShardTask(Task):
         # then calls this in the worker's main process: hand the shard on at once.
         if isinstance(exc, TimeLimitExceeded):
             shard_id = kwargs.get("shard_id", args[0] if args else None)
-            runs.shard_lost(shard_id=shard_id, reason=f"killed by its hard time limit ({exc})")
+            shards.shard_lost(shard_id=shard_id, reason=f"killed by its hard time limit ({exc})")
 
 
 @shared_task(
@@ -41,30 +43,30 @@ def sweep_shard(self, shard_id: int) -> None:
     """Sweep one shard; a redelivered or finished shard is a no-op."""
     from scanner.engines import EngineError
 
-    shard = runs.shard_claim(
+    shard = shards.shard_claim(
         shard_id=shard_id, worker=self.request.hostname or "", token=self.request.id or ""
     )
     if shard is None:
         return
     try:
-        findings = runs.shard_sweep(shard=shard)
+        findings = sweep.shard_sweep(shard=shard)
     except SoftTimeLimitExceeded:
         # The engine has killed its process group; give the shard back and try again.
-        runs.shard_release(shard_id=shard_id, error="soft time limit exceeded")
+        shards.shard_release(shard_id=shard_id, error="soft time limit exceeded")
         raise self.retry(countdown=5) from None
     except Exception as exc:
         # Never leave a shard 'running': give it back for a retry, or fail it visibly.
-        if not isinstance(exc, EngineError | runs.TargetError):
+        if not isinstance(exc, EngineError | TargetError):
             logger.exception("shard %s: unexpected error", shard_id)
         if shard.attempts >= settings.PORTMON_SHARD_MAX_ATTEMPTS:
-            runs.shard_fail(shard_id=shard_id, error=str(exc))
+            shards.shard_fail(shard_id=shard_id, error=str(exc))
             return
-        runs.shard_release(shard_id=shard_id, error=str(exc))
+        shards.shard_release(shard_id=shard_id, error=str(exc))
         raise self.retry(countdown=10) from None
-    ips = runs.shard_complete(shard_id=shard_id, findings=findings)
+    ips = shards.shard_complete(shard_id=shard_id, findings=findings)
     if shard.run.fingerprint and ips:
         # Stream to nmap now: fingerprinting overlaps the rest of the sweep.
-        runs.fingerprint_queue(run_id=shard.run_id, ips=ips)
+        publish.fingerprints_publish(run_id=shard.run_id, ips=ips)
     runs.run_advance(run_id=shard.run_id)
 
 
@@ -77,7 +79,7 @@ class FingerprintTask(Task):
         if isinstance(exc, TimeLimitExceeded):
             run_id = kwargs.get("run_id", args[0] if args else None)
             claim = kwargs.get("claim", args[2] if len(args) > 2 else "")
-            runs.fingerprint_abandon(
+            fingerprints.fingerprint_abandon(
                 run_id=run_id,
                 claim=_fingerprint_token(task_id, claim),
                 reason=f"fingerprint task killed by its hard time limit ({exc})",
@@ -100,7 +102,7 @@ def fingerprint_hosts(self, run_id: int, ips: list[str], claim: str = "") -> int
     after its worker died takes back the ports the first delivery claimed.
     """
     token = _fingerprint_token(self.request.id, claim)
-    return runs.fingerprint_run_hosts(run_id=run_id, ips=ips, claim=token)
+    return fingerprints.fingerprint_run_hosts(run_id=run_id, ips=ips, claim=token)
 
 
 # Beat sends a policy's run at each crontab tick; a late copy (workers were down) that
@@ -113,6 +115,6 @@ def policy_run(policy_id: int) -> None:
 @shared_task(name="scanner.reap_shards", soft_time_limit=100, time_limit=120, expires=60)
 def reap_shards() -> None:
     """Every minute (beat): hand on work whose worker died or whose message was lost."""
-    runs.shards_reap()
-    runs.fingerprints_reap()
+    shards.shards_reap()
+    fingerprints.fingerprints_reap()
     runs.runs_stalled_end()

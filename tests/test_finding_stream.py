@@ -2,22 +2,23 @@
 
 import pytest
 
+from scanner import sweep
 from scanner.findings import Finding
 from scanner.models import PortObservation, ScanRun
-from scanner.services import runs
+from scanner.services import publish
 
 
 @pytest.fixture
 def clock(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(runs.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sweep.time, "monotonic", lambda: now[0])
     return now
 
 
 @pytest.fixture
 def queued(monkeypatch):
     calls = []
-    monkeypatch.setattr(runs, "fingerprint_queue", lambda *, run_id, ips: calls.append(ips))
+    monkeypatch.setattr(publish, "fingerprints_publish", lambda *, run_id, ips: calls.append(ips))
     return calls
 
 
@@ -28,7 +29,7 @@ def run(db):
 
 @pytest.fixture
 def stream(run):
-    return runs.FindingStream(run_id=run.pk, fingerprint=True)
+    return sweep.FindingStream(run_id=run.pk, fingerprint=True)
 
 
 def test_hosts_found_within_a_window_share_one_queueing(run, stream, clock, queued):
@@ -37,7 +38,7 @@ def test_hosts_found_within_a_window_share_one_queueing(run, stream, clock, queu
     stream(Finding("198.18.0.3", 80))
     stream(Finding("198.18.0.5", 443))
     assert queued == []  # still gathering
-    clock[0] += runs.STREAM_FINGERPRINT_EVERY_S
+    clock[0] += sweep.STREAM_FINGERPRINT_EVERY_S
     stream(Finding("198.18.0.9", 8080))
     assert queued == [["198.18.0.3", "198.18.0.5", "198.18.0.9"]]
     clock[0] += 1
@@ -57,7 +58,7 @@ def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(stream,
     clock[0] += 1
     stream.tick()  # the sweep's progress callback, a few times a second
     assert queued == []
-    clock[0] += runs.STREAM_FINGERPRINT_EVERY_S
+    clock[0] += sweep.STREAM_FINGERPRINT_EVERY_S
     stream.tick()
     stream.tick()
     assert queued == [["198.18.0.5"]]
@@ -68,7 +69,7 @@ def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(stream,
 
 
 def test_a_run_without_fingerprints_only_records(run, clock, queued):
-    stream = runs.FindingStream(run_id=run.pk, fingerprint=False)
+    stream = sweep.FindingStream(run_id=run.pk, fingerprint=False)
 
     for second in range(30):
         clock[0] += 1

@@ -3,8 +3,9 @@
 import pytest
 from django.core.management import call_command
 
+from scanner import sweep
 from scanner.models import ScanShard
-from scanner.services import runs
+from scanner.services import runs, shards
 from scanner.targets import TargetError
 
 
@@ -23,9 +24,9 @@ def test_it_checks_scope_again_in_the_worker(db, engine_calls, django_capture_on
         run = runs.run_start(targets="127.0.0.2", ports="22", engine="connect")
     # Scope changes between planning and the worker picking the shard up.
     call_command("scope", "remove", "127.0.0.0/8")
-    shard = runs.shard_claim(shard_id=ScanShard.objects.get(run=run).pk, worker="w", token="t")
+    shard = shards.shard_claim(shard_id=ScanShard.objects.get(run=run).pk, worker="w", token="t")
     with pytest.raises(TargetError, match="outside the configured scope"):
-        runs.shard_sweep(shard=shard)
+        sweep.shard_sweep(shard=shard)
     assert engine_calls == []
 
 
@@ -36,8 +37,8 @@ def test_it_hands_engines_only_parsed_addresses(
     call_command("scope", "exclude", "127.0.0.4/30")
     with django_capture_on_commit_callbacks(execute=False):
         run = runs.run_start(targets="127.0.0.0/29", ports="22,80", engine="connect")
-    shard = runs.shard_claim(shard_id=ScanShard.objects.get(run=run).pk, worker="w", token="t")
-    runs.shard_sweep(shard=shard)
+    shard = shards.shard_claim(shard_id=ScanShard.objects.get(run=run).pk, worker="w", token="t")
+    sweep.shard_sweep(shard=shard)
     (call,) = engine_calls
     assert [str(a) for a in call["targets"]] == [f"127.0.0.{i}" for i in range(4)]
     assert call["ports"] == ((22, 22), (80, 80))

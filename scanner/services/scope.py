@@ -14,6 +14,7 @@ from scanner.scope import (
     parse_cidr,
     parse_network,
 )
+from scanner.targets import GuardedTargets, TargetError, guard, parse_targets
 
 
 def _stored(cidr: str) -> IPNetwork:
@@ -81,3 +82,16 @@ def scope_load() -> Scope:
         dict(Network.objects.values_list("cidr", "zone")),
         Exclusion.objects.values_list("cidr", flat=True),
     )
+
+
+def _no_resolve(name: str) -> list[str]:
+    raise TargetError(f"{name!r}: stored targets must be addresses, not names")
+
+
+def stored_targets_guard(targets_text: str) -> GuardedTargets:
+    """A run's or shard's stored targets, checked against the scope as it is now.
+
+    Workers check scope again before any engine: the scope may have changed since the
+    run was planned.
+    """
+    return guard(parse_targets(targets_text, resolver=_no_resolve), scope_load())

@@ -156,9 +156,10 @@ def test_it_reopens_a_fixed_event_when_the_port_is_seen_again(timeline):
     event.refresh_from_db()
     assert event.state == EventState.REOPENED
     audit = EventAudit.objects.filter(event=event).order_by("id")
-    assert [(a.from_state, a.to_state, a.actor) for a in audit] == [
-        ("new", "fixed", None),
-        ("fixed", "reopened", None),
+    assert [(a.action, a.from_state, a.to_state, a.actor) for a in audit] == [
+        ("raised", "", "new", None),
+        ("transition", "new", "fixed", None),
+        ("reopened", "fixed", "reopened", None),
     ]
     assert "run" in audit.last().comment
     # Still one event for the port: the reopened one holds the open slot.
@@ -318,7 +319,7 @@ def test_a_run_with_a_failed_shard_closes_nothing(timeline, monkeypatch):
     from scanner.engines import connect
     from scanner.models import RunState, ScanShard, ShardState
     from scanner.services.results import observations_record
-    from scanner.services.runs import shard_fail
+    from scanner.services.shards import shard_fail
     from tests.alerts.conftest import BACKGROUND, NET
 
     monkeypatch.setattr(connect, "verify", lambda *a, **kw: pytest.fail("nothing is probed"))

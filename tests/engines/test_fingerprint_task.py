@@ -8,7 +8,7 @@ from django.utils import timezone
 from scanner.engines import nmap
 from scanner.findings import Finding
 from scanner.models import PortObservation, RunState, ScanRun
-from scanner.services import runs
+from scanner.services import fingerprints, publish
 from scanner.services.results import observations_record
 
 
@@ -28,7 +28,7 @@ def test_a_task_fingerprints_every_batch_and_completes_the_run(services, monkeyp
         nmap, "batches", lambda hosts: planned.extend({ip: p} for ip, p in hosts.items()) or planned
     )
 
-    assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4", "127.0.0.6"]) == 2
+    assert fingerprints.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4", "127.0.0.6"]) == 2
 
     assert sorted(planned, key=list) == [{"127.0.0.4": [ssh]}, {"127.0.0.6": [http]}]
     named = PortObservation.objects.filter(run=run).values_list("host__ip", "service", "product")
@@ -36,7 +36,7 @@ def test_a_task_fingerprints_every_batch_and_completes_the_run(services, monkeyp
     run.refresh_from_db()
     assert run.state == RunState.FINISHED
     # A second task for the same hosts finds nothing left to claim.
-    assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4", "127.0.0.6"]) == 0
+    assert fingerprints.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4", "127.0.0.6"]) == 0
 
 
 def claimed_run(ip: str, port: int, *, claim: str, minutes_ago: float) -> ScanRun:
@@ -55,8 +55,8 @@ def test_a_redelivered_task_takes_back_the_ports_its_first_delivery_claimed(serv
     # The first delivery claimed the port, then its worker was killed: a fresh claim.
     run = claimed_run("127.0.0.4", ssh, claim="a" * 32, minutes_ago=0.1)
 
-    assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="b" * 32) == 0
-    assert runs.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="a" * 32) == 1
+    assert fingerprints.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="b" * 32) == 0
+    assert fingerprints.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.4"], claim="a" * 32) == 1
 
     assert PortObservation.objects.get(run=run).service == "ssh"
     run.refresh_from_db()
@@ -69,9 +69,9 @@ def test_the_reaper_hands_ports_of_a_dead_task_to_a_new_one(monkeypatch):
     dead = claimed_run("127.0.0.4", 2222, claim="a" * 32, minutes_ago=4)
     busy = claimed_run("127.0.0.5", 2222, claim="c" * 32, minutes_ago=0.1)
     queued = []
-    monkeypatch.setattr(runs, "fingerprint_queue", lambda **kw: queued.append(kw))
+    monkeypatch.setattr(publish, "fingerprints_publish", lambda **kw: queued.append(kw))
 
-    assert runs.fingerprints_reap() == 1
+    assert fingerprints.fingerprints_reap() == 1
 
     (call,) = queued
     assert (call["run_id"], call["ips"]) == (dead.pk, ["127.0.0.4"])
@@ -79,7 +79,7 @@ def test_the_reaper_hands_ports_of_a_dead_task_to_a_new_one(monkeypatch):
     assert handed.fingerprint_claim == call["claim"] != "a" * 32
     assert PortObservation.objects.get(run=busy).fingerprint_claim == "c" * 32
     # The new claim is fresh: a reap a minute later does not queue the same ports again.
-    assert runs.fingerprints_reap() == 0
+    assert fingerprints.fingerprints_reap() == 0
 
 
 @pytest.mark.django_db
@@ -96,9 +96,9 @@ def test_the_reaper_queues_ports_whose_task_message_was_lost(monkeypatch):
     fresh = claimed_run("127.0.0.7", 2222, claim="", minutes_ago=5)
     ScanRun.objects.filter(pk=fresh.pk).update(fingerprinting_at=timezone.now())
     queued = []
-    monkeypatch.setattr(runs, "fingerprint_queue", lambda **kw: queued.append(kw))
+    monkeypatch.setattr(publish, "fingerprints_publish", lambda **kw: queued.append(kw))
 
-    assert runs.fingerprints_reap() == 1
+    assert fingerprints.fingerprints_reap() == 1
 
     (call,) = queued
     assert (call["run_id"], call["ips"]) == (lost.pk, ["127.0.0.4"])

@@ -24,7 +24,7 @@ from scanner.models import (
     ScanShard,
     ShardState,
 )
-from scanner.services import runs
+from scanner.services import publish, runs, shards
 from scanner.services.runs import run_start
 from tests.conftest import ROOT, Workers, _use_broker, database_url_for_subprocess
 from tests.test_pipeline import SSH_BANNER, Listeners, answers_everywhere, free_ports, wait_run
@@ -278,22 +278,21 @@ def test_a_redis_restart_during_fingerprinting_loses_no_port(private_redis_worke
 def test_the_reaper_queues_shards_that_were_never_queued(monkeypatch):
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
     queued = []
-    monkeypatch.setattr(runs, "_queue_shards", lambda zone, ids: queued.append(ids))
+    monkeypatch.setattr(publish, "shards_publish", lambda **kw: queued.append(kw))
     run = run_start(targets="127.0.0.2", ports="1-10", engine="connect")  # broker "down"
     ScanRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(minutes=2))
-    monkeypatch.setattr(
-        runs, "_queue_shards", lambda zone, ids: queued.append(("reaped", zone, ids))
-    )
+    monkeypatch.setattr(publish, "shards_publish", lambda **kw: queued.append(("reaped", kw)))
 
-    assert runs.shards_reap() == 1
+    assert shards.shards_reap() == 1
 
-    assert queued[-1] == ("reaped", "internal", [ScanShard.objects.get(run=run).pk])
+    shard_ids = [ScanShard.objects.get(run=run).pk]
+    assert queued[-1] == ("reaped", {"zone": "internal", "shard_ids": shard_ids})
 
 
 @pytest.mark.django_db
 def test_a_stalled_run_ends_with_its_reason_and_frees_its_policy(monkeypatch):
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
-    monkeypatch.setattr(runs, "_queue_shards", lambda zone, ids: None)
+    monkeypatch.setattr(publish, "shards_publish", lambda **kw: None)
     policy = ScanPolicy.objects.create(name="nightly", targets="127.0.0.2", ports="22")
     run = runs.policy_run(policy_id=policy.pk)
     assert runs.policy_run(policy_id=policy.pk) is None  # busy: skipped

@@ -5,7 +5,9 @@ import json
 from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from scanner.services.runs import fingerprints_reap, runs_stalled_end, shards_reap
+from scanner.services.fingerprints import fingerprints_reap
+from scanner.services.runs import runs_stalled_end
+from scanner.services.shards import shards_reap
 
 TASK_NAME = "scanner: reap lost shards"
 

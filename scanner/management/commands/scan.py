@@ -15,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from scanner.models import Engine, PortObservation, RunState, ScanRun, ScanShard, ShardState
 from scanner.scope import ScopeError
-from scanner.services.runs import MAX_RATE, MIN_RATE, run_progress, run_start
+from scanner.selectors import run_progress
+from scanner.services.runs import MAX_RATE, MIN_RATE, run_start
 from scanner.targets import format_ports, parse_ports
 
 DONE_STATES = (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)

@@ -1,0 +1,167 @@
+"""Fingerprint stage: claim a run's open ports per host, run nmap over batches, reap."""
+
+import logging
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from scanner.findings import Finding
+from scanner.models import PortObservation, RunState, ScanRun
+from scanner.services import publish
+from scanner.services.liveness import beat_loop, stale_before, start_unless_in_transaction
+from scanner.services.results import FINGERPRINT_FIELDS
+from scanner.services.runs import run_advance
+
+logger = logging.getLogger(__name__)
+
+
+class ClaimHeartbeat:
+    """Keeps a fingerprint task's claim on its ports alive while nmap runs (a side thread)."""
+
+    def __init__(self, *, run_id: int, token: str):
+        self.ports = PortObservation.objects.filter(
+            run_id=run_id, fingerprint_claim=token, fingerprinted=False
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=beat_loop, args=(self._beat, self._stop))
+
+    def _beat(self) -> None:
+        self.ports.update(fingerprint_claimed_at=timezone.now())
+
+    def __enter__(self) -> "ClaimHeartbeat":
+        start_unless_in_transaction(self._thread)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> int:
+    """nmap -sV the ports this run found open on these hosts; returns ports fingerprinted.
+
+    claim (at most 32 characters) is the task's own token: a redelivered task (its worker
+    died) takes back the ports its first delivery had claimed, and the reaper hands
+    abandoned ports to a new task under a token of its own (fingerprints_reap).
+    """
+    from scanner.engines import nmap
+
+    token = claim[:32] or secrets.token_hex(16)
+    PortObservation.objects.filter(
+        Q(fingerprint_claim="")
+        | Q(fingerprint_claim=token)
+        | Q(fingerprint_claimed_at__lt=stale_before()),
+        run_id=run_id,
+        host__ip__in=ips,
+        fingerprinted=False,
+        proto="tcp",
+    ).update(fingerprint_claim=token, fingerprint_claimed_at=timezone.now())
+    pending = list(
+        PortObservation.objects.filter(run_id=run_id, fingerprint_claim=token, fingerprinted=False)
+        .select_related("host")
+        .order_by("port")
+    )
+    ports_by_host: dict[str, list[int]] = {}
+    for obs in pending:
+        ports_by_host.setdefault(obs.host.ip, []).append(obs.port)
+    found: dict[tuple[str, int], Finding] = {}
+    batches = nmap.batches(ports_by_host)
+    run_batch = partial(
+        nmap.fingerprint_many,
+        timeout=settings.PORTMON_NMAP_HOST_TIMEOUT,
+        nice=settings.PORTMON_NMAP_NICE,
+    )
+    # Usually one batch; several (hosts with many ports) run side by side, so that the task
+    # still ends within nmap's host timeout and its own time limit.
+    with (
+        ClaimHeartbeat(run_id=run_id, token=token),
+        ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool,
+    ):
+        outcomes = list(pool.map(lambda batch: run_batch(hosts=batch), batches))
+    for results in outcomes:
+        for ip, result in results.items():
+            if result.error:
+                # Unknown, never closed: the port stays open in this run, just without a name.
+                logger.warning("run %s: fingerprint of %s failed: %s", run_id, ip, result.error)
+            found.update(((f.ip, f.port), f) for f in result.findings)
+    for obs in pending:
+        finding = found.get((obs.host.ip, obs.port))
+        if finding is not None:
+            for name in FINGERPRINT_FIELDS:
+                setattr(obs, name, getattr(finding, name)[:500])
+        obs.fingerprinted = True
+    if pending:
+        PortObservation.objects.bulk_update(pending, [*FINGERPRINT_FIELDS, "fingerprinted"])
+    run_advance(run_id=run_id)
+    return len(pending)
+
+
+def fingerprint_abandon(*, run_id: int, claim: str, reason: str) -> int:
+    """A fingerprint task killed by its hard limit: its ports stay open, unnamed (unknown).
+
+    nmap already had its host timeout; running the same hosts again would hang again.
+    """
+    if not claim:
+        return 0
+    gave_up = PortObservation.objects.filter(
+        run_id=run_id, fingerprint_claim=claim[:32], fingerprinted=False
+    ).update(fingerprinted=True)
+    logger.warning("run %s: %d port(s) left unnamed: %s", run_id, gave_up, reason)
+    run_advance(run_id=run_id)
+    return gave_up
+
+
+def fingerprints_reap() -> int:
+    """Queue again the ports of fingerprint tasks that died or whose message was lost.
+
+    - A claim whose heartbeat stopped: its task died without a redelivery (hard time limit;
+      Celery acknowledges those).
+    - Ports no task claimed, in a run fingerprinting for PORTMON_REQUEUE_AFTER in which no
+      task is at work (no live claim): their messages were lost (a broker restart).
+    Each set of ports gets a fresh token (and time) and one task that claims exactly those
+    ports. Returns the number of ports handed on.
+    """
+    waiting = PortObservation.objects.filter(
+        run__state=RunState.FINGERPRINTING, fingerprinted=False, proto="tcp"
+    )
+    dead_claims = waiting.filter(fingerprint_claimed_at__lt=stale_before()).exclude(
+        fingerprint_claim=""
+    )
+    quiet_before = timezone.now() - timedelta(seconds=settings.PORTMON_REQUEUE_AFTER)
+    lost = waiting.filter(fingerprint_claim="", run__in=_runs_fingerprint_idle(quiet_before))
+    handed = 0
+    for abandoned in (dead_claims, lost):
+        hosts: dict[int, set[str]] = {}
+        for run_id, ip in abandoned.values_list("run_id", "host__ip"):
+            hosts.setdefault(run_id, set()).add(ip)
+        for run_id, ips in hosts.items():
+            token = secrets.token_hex(16)
+            handed += abandoned.filter(run_id=run_id).update(
+                fingerprint_claim=token, fingerprint_claimed_at=timezone.now()
+            )
+            publish.fingerprints_publish(run_id=run_id, ips=sorted(ips), claim=token)
+    if handed:
+        logger.warning("re-queued %d port(s) whose fingerprint task died or was lost", handed)
+    return handed
+
+
+def _runs_fingerprint_idle(quiet_before: datetime) -> list[int]:
+    """Runs fingerprinting since before quiet_before in which no task holds a live claim."""
+    runs = list(
+        ScanRun.objects.filter(
+            state=RunState.FINGERPRINTING, fingerprinting_at__lt=quiet_before
+        ).values_list("pk", flat=True)
+    )
+    busy = set(
+        PortObservation.objects.filter(
+            run__in=runs, fingerprinted=False, fingerprint_claimed_at__gte=stale_before()
+        ).values_list("run_id", flat=True)
+    )
+    return [run_id for run_id in runs if run_id not in busy]

@@ -1,0 +1,202 @@
+"""The sweep of one shard: an engine run with progress, streamed findings and re-probes."""
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+
+from django.conf import settings
+from django.utils import timezone
+
+from scanner.findings import Finding
+from scanner.models import Engine, ScanShard, ShardState
+from scanner.recall import ProbeLedger, reprobe_plan
+from scanner.services import publish
+from scanner.services.liveness import beat_loop, start_unless_in_transaction
+from scanner.services.results import observations_record
+from scanner.services.scope import stored_targets_guard
+from scanner.targets import parse_ports
+
+logger = logging.getLogger(__name__)
+
+STREAM_FINGERPRINT_EVERY_S = 5.0
+
+
+class ShardProgress:
+    """Collects engine progress and writes it, with the claim's heartbeat, from a side thread.
+
+    Engines call back from inside their event loop, where Django forbids database access;
+    the callback only stores numbers, the thread writes them every HEARTBEAT_EVERY_S. The
+    write is also the heartbeat: while it lands, no one else takes the shard.
+    """
+
+    def __init__(self, shard_id: int, probes_total: int, claim: str = ""):
+        self.shard_id = shard_id
+        self.total = probes_total
+        self.claim = claim
+        self.percent = 0.0
+        self.found = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=beat_loop, args=(self._write, self._stop))
+
+    def __call__(self, percent: float, found: int) -> None:
+        self.percent, self.found = percent, found
+
+    def _write(self) -> None:
+        mine = {"claim": self.claim} if self.claim else {}
+        ScanShard.objects.filter(pk=self.shard_id, state=ShardState.RUNNING, **mine).update(
+            probes_done=int(self.total * min(self.percent, 100.0) / 100),
+            ports_found=self.found,
+            heartbeat_at=timezone.now(),
+        )
+
+    def __enter__(self) -> "ShardProgress":
+        start_unless_in_transaction(self._thread)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+class FindingStream:
+    """Records open ports the moment the engine sees them and starts their fingerprints.
+
+    nmap then overlaps the rest of the sweep instead of waiting for it (DESIGN.md:
+    streaming open ports to fingerprint tasks saves the most wall time). Hosts with new
+    ports are gathered for STREAM_FINGERPRINT_EVERY_S and then queued together, so that one
+    nmap run covers many hosts (fingerprint_queue): an nmap process per port found would
+    cost more CPU than the sweep can spare. The shard's end queues whatever is left.
+    """
+
+    def __init__(self, *, run_id: int, fingerprint: bool):
+        self.run_id = run_id
+        self.fingerprint = fingerprint
+        self.waiting: set[str] = set()  # hosts with ports found since the last flush
+        self.window_start = 0.0
+
+    def __call__(self, finding: Finding) -> None:
+        observations_record(run_id=self.run_id, findings=[finding], seen_at=timezone.now())
+        if not self.fingerprint:
+            return
+        if not self.waiting:
+            self.window_start = time.monotonic()
+        self.waiting.add(finding.ip)
+        self.tick()
+
+    def tick(self) -> None:
+        """Queue the gathered hosts once their window is over (also called on progress, so
+        that hosts found just before a quiet stretch of the sweep do not wait for its end)."""
+        if time.monotonic() - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Queue the gathered hosts now (the sweep is over: no more ports to wait for)."""
+        if self.waiting:
+            publish.fingerprints_publish(run_id=self.run_id, ips=sorted(self.waiting))
+            self.waiting.clear()
+
+
+def shard_sweep(*, shard: ScanShard) -> list[Finding]:
+    """Run the engine for one shard and return the open ports it found."""
+    from scanner import engines
+    from scanner.engines import connect, masscan
+
+    guarded = stored_targets_guard(shard.targets)
+    ports = parse_ports(shard.ports)
+    run = shard.run
+    timeout = max(30, settings.SHARD_SOFT_TIME_LIMIT - 30)
+    engine = engines.choose(run.engine, list(guarded.networks))
+    with ShardProgress(shard.pk, shard.probes_total, shard.claim) as on_progress:
+        if engine == Engine.MASSCAN:
+            stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint)
+            ledger = ProbeLedger((str(a) for a in guarded.addresses()), ports)
+            deadline = time.monotonic() + timeout
+            sweep = partial(
+                masscan.sweep,
+                ports=ports,
+                rate=run.rate,
+                exclude=list(guarded.exclusions),
+                wait=settings.PORTMON_MASSCAN_WAIT,
+                interface=settings.MASSCAN_ADAPTER,
+                source_ip=settings.MASSCAN_ADAPTER_IP,
+                router_mac=settings.MASSCAN_ROUTER_MAC,
+                on_finding=stream,
+            )
+
+            def progress(percent: float, found: int) -> None:
+                on_progress(percent, found)
+                stream.tick()
+
+            started = time.monotonic()
+            findings = sweep(
+                targets=list(guarded.networks),
+                retries=settings.PORTMON_MASSCAN_RETRIES,
+                timeout=timeout,
+                on_progress=progress,
+                on_answers=ledger.mark_many,
+            )
+            logger.info("shard %s: masscan took %.1fs", shard.pk, time.monotonic() - started)
+            stream.flush()  # nmap starts on the last window's hosts while the re-probe runs
+            return findings + gaps_reprobe(
+                shard=shard, ledger=ledger, sweep=sweep, stream=stream, deadline=deadline
+            )
+        return connect.scan(
+            targets=list(guarded.addresses()),
+            ports=ports,
+            concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
+            timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
+            retries=1,
+            on_progress=on_progress,
+            deadline=time.monotonic() + timeout,
+        )
+
+
+def gaps_reprobe(
+    *,
+    shard: ScanShard,
+    ledger: ProbeLedger,
+    sweep: Callable[..., list[Finding]],
+    stream: Callable[[Finding], None],
+    deadline: float,
+) -> list[Finding]:
+    """Probe again what the sweep got no answer for: exact ports, or whole filtering hosts."""
+    from scanner.engines import connect
+
+    started = time.monotonic()
+    plan = reprobe_plan(ledger)
+    found: list[Finding] = []
+    if plan.exact:
+        # Full TCP connects with retries: a lost SYN or SYN-ACK is sent again.
+        candidates = [Finding(ip=ip, port=port) for ip, port in plan.exact]
+        for finding in connect.verify(
+            candidates,
+            timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
+            retries=2,
+            concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
+            deadline=deadline,
+        ):
+            stream(finding)
+            found.append(finding)
+    if plan.rescan:
+        # Hosts that drop many probes (a firewall): a second masscan pass, with retries.
+        found += sweep(
+            targets=[ipaddress.ip_address(ip) for ip in plan.rescan],
+            retries=1,
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+    logger.info(
+        "shard %s: %d probe(s) unanswered on %d host(s) re-probed (%d open), %d filtering "
+        "host(s) swept again, %d silent host(s), in %.1fs",
+        shard.pk,
+        len(plan.exact),
+        len({ip for ip, _ in plan.exact}),
+        len(found),
+        len(plan.rescan),
+        len(plan.silent),
+        time.monotonic() - started,
+    )
+    return found
