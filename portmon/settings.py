@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "alerts",
     "alerts.notify",
     "agents",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

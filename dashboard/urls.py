@@ -1,5 +1,7 @@
 from django.urls import path
 
-from portmon import views
+from dashboard import views
+
+app_name = "dashboard"
 
 urlpatterns = [path("", views.home, name="home")]

@@ -1,3 +1,5 @@
+"""Dashboard pages (server-rendered) and the health check."""
+
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
