@@ -102,8 +102,6 @@ if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     if [ "$role" = central ]; then
       manage migrate --noinput
       manage collectstatic --noinput -v 0
-      manage reap_shards --schedule
-      manage digest --schedule
     fi
     systemctl restart "${enable[@]}"
     manage doctor --warn-only

@@ -6,6 +6,7 @@ EMAIL_HOST         unset: mail is written to files in var/mail; set: SMTP
 SECRET_KEY         unset: generated once into var/secret_key (never committed)
 """
 
+import re
 import secrets
 from pathlib import Path
 
@@ -60,6 +61,11 @@ INSTALLED_APPS = [
     "alerts.notify",
     "agents",
     "dashboard",
+    "audit",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -69,6 +75,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.context.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -124,6 +131,27 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- REST API (api/) ------------------------------------------------------------
+# Tokens for services (Authorization: Token ...), the session for the browser; the same
+# roles as the dashboard (api.permissions).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.RolePermission"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Portmon API",
+    "DESCRIPTION": "Hosts, ports, alert events, rules, networks, scan policies and runs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -229,6 +257,8 @@ PORTMON_CLOSED_AFTER_RUNS = env_int("PORTMON_CLOSED_AFTER_RUNS", 3)
 PORTMON_DEGRADED_RATIO = float(env_str("PORTMON_DEGRADED_RATIO", "0.5"))
 PORTMON_DIGEST_RECIPIENTS = env_list("PORTMON_DIGEST_RECIPIENTS")
 PORTMON_DIGEST_TIME = env_str("PORTMON_DIGEST_TIME", "08:00")
+if not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", PORTMON_DIGEST_TIME.strip()):
+    raise SettingError(f"PORTMON_DIGEST_TIME={PORTMON_DIGEST_TIME!r} is not HH:MM")
 PORTMON_WEBHOOK_URL = env_str("PORTMON_WEBHOOK_URL")
 PORTMON_WEBHOOK_SECRET = env_str("PORTMON_WEBHOOK_SECRET")
 PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
@@ -272,3 +302,21 @@ CELERY_TASK_ROUTES = {
     "scanner.fingerprint_hosts": {"queue": "fingerprint"},
     "scanner.policy_run": {"queue": "default"},
 }
+
+# --- Fixed schedules ----------------------------------------------------------
+# The periodic jobs that always exist, installed idempotently by `manage.py migrate`
+# (scanner.services.schedules.fixed_schedules_install). Timing follows these lines; an
+# entry an admin disabled stays disabled. Scan policies add their own entries.
+PORTMON_FIXED_SCHEDULES = [
+    # Hand on work whose worker died or whose message was lost; end stalled runs.
+    {"name": "scanner: reap lost shards", "task": "scanner.reap_shards",
+     "every_minutes": 1, "expire_seconds": 60},
+    # Deliver queued immediate alerts and retry failed sends (a pass older than 2 min is moot).
+    {"name": "notify: send due messages", "task": "notify.send_due",
+     "every_minutes": 1, "expire_seconds": 120},
+    # Diff finished runs whose diff was lost (no run goes unalerted).
+    {"name": "alerts: diff runs whose diff was lost", "task": "alerts.diff_pending",
+     "every_minutes": 10, "expire_seconds": 600},
+    {"name": "notify: daily digest", "task": "notify.digest",
+     "daily_at_setting": "PORTMON_DIGEST_TIME"},
+]  # fmt: skip

@@ -160,7 +160,7 @@ def check_beat(*, now: datetime | None = None) -> list[Check]:
                 "beat",
                 WARN,
                 "no periodic task is scheduled",
-                "run `python manage.py reap_shards --schedule` and `digest --schedule`",
+                "run `python manage.py migrate` (it installs the fixed schedules)",
             )
         ]
     newest = tasks.aggregate(newest=Max("last_run_at"))["newest"]

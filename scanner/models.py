@@ -97,7 +97,7 @@ class ScanPolicy(models.Model):
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 
-        from scanner.services.schedules import parse_crontab
+        from scanner.crontab import parse_crontab
         from scanner.targets import TargetError, parse_ports, parse_targets
 
         checks = [("ports", lambda: parse_ports(self.ports))]

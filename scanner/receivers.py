@@ -4,7 +4,11 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from scanner.models import ScanPolicy
-from scanner.services.schedules import policy_schedule_remove, policy_schedule_sync
+from scanner.services.schedules import (
+    fixed_schedules_install,
+    policy_schedule_remove,
+    policy_schedule_sync,
+)
 
 
 @receiver(post_save, sender=ScanPolicy, dispatch_uid="scanner.policy_saved")
@@ -15,3 +19,8 @@ def policy_saved(sender, instance: ScanPolicy, **kwargs) -> None:
 @receiver(post_delete, sender=ScanPolicy, dispatch_uid="scanner.policy_deleted")
 def policy_deleted(sender, instance: ScanPolicy, **kwargs) -> None:
     policy_schedule_remove(policy_id=instance.pk)
+
+
+def fixed_schedules_on_migrate(sender, **kwargs) -> None:
+    """`manage.py migrate` (bin/run's set-up step) installs the fixed periodic jobs."""
+    fixed_schedules_install()

@@ -38,7 +38,7 @@ def test_it_mirrors_a_policy_schedule_into_beat_and_removes_it():
     policy.schedule = "0 3 * * *"
     policy.save()
     policy.delete()
-    assert not PeriodicTask.objects.exists()
+    assert not PeriodicTask.objects.filter(task="scanner.policy_run").exists()
 
 
 @pytest.mark.django_db

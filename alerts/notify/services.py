@@ -2,7 +2,6 @@
 
 import json
 import logging
-import re
 import smtplib
 import socket
 import urllib.error
@@ -11,7 +10,6 @@ from datetime import datetime, timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -36,9 +34,6 @@ IMMEDIATE_SWEEP_WINDOW = timedelta(hours=24)
 # Webhook messages name the channel, not the URL: chat webhook URLs are secrets (they carry
 # a token), so the URL stays in the settings and is read when the message is sent.
 WEBHOOK_RECIPIENT = "webhook"
-DIGEST_TASK_NAME = "notify: daily digest"
-SEND_TASK_NAME = "notify: send due messages"
-DIFF_RETRY_TASK_NAME = "alerts: diff runs whose diff was lost"
 
 
 def _fmt(value: datetime) -> str:
@@ -417,69 +412,6 @@ def _close_quietly(connection) -> None:
 
 
 # --- Schedule ------------------------------------------------------------------------
-
-_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-
-
-def digest_time_parse(value: str) -> tuple[int, int]:
-    """'08:00' -> (8, 0)."""
-    match = _TIME.match(value.strip())
-    if not match:
-        raise ImproperlyConfigured(f"PORTMON_DIGEST_TIME={value!r} is not HH:MM")
-    return int(match.group(1)), int(match.group(2))
-
-
-def schedules_ensure() -> None:
-    """Create or update the beat entries: the digest at PORTMON_DIGEST_TIME, the sender
-    every minute, the lost-diff sweep every 10 minutes (no run goes unalerted).
-    Idempotent; an entry an admin disabled stays disabled."""
-    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-
-    hour, minute = digest_time_parse(getattr(settings, "PORTMON_DIGEST_TIME", "08:00"))
-    tz = settings.TIME_ZONE
-    crontab = CrontabSchedule.objects.filter(
-        minute=str(minute),
-        hour=str(hour),
-        day_of_week="*",
-        day_of_month="*",
-        month_of_year="*",
-        timezone=tz,
-    ).first() or CrontabSchedule.objects.create(
-        minute=str(minute),
-        hour=str(hour),
-        day_of_week="*",
-        day_of_month="*",
-        month_of_year="*",
-        timezone=tz,
-    )
-    interval = IntervalSchedule.objects.filter(
-        every=1, period=IntervalSchedule.MINUTES
-    ).first() or IntervalSchedule.objects.create(every=1, period=IntervalSchedule.MINUTES)
-    with transaction.atomic():
-        digest_task, created = PeriodicTask.objects.get_or_create(
-            name=DIGEST_TASK_NAME,
-            defaults={"task": "notify.digest", "crontab": crontab},
-        )
-        if not created and (digest_task.crontab_id != crontab.pk or digest_task.interval_id):
-            digest_task.crontab, digest_task.interval = crontab, None
-            digest_task.task = "notify.digest"
-            digest_task.save()
-        send_task, created = PeriodicTask.objects.get_or_create(
-            name=SEND_TASK_NAME,
-            # A sender pass older than two minutes is pointless: the next one covers it.
-            defaults={"task": "notify.send_due", "interval": interval, "expire_seconds": 120},
-        )
-        if not created and (send_task.interval_id != interval.pk or send_task.crontab_id):
-            send_task.interval, send_task.crontab = interval, None
-            send_task.task = "notify.send_due"
-            send_task.save()
-        every_10 = IntervalSchedule.objects.filter(
-            every=10, period=IntervalSchedule.MINUTES
-        ).first() or IntervalSchedule.objects.create(every=10, period=IntervalSchedule.MINUTES)
-        PeriodicTask.objects.get_or_create(
-            name=DIFF_RETRY_TASK_NAME,
-            defaults={"task": "alerts.diff_pending", "interval": every_10, "expire_seconds": 600},
-        )
 
 
 def messages_retry_now(*, message_ids, now: datetime | None = None) -> int:

@@ -1,30 +1,16 @@
-"""Keep each scheduled scan policy in sync with a django-celery-beat periodic task."""
+"""Beat schedules: the fixed periodic jobs (declared in settings), and one per scan policy."""
 
 import json
+from datetime import UTC, datetime
 
-from celery.schedules import crontab
 from django.conf import settings
 from django.db import transaction
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from scanner.crontab import parse_crontab, parse_hhmm
 from scanner.models import ScanPolicy
-from scanner.targets import TargetError
 
-
-def parse_crontab(text: str) -> dict[str, str]:
-    """'minute hour day-of-month month day-of-week' -> CrontabSchedule fields; errors for users."""
-    fields = text.split()
-    if len(fields) != 5:
-        raise TargetError(
-            f"schedule {text!r} must have 5 fields: minute hour day-of-month month day-of-week"
-        )
-    names = ["minute", "hour", "day_of_month", "month_of_year", "day_of_week"]
-    values = dict(zip(names, fields, strict=True))
-    try:
-        crontab(**values)
-    except (ValueError, TypeError) as exc:
-        raise TargetError(f"schedule {text!r} is not a valid crontab: {exc}") from None
-    return values
+NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def task_name(policy_id: int) -> str:
@@ -57,3 +43,55 @@ def policy_schedule_sync(*, policy: ScanPolicy) -> PeriodicTask | None:
 
 def policy_schedule_remove(*, policy_id: int) -> None:
     PeriodicTask.objects.filter(name=task_name(policy_id)).delete()
+
+
+def _fixed_timing(entry: dict) -> dict:
+    if "every_minutes" in entry:
+        every, _ = IntervalSchedule.objects.get_or_create(
+            every=entry["every_minutes"], period=IntervalSchedule.MINUTES
+        )
+        return {"interval": every, "crontab": None}
+    hour, minute = parse_hhmm(getattr(settings, entry["daily_at_setting"]))
+    daily, _ = CrontabSchedule.objects.get_or_create(
+        minute=str(minute),
+        hour=str(hour),
+        day_of_week="*",
+        day_of_month="*",
+        month_of_year="*",
+        timezone=settings.TIME_ZONE,
+    )
+    return {"interval": None, "crontab": daily}
+
+
+def fixed_schedules_install() -> list[str]:
+    """Create or update the periodic jobs of settings.PORTMON_FIXED_SCHEDULES; idempotent.
+
+    Run by `manage.py migrate` (post_migrate). Timing and task follow the declarations;
+    an entry an admin disabled stays disabled. A new interval job is due at once (its last
+    run is set far in the past, which `doctor` also reads as "beat never ran it"), so the
+    reaper and the lost-diff sweep run as soon as beat starts. Returns the names changed.
+    """
+    changed = []
+    with transaction.atomic():
+        for entry in settings.PORTMON_FIXED_SCHEDULES:
+            wanted = {
+                "task": entry["task"],
+                **_fixed_timing(entry),
+                "expire_seconds": entry.get("expire_seconds"),
+            }
+            task = PeriodicTask.objects.filter(name=entry["name"]).first()
+            if task is None:
+                PeriodicTask.objects.create(
+                    name=entry["name"],
+                    enabled=True,
+                    last_run_at=NEVER if wanted["interval"] else None,
+                    **wanted,
+                )
+            elif any(getattr(task, field) != value for field, value in wanted.items()):
+                for field, value in wanted.items():
+                    setattr(task, field, value)
+                task.save()
+            else:
+                continue
+            changed.append(entry["name"])
+    return changed

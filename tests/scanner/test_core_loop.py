@@ -69,13 +69,20 @@ def beat_sent(log: str, task: str) -> int:
     return sum(1 for line in log.splitlines() if "Sending due task" in line and task in line)
 
 
+def ran(log: str, task: str) -> bool:
+    return any(f"Task {task}[" in line and "succeeded" in line for line in log.splitlines())
+
+
 @pytest.mark.celery
 @pytest.mark.parametrize("celery_workers", ["filesystem"], indirect=True)
-def test_beat_runs_a_minutely_policy_once_a_minute_even_with_two_beats(celery_workers):
-    """bin/run's processes on the embedded broker: schedules installed as bin/run does."""
+def test_beat_runs_every_fixed_job_and_a_minutely_policy_once_a_minute_even_with_two_beats(
+    celery_workers, settings
+):
+    """bin/run's processes on the embedded broker, schedules installed by migrate as there."""
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
-    call_command("digest", "--schedule")
-    call_command("reap_shards", "--schedule")
+    # The daily digest, due within the test: every fixed job must be sent and run.
+    settings.PORTMON_DIGEST_TIME = f"{timezone.now() + timedelta(minutes=2):%H:%M}"
+    call_command("migrate", verbosity=0)
     (port,) = free_ports(1, "127.0.0.31")
     policy = ScanPolicy.objects.create(
         name="every minute",
@@ -92,7 +99,10 @@ def test_beat_runs_a_minutely_policy_once_a_minute_even_with_two_beats(celery_wo
     with Listeners([("127.0.0.31", port, b"")]):
         deadline = time.monotonic() + 190
         finished = ScanRun.objects.filter(policy=policy, state=RunState.FINISHED)
-        while finished.count() < 2 or "scanner.reap_shards" not in celery_workers.log("worker"):
+        while finished.count() < 2 or not all(
+            ran(celery_workers.log("worker"), job["task"])
+            for job in settings.PORTMON_FIXED_SCHEDULES
+        ):
             assert time.monotonic() < deadline, (
                 f"{finished.count()} run(s) in 190 s:\n" + celery_workers.log("beat-a")[-2000:]
             )
@@ -106,7 +116,8 @@ def test_beat_runs_a_minutely_policy_once_a_minute_even_with_two_beats(celery_wo
             assert port in set(found)
     for beat in ("beat-a", "beat-b"):
         log = celery_workers.log(beat)
-        assert beat_sent(log, "scanner.policy_run") >= 1, log[-2000:]
+        for task in ["scanner.policy_run", *(j["task"] for j in settings.PORTMON_FIXED_SCHEDULES)]:
+            assert beat_sent(log, task) >= 1, f"{beat} never sent {task}:\n{log[-2000:]}"
         assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
     assert "Traceback" not in celery_workers.log("worker")
     assert "Traceback" not in celery_workers.log("sweep")
@@ -244,7 +255,7 @@ def private_redis_workers(tmp_path, transactional_db, monkeypatch):
 def test_a_redis_restart_during_fingerprinting_loses_no_port(private_redis_workers):
     redis, workers = private_redis_workers
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
-    call_command("reap_shards", "--schedule")
+    call_command("migrate", verbosity=0)  # installs the reaper's schedule, as bin/run
     hosts = [f"127.0.0.{i}" for i in range(60, 100)]  # 40 hosts: two nmap batches or more
     specs = [(ip, p, SSH_BANNER) for ip in hosts for p in free_ports(1, ip)]
     workers.start("sweep", "sweep.internal")

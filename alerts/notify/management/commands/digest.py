@@ -1,4 +1,8 @@
-"""manage.py digest [--dry-run] [--to EMAIL] [--schedule]: build and send the daily digest."""
+"""manage.py digest [--dry-run] [--to EMAIL]: build and send the daily digest.
+
+Its daily schedule is one of the fixed jobs installed by `manage.py migrate`
+(settings.PORTMON_FIXED_SCHEDULES).
+"""
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -12,7 +16,6 @@ from alerts.notify.services import (
     digest_queue,
     digest_render,
     messages_send_due,
-    schedules_ensure,
 )
 
 
@@ -28,18 +31,8 @@ class Command(BaseCommand):
             metavar="EMAIL",
             help="with --dry-run: the digest this address would get (default: global recipients)",
         )
-        parser.add_argument(
-            "--schedule",
-            action="store_true",
-            help="create/update the Celery beat entries (digest at PORTMON_DIGEST_TIME, "
-            "sender every minute) and exit",
-        )
 
-    def handle(self, *args, dry_run: bool, to: str | None, schedule: bool, **options):
-        if schedule:
-            schedules_ensure()
-            self.stdout.write("beat schedule for the digest and the sender is in place")
-            return
+    def handle(self, *args, dry_run: bool, to: str | None, **options):
         if to and not dry_run:
             raise CommandError("--to only works with --dry-run")
         if dry_run:
