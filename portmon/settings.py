@@ -16,15 +16,15 @@ from kombu import Exchange, Queue
 from portmon.env import SettingError, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(env_str("PORTMON_DATA_DIR", str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+PORTMON_DATA_DIR = Path(env_str("PORTMON_DATA_DIR", str(BASE_DIR / "var")))
+PORTMON_DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
     key = env_str("SECRET_KEY")
     if key:
         return key
-    path = DATA_DIR / "secret_key"
+    path = PORTMON_DATA_DIR / "secret_key"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(50))
         path.chmod(0o600)
@@ -38,13 +38,13 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # Behind TLS (PORTMON_HTTPS=1) the deployment checks all pass.
-HTTPS = env_bool("PORTMON_HTTPS", False)
-SECURE_SSL_REDIRECT = HTTPS
-SESSION_COOKIE_SECURE = HTTPS
-CSRF_COOKIE_SECURE = HTTPS
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
-SECURE_HSTS_PRELOAD = HTTPS
+PORTMON_HTTPS = env_bool("PORTMON_HTTPS", False)
+SECURE_SSL_REDIRECT = PORTMON_HTTPS
+SESSION_COOKIE_SECURE = PORTMON_HTTPS
+CSRF_COOKIE_SECURE = PORTMON_HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PORTMON_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PORTMON_HTTPS
+SECURE_HSTS_PRELOAD = PORTMON_HTTPS
 if env_bool("PORTMON_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -61,11 +61,6 @@ INSTALLED_APPS = [
     "alerts.notify",
     "agents",
     "dashboard",
-    "audit",
-    "rest_framework",
-    "rest_framework.authtoken",
-    "drf_spectacular",
-    "api",
 ]
 
 MIDDLEWARE = [
@@ -75,7 +70,6 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "audit.context.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -99,7 +93,7 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portmon.sqlite3'}")
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{PORTMON_DATA_DIR / 'portmon.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.mysql":
@@ -118,7 +112,7 @@ elif _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not :memory:, so that worker processes started by tests see the test data.
-    _db["TEST"] = {"NAME": str(DATA_DIR / "test_portmon.sqlite3")}
+    _db["TEST"] = {"NAME": str(PORTMON_DATA_DIR / "test_portmon.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -132,34 +126,13 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
 
-# --- REST API (api/) ------------------------------------------------------------
-# Tokens for services (Authorization: Token ...), the session for the browser; the same
-# roles as the dashboard (api.permissions).
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.RolePermission"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "Portmon API",
-    "DESCRIPTION": "Hosts, ports, alert events, rules, networks, scan policies and runs.",
-    "VERSION": "1",
-    "SERVE_INCLUDE_SCHEMA": False,
-}
-
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = PORTMON_DATA_DIR / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -181,12 +154,12 @@ elif env_str("EMAIL_BACKEND") == "console":
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
-    EMAIL_FILE_PATH = DATA_DIR / "mail"
+    EMAIL_FILE_PATH = PORTMON_DATA_DIR / "mail"
 
 # --- Celery -----------------------------------------------------------------
 # Unset: kombu's filesystem transport, so a real worker runs with no broker server.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
-BROKER_DIR = DATA_DIR / "broker"
+BROKER_DIR = PORTMON_DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
@@ -201,12 +174,16 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 # A shard may run for a long time; these limits are the contract that keeps it visible.
 # The sweep worker's own values apply: shards are queued without limits in the message
 # (scanner.services.runs), so a worker reads these from its environment.
-SHARD_SOFT_TIME_LIMIT = env_int("PORTMON_SHARD_SOFT_TIME_LIMIT", 3300, lo=1)
-SHARD_TIME_LIMIT = env_int("PORTMON_SHARD_TIME_LIMIT", 3600, lo=2)
+PORTMON_SHARD_SOFT_TIME_LIMIT = env_int("PORTMON_SHARD_SOFT_TIME_LIMIT", 3300, lo=1)
+PORTMON_SHARD_TIME_LIMIT = env_int("PORTMON_SHARD_TIME_LIMIT", 3600, lo=2)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, lo=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, lo=2)
 for _soft, _hard, _names in (
-    (SHARD_SOFT_TIME_LIMIT, SHARD_TIME_LIMIT, "PORTMON_SHARD_SOFT_TIME_LIMIT/_TIME_LIMIT"),
+    (
+        PORTMON_SHARD_SOFT_TIME_LIMIT,
+        PORTMON_SHARD_TIME_LIMIT,
+        "PORTMON_SHARD_SOFT_TIME_LIMIT/_TIME_LIMIT",
+    ),
     (CELERY_TASK_SOFT_TIME_LIMIT, CELERY_TASK_TIME_LIMIT, "CELERY_TASK_SOFT_TIME_LIMIT/_LIMIT"),
 ):
     # The soft limit lets a task clean up (kill its scanner, give its shard back); at or
@@ -224,7 +201,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis redelivers an unacknowledged task after the visibility timeout; it must
     # exceed the longest hard limit or a running shard would be handed out twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", SHARD_TIME_LIMIT + 600),
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", PORTMON_SHARD_TIME_LIMIT + 600),
         # Look for tasks of dead workers every 10 s (kombu's default scans every 100 s).
         "unacked_restore_interval": 10,
         "unacked_restore_throttle": 1,
@@ -284,9 +261,9 @@ PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 0)
 # Seconds masscan listens after its last probe. Short is safe: a late answer leaves its
 # probe unanswered in the ledger, and unanswered probes are probed again (scanner/recall.py).
 PORTMON_MASSCAN_WAIT = env_int("PORTMON_MASSCAN_WAIT", 1)
-MASSCAN_ADAPTER = env_str("PORTMON_MASSCAN_ADAPTER") or None
-MASSCAN_ADAPTER_IP = env_str("PORTMON_MASSCAN_ADAPTER_IP") or None
-MASSCAN_ROUTER_MAC = env_str("PORTMON_MASSCAN_ROUTER_MAC") or None
+PORTMON_MASSCAN_ADAPTER = env_str("PORTMON_MASSCAN_ADAPTER") or None
+PORTMON_MASSCAN_ADAPTER_IP = env_str("PORTMON_MASSCAN_ADAPTER_IP") or None
+PORTMON_MASSCAN_ROUTER_MAC = env_str("PORTMON_MASSCAN_ROUTER_MAC") or None
 PORTMON_CONNECT_CONCURRENCY = env_int("PORTMON_CONNECT_CONCURRENCY", 2000)
 PORTMON_CONNECT_TIMEOUT_MS = env_int("PORTMON_CONNECT_TIMEOUT_MS", 1000)
 # Ports seen open in the last N days but missing from a run are re-probed before the run ends.

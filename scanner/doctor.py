@@ -386,7 +386,7 @@ def run_checks(*, skip: Iterable[str] = ()) -> list[Check]:
         elif name == "clock":
             results += check_clock()
         elif name == "disk":
-            results += check_disk(path=Path(settings.DATA_DIR))
+            results += check_disk(path=Path(settings.PORTMON_DATA_DIR))
     return results
 
 

@@ -108,7 +108,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     guarded = stored_targets_guard(shard.targets)
     ports = parse_ports(shard.ports)
     run = shard.run
-    timeout = max(30, settings.SHARD_SOFT_TIME_LIMIT - 30)
+    timeout = max(30, settings.PORTMON_SHARD_SOFT_TIME_LIMIT - 30)
     engine = engines.choose(run.engine, list(guarded.networks))
     with ShardProgress(shard.pk, shard.probes_total, shard.claim) as on_progress:
         if engine == Engine.MASSCAN:
@@ -121,9 +121,9 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 rate=run.rate,
                 exclude=list(guarded.exclusions),
                 wait=settings.PORTMON_MASSCAN_WAIT,
-                interface=settings.MASSCAN_ADAPTER,
-                source_ip=settings.MASSCAN_ADAPTER_IP,
-                router_mac=settings.MASSCAN_ROUTER_MAC,
+                interface=settings.PORTMON_MASSCAN_ADAPTER,
+                source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
+                router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
                 on_finding=stream,
             )
 

@@ -34,8 +34,8 @@ class ShardTask(Task):
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    soft_time_limit=settings.SHARD_SOFT_TIME_LIMIT,
-    time_limit=settings.SHARD_TIME_LIMIT,
+    soft_time_limit=settings.PORTMON_SHARD_SOFT_TIME_LIMIT,
+    time_limit=settings.PORTMON_SHARD_TIME_LIMIT,
     # The shard row counts attempts (shard_claim); Celery itself retries without a cap.
     max_retries=None,
 )

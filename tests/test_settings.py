@@ -17,7 +17,7 @@ print(json.dumps({
     "engine": db["ENGINE"], "name": str(db["NAME"]), "options": db.get("OPTIONS", {}),
     "broker": settings.CELERY_BROKER_URL,
     "transport": getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
-    "hard_limit": settings.SHARD_TIME_LIMIT,
+    "hard_limit": settings.PORTMON_SHARD_TIME_LIMIT,
     "acks_late": settings.CELERY_TASK_ACKS_LATE,
     "prefetch": settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
     "email": settings.EMAIL_BACKEND, "secret": settings.SECRET_KEY, "debug": settings.DEBUG,

@@ -16,7 +16,7 @@ class Command(BaseCommand):
         User = get_user_model()
         username = env_str("PORTMON_ADMIN_USER", "admin")
         password = env_str("PORTMON_ADMIN_PASSWORD")
-        saved = settings.DATA_DIR / "admin_password"
+        saved = settings.PORTMON_DATA_DIR / "admin_password"
         if User.objects.filter(username=username).exists():
             if password:
                 user = User.objects.get(username=username)
