@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "alerts.notify",
     "agents",
     "dashboard",
+    "poc",
 ]
 
 MIDDLEWARE = [
@@ -275,9 +276,26 @@ FINGERPRINT_TIME_LIMIT = PORTMON_NMAP_HOST_TIMEOUT + 120
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the
 # fingerprints streamed during a sweep use idle CPU instead of slowing masscan's pace.
 PORTMON_NMAP_NICE = env_int("PORTMON_NMAP_NICE", 10, lo=0, hi=19)
+# --- PoC checks ----------------------------------------------------------------
+# Events that chain PoC checks, on which zones; allow-listed (suppressed) events only if set.
+PORTMON_POC_CHAIN_KINDS = env_list(
+    "PORTMON_POC_CHAIN_KINDS", "new_port,high_risk,blacklisted,reopened,service_changed"
+)
+PORTMON_POC_CHAIN_ZONES = env_list("PORTMON_POC_CHAIN_ZONES", "internal")
+PORTMON_POC_CHAIN_SUPPRESSED = env_bool("PORTMON_POC_CHAIN_SUPPRESSED", False)
+# A check's own deadline for all its connects and reads; its process is killed 3 s later.
+PORTMON_POC_CHECK_TIMEOUT = env_int("PORTMON_POC_CHECK_TIMEOUT", 10, lo=1, hi=600)
+# A (port, check) that ran this recently is not chained again; findings are re-checked
+# this often (a negative re-check fixes the finding).
+PORTMON_POC_DEDUPE_HOURS = env_int("PORTMON_POC_DEDUPE_HOURS", 24, lo=0)
+PORTMON_POC_RECHECK_HOURS = env_int("PORTMON_POC_RECHECK_HOURS", 24, lo=1)
+PORTMON_POC_MAX_ATTEMPTS = env_int("PORTMON_POC_MAX_ATTEMPTS", 3, lo=1)
+POC_SOFT_TIME_LIMIT = PORTMON_POC_CHECK_TIMEOUT + 30
+POC_TIME_LIMIT = PORTMON_POC_CHECK_TIMEOUT + 45
 CELERY_TASK_ROUTES = {
     "scanner.fingerprint_hosts": {"queue": "fingerprint"},
     "scanner.policy_run": {"queue": "default"},
+    "poc.run_check": {"queue": "poc"},
 }
 
 # --- Fixed schedules ----------------------------------------------------------
@@ -294,6 +312,9 @@ PORTMON_FIXED_SCHEDULES = [
     # Diff finished runs whose diff was lost (no run goes unalerted).
     {"name": "alerts: diff runs whose diff was lost", "task": "alerts.diff_pending",
      "every_minutes": 10, "expire_seconds": 600},
+    # Hand on PoC checks whose worker died; queue the daily re-check of open findings.
+    {"name": "poc: reap and re-check", "task": "poc.reap",
+     "every_minutes": 1, "expire_seconds": 60},
     {"name": "notify: daily digest", "task": "notify.digest",
      "daily_at_setting": "PORTMON_DIGEST_TIME"},
 ]  # fmt: skip

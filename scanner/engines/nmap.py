@@ -48,6 +48,21 @@ IPLike = ipaddress.IPv4Address | ipaddress.IPv6Address | str
 # the other hosts' ports; batches keep that (hosts x union of ports) small.
 BATCH_MAX_HOSTS = 32
 BATCH_MAX_PROBES = 8192
+# NSE scripts a caller may ask for (PoC checks): read-only ones from nmap's "safe"
+# category that only ask a service about itself. Anything else is refused by name, so no
+# intrusive, brute-force or file-writing script (or a path, or a category) gets on argv.
+NSE_ALLOWLIST = frozenset(
+    {
+        "ftp-anon",
+        "http-ls",
+        "memcached-info",
+        "mongodb-databases",
+        "mongodb-info",
+        "redis-info",
+        "rsync-list-modules",
+        "docker-version",
+    }
+)
 
 
 def build_argv(
@@ -58,8 +73,10 @@ def build_argv(
     ips: Iterable[IPLike] = (),
     intensity: int | None = None,
     proto: str = "tcp",
+    scripts: Iterable[str] = (),
 ) -> list[str]:
-    """The nmap command line for one host (ip) or several of one IP version (ips)."""
+    """The nmap command line for one host (ip) or several of one IP version (ips);
+    scripts: NSE script names from NSE_ALLOWLIST only."""
     addresses = _check_ips([ip] if ip is not None else ips)
     port_list = _check_port_list(ports)
     check_number("timeout", timeout, 1, 24 * 3600)
@@ -67,6 +84,12 @@ def build_argv(
         check_number("intensity", intensity, 0, 9, integer=True)
     if proto not in ("tcp", "udp"):
         raise EngineError(f"protocol must be tcp or udp, got {proto!r}")
+    if isinstance(scripts, str | bytes):
+        raise EngineError("scripts must be a list of NSE script names")
+    scripts = list(dict.fromkeys(scripts))
+    refused = [name for name in scripts if name not in NSE_ALLOWLIST]
+    if refused:
+        raise EngineError(f"NSE script(s) not on the allowlist: {', '.join(map(repr, refused))}")
     argv = [shutil.which("nmap") or "nmap"]
     if addresses[0].version == 6:
         argv.append("-6")
@@ -76,6 +99,8 @@ def build_argv(
     if intensity is not None:
         argv += ["--version-intensity", str(intensity)]
     # All hosts in one group, so that they run side by side within --host-timeout.
+    if scripts:
+        argv += ["--script", ",".join(sorted(scripts))]
     argv += ["--min-hostgroup", str(len(addresses))]
     argv += ["--host-timeout", f"{int(timeout * 1000)}ms", "-p", _format_port_list(port_list)]
     argv += ["-oX", "-", "--", *(str(address) for address in addresses)]

@@ -1,0 +1,42 @@
+"""Celery tasks for PoC checks: thin wrappers that load by id and call a service."""
+
+from billiard.exceptions import TimeLimitExceeded
+from celery import Task, shared_task
+from django.conf import settings
+
+from poc import services
+
+
+def _token(task_id: str | None) -> str:
+    return (task_id or "").replace("-", "")[:32]
+
+
+class PocTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Celery acknowledges a task killed by its hard limit; the check's process died
+        # with it (PR_SET_PDEATHSIG). No verdict: the run ends failed, a finding stays.
+        if isinstance(exc, TimeLimitExceeded):
+            check_id = kwargs.get("check_id", args[0] if args else None)
+            services.poc_abandon(
+                check_id=check_id, token=_token(task_id), reason=f"killed by its time limit ({exc})"
+            )
+
+
+@shared_task(
+    name="poc.run_check",
+    base=PocTask,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.POC_SOFT_TIME_LIMIT,
+    time_limit=settings.POC_TIME_LIMIT,
+)
+def run_check(self, check_id: int) -> bool:
+    """Returns whether a verdict was recorded (a redelivered or finished run is a no-op)."""
+    return services.poc_run(check_id=check_id, token=_token(self.request.id)) is not None
+
+
+@shared_task(name="poc.reap", soft_time_limit=100, time_limit=120, expires=60)
+def reap() -> int:
+    """Every minute (beat): hand on lost runs, queue the daily re-check of open findings."""
+    return services.pocs_reap()
