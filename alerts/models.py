@@ -17,6 +17,8 @@ class EventKind(models.TextChoices):
     # Filled by later features (PoC checks, host agents); listed so the column accepts them.
     POC_FINDING = "poc_finding", "PoC finding"
     NEW_PROCESS = "new_process", "new process"
+    # Host agents: a port whose owning process (name + exe) is another one than before.
+    PROCESS_CHANGED = "process_changed", "process changed"
 
 
 class EventState(models.TextChoices):

@@ -241,6 +241,38 @@ PORTMON_WEBHOOK_URL = env_str("PORTMON_WEBHOOK_URL")
 PORTMON_WEBHOOK_SECRET = env_str("PORTMON_WEBHOOK_SECRET")
 PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
 
+# --- Host agents ----------------------------------------------------------------
+# The shared cache holds the agents' rate-limit counters (every web process counts in one
+# place): Redis when PORTMON_CACHE_URL (or a redis:// broker) is set, else the database
+# (its table is created by migrate), so the embedded default needs no server either.
+PORTMON_CACHE_URL = env_str("PORTMON_CACHE_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+if PORTMON_CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": PORTMON_CACHE_URL,
+            "KEY_PREFIX": f"portmon:{_db['NAME']}",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "portmon_cache",
+        }
+    }
+# A report's body is refused (413) above this many bytes, before it is read.
+PORTMON_AGENT_MAX_BODY = env_int("PORTMON_AGENT_MAX_BODY", 1024 * 1024, lo=1024)
+# Reports per agent per minute; the client sends one every 5 minutes and drains its spool
+# oldest first, so 30 lets a day's backlog (288 reports) through in ten minutes.
+PORTMON_AGENT_RATE = env_int("PORTMON_AGENT_RATE", 30, lo=0)
+# Replay window: a report collected more than this many seconds ago, or further in the
+# future than the clock skew, is refused (409).
+PORTMON_AGENT_MAX_AGE = env_int("PORTMON_AGENT_MAX_AGE", 7 * 86400, lo=60)
+PORTMON_AGENT_CLOCK_SKEW = env_int("PORTMON_AGENT_CLOCK_SKEW", 300, lo=0)
+
 # --- Scanning -----------------------------------------------------------------
 # Probes per shard: masscan managed ~90k probes/s on the 2-core lab machine
 # (bench/scan_bench.py), so 8M probes is ~90 s per pass (twice that with --retries 1): a
