@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from alerts.severity import Severity
+
 
 class EventKind(models.TextChoices):
     NEW_PORT = "new_port", "new port"
@@ -65,10 +67,13 @@ class AlertEvent(models.Model):
     # number of NULLs enforces "one open event per key" on MariaDB and SQLite alike
     # (a partial unique index would not work on MariaDB).
     open_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    # Derived from the kind when the event is raised (alerts.severity.severity_for).
+    severity = models.PositiveSmallIntegerField(choices=Severity.choices, default=Severity.MEDIUM)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            models.Index(fields=["severity", "-created_at"], name="alertevent_severity_idx"),
             models.Index(fields=["state", "-created_at"]),
             models.Index(fields=["kind", "-created_at"]),
             models.Index(fields=["host", "proto", "port"]),

@@ -1,21 +1,462 @@
-"""Dashboard pages (server-rendered) and the health check."""
+"""Dashboard pages (server-rendered) and the health check. Views parse input, check the
+role, call a selector or a service, and render; no logic of their own."""
 
-from django.contrib.auth.decorators import login_required
+import csv
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from scanner.models import Network, Port, PortState, ScanRun
+from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
+from alerts.rules import RuleError
+from alerts.selectors import rule_spec_of
+from alerts.services.events import TRANSITIONS
+from alerts.services.rules import rule_create, rule_dry_run, rule_expire, rule_update
+from alerts.severity import Severity
+from audit.models import AuditEntry
+from dashboard import selectors, slots
+from dashboard.filters import event_filters_parse
+from dashboard.forms import (
+    BulkTriageForm,
+    NoteForm,
+    RuleForm,
+    TriageForm,
+    rule_initial_from_event,
+)
+from dashboard.metrics import metrics_text
+from dashboard.models import Visit
+from dashboard.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
+from dashboard.services import event_note, events_triage, policy_run_now
+from scanner.models import Host, Network, Port, ScanPolicy, ScanRun
+from scanner.targets import TargetError
+
+PAGE_SIZE = 50
+# Rows the CSV export reads per query: flat memory, few round trips.
+CSV_CHUNK = 2000
 
 
-@login_required
+def _page(request: HttpRequest, qs, size: int = PAGE_SIZE):
+    return Paginator(qs, size).get_page(request.GET.get("page"))
+
+
+def _post_only(request: HttpRequest):
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    return None
+
+
+@role_required(VIEWER)
 def home(request: HttpRequest) -> HttpResponse:
-    context = {
-        "networks": Network.objects.count(),
-        "open_ports": Port.objects.filter(state=PortState.OPEN).count(),
-        "runs": ScanRun.objects.select_related("policy")[:10],
-    }
-    return render(request, "dashboard/home.html", context)
+    return render(request, "dashboard/home.html", selectors.overview())
+
+
+@role_required(VIEWER)
+def since(request: HttpRequest) -> HttpResponse:
+    visit = Visit.objects.filter(user=request.user).first()
+    start = (visit and visit.previous_login) or (timezone.now() - timezone.timedelta(days=1))
+    return render(
+        request, "dashboard/since.html", selectors.since_last_visit(user=request.user, since=start)
+    )
+
+
+# --- Events -----------------------------------------------------------------------------
+
+
+@role_required(VIEWER)
+def events_list(request: HttpRequest) -> HttpResponse:
+    filters = event_filters_parse(request.GET)
+    page = _page(request, selectors.events_filtered(filters))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "dashboard/events.html",
+        {
+            "page": page,
+            "filters": filters,
+            "query": query.urlencode(),
+            "states": EventState.choices,
+            "kinds": EventKind.choices,
+            "severities": list(reversed(Severity.choices)),
+            "networks": Network.objects.order_by("cidr"),
+            "rules": Rule.objects.order_by("id").only("pk", "action", "reason"),
+            "triage_form": TriageForm(),
+            "can_triage": has_role(request.user, TRIAGER),
+        },
+    )
+
+
+@role_required(TRIAGER)
+def events_bulk(request: HttpRequest) -> HttpResponse:
+    if response := _post_only(request):
+        return response
+    form = BulkTriageForm(request.POST)
+    back = reverse("dashboard:events") + (
+        "?" + request.POST["query"] if request.POST.get("query") else ""
+    )
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+        return redirect(back)
+    changed, refused = events_triage(
+        event_ids=form.cleaned_data["ids"],
+        to_state=form.cleaned_data["to_state"],
+        actor=request.user,
+        note=form.cleaned_data["note"],
+    )
+    if changed:
+        messages.success(request, f"{len(changed)} event(s) now {form.cleaned_data['to_state']}")
+    for why in list(refused.values())[:10]:
+        messages.error(request, why)
+    return redirect(back)
+
+
+@role_required(VIEWER)
+def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
+    try:
+        event = selectors.event_detail(event_id)
+    except AlertEvent.DoesNotExist:
+        raise Http404("no such event") from None
+    allowed = TRANSITIONS.get(event.state, frozenset())
+    return render(
+        request,
+        "dashboard/event.html",
+        {
+            "event": event,
+            "next_states": [
+                (s, label)
+                for s, label in TriageForm.base_fields["to_state"].choices
+                if s in allowed
+            ],
+            "note_form": NoteForm(),
+            "can_triage": has_role(request.user, TRIAGER),
+            "can_admin": has_role(request.user, ADMIN),
+        },
+    )
+
+
+@role_required(TRIAGER)
+def event_transition(request: HttpRequest, event_id: int) -> HttpResponse:
+    if response := _post_only(request):
+        return response
+    form = TriageForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "choose a state")
+    else:
+        changed, refused = events_triage(
+            event_ids=[event_id],
+            to_state=form.cleaned_data["to_state"],
+            actor=request.user,
+            note=form.cleaned_data["note"],
+        )
+        for why in refused.values():
+            messages.error(request, why)
+        if changed:
+            messages.success(request, f"event {event_id} is now {form.cleaned_data['to_state']}")
+    return redirect("dashboard:event", event_id=event_id)
+
+
+@role_required(TRIAGER)
+def event_note_view(request: HttpRequest, event_id: int) -> HttpResponse:
+    if response := _post_only(request):
+        return response
+    if not AlertEvent.objects.filter(pk=event_id).exists():
+        raise Http404("no such event")
+    form = NoteForm(request.POST)
+    if form.is_valid() and form.cleaned_data["text"].strip():
+        event_note(event_id=event_id, author=request.user, text=form.cleaned_data["text"])
+        messages.success(request, "note added")
+    else:
+        messages.error(request, "a note needs text (at most 5,000 characters)")
+    return redirect("dashboard:event", event_id=event_id)
+
+
+class _Echo:
+    """A file-like object whose write returns the line: csv.writer into a generator."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@role_required(VIEWER)
+def events_csv(request: HttpRequest) -> StreamingHttpResponse:
+    filters = event_filters_parse(request.GET)
+    labels = dict(Severity.choices)
+    fields = [
+        "pk",
+        "created_at",
+        "host__ip",
+        "proto",
+        "port",
+        "kind",
+        "severity",
+        "state",
+        "suppressed",
+        "rule_id",
+        "run_id",
+        "immediate",
+    ]
+    # values_list + iterator: no model objects, rows read CSV_CHUNK at a time (a
+    # server-side cursor on MariaDB), so memory stays flat however many events match.
+    qs = selectors.events_filtered(filters).values_list(*fields).iterator(chunk_size=CSV_CHUNK)
+    rows = (
+        (
+            pk,
+            at.isoformat(),
+            ip,
+            proto,
+            port,
+            kind,
+            labels.get(sev, sev),
+            state,
+            int(sup),
+            rule or "",
+            run or "",
+            int(imm),
+        )
+        for pk, at, ip, proto, port, kind, sev, state, sup, rule, run, imm in qs
+    )
+    header = [
+        "id",
+        "created_at",
+        "ip",
+        "proto",
+        "port",
+        "kind",
+        "severity",
+        "state",
+        "suppressed",
+        "rule",
+        "run",
+        "immediate",
+    ]
+    return _csv_response("events.csv", header, rows)
+
+
+# --- Hosts and ports --------------------------------------------------------------------
+
+
+@role_required(VIEWER)
+def hosts_list(request: HttpRequest) -> HttpResponse:
+    q = request.GET.get("q", "").strip()[:64]
+    return render(
+        request, "dashboard/hosts.html", {"page": _page(request, selectors.hosts_list(q=q)), "q": q}
+    )
+
+
+@role_required(VIEWER)
+def host_detail(request: HttpRequest, ip: str) -> HttpResponse:
+    try:
+        context = selectors.host_detail(ip)
+    except (Host.DoesNotExist, ValueError):
+        raise Http404("no such host") from None
+    context["slots"] = slots.host_slots(context["host"])
+    return render(request, "dashboard/host.html", context)
+
+
+@role_required(VIEWER)
+def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
+    state = request.GET.get("state", "open")
+    qs = Port.objects.order_by("host__ip", "proto", "port")
+    if state in ("open", "closed"):
+        qs = qs.filter(state=state)
+    fields = [
+        "host__ip",
+        "proto",
+        "port",
+        "state",
+        "service",
+        "product",
+        "version",
+        "first_seen",
+        "last_seen",
+        "seen_count",
+        "missed_runs",
+    ]
+    rows = qs.values_list(*fields).iterator(chunk_size=CSV_CHUNK)
+    return _csv_response("ports.csv", ["ip", *fields[1:]], rows)
+
+
+# --- Runs, policies, networks -----------------------------------------------------------
+
+
+@role_required(VIEWER)
+def runs_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/runs.html", {"page": _page(request, selectors.runs_list())})
+
+
+@role_required(VIEWER)
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    try:
+        context = selectors.run_tree(run_id)
+    except ScanRun.DoesNotExist:
+        raise Http404("no such run") from None
+    return render(request, "dashboard/run.html", context)
+
+
+@role_required(VIEWER)
+def policies_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "dashboard/policies.html",
+        {"policies": selectors.policies_list(), "can_admin": has_role(request.user, ADMIN)},
+    )
+
+
+@role_required(ADMIN)
+def policy_run(request: HttpRequest, policy_id: int) -> HttpResponse:
+    if response := _post_only(request):
+        return response
+    try:
+        run = policy_run_now(policy_id=policy_id)
+    except ScanPolicy.DoesNotExist:
+        raise Http404("no such policy") from None
+    except TargetError as exc:  # RunError included: busy, out of scope, bad ports
+        messages.error(request, str(exc))
+        return redirect("dashboard:policies")
+    messages.success(request, f"run {run.pk} started")
+    return redirect("dashboard:run", run_id=run.pk)
+
+
+@role_required(VIEWER)
+def networks_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/networks.html", {"networks": selectors.networks_list()})
+
+
+# --- Rules ------------------------------------------------------------------------------
+
+
+@role_required(VIEWER)
+def rules_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "dashboard/rules.html",
+        {
+            "rules": selectors.rules_list(),
+            "high_risk": HighRiskPort.objects.all(),
+            "can_admin": has_role(request.user, ADMIN),
+            "now": timezone.now(),
+        },
+    )
+
+
+def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
+    initial = {}
+    if rule is None and request.GET.get("from_event", "").isdigit():
+        event = (
+            AlertEvent.objects.select_related("host", "host__network")
+            .filter(pk=int(request.GET["from_event"]))
+            .first()
+        )
+        if event is not None:
+            initial = rule_initial_from_event(event)
+    form = RuleForm(request.POST or None, instance=rule, initial=initial)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        fields = {name: form.cleaned_data[name] for name in form.Meta.fields}
+        if "preview" in request.POST:
+            draft = Rule(pk=rule.pk if rule else None, **fields)
+            try:
+                preview = rule_dry_run(spec=rule_spec_of(draft))
+            except (RuleError, ValueError) as exc:
+                form.add_error(None, str(exc))
+        else:
+            try:
+                saved = (
+                    rule_update(rule_id=rule.pk, fields=fields)
+                    if rule
+                    else rule_create(fields=fields)
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, f"rule #{saved.pk} saved")
+                return redirect("dashboard:rules")
+    return render(
+        request, "dashboard/rule_form.html", {"form": form, "rule": rule, "preview": preview}
+    )
+
+
+@role_required(ADMIN)
+def rule_new(request: HttpRequest) -> HttpResponse:
+    return _rule_form_page(request, None)
+
+
+@role_required(ADMIN)
+def rule_edit(request: HttpRequest, rule_id: int) -> HttpResponse:
+    rule = Rule.objects.filter(pk=rule_id).first()
+    if rule is None:
+        raise Http404("no such rule")
+    return _rule_form_page(request, rule)
+
+
+@role_required(ADMIN)
+def rule_expire_view(request: HttpRequest, rule_id: int) -> HttpResponse:
+    if response := _post_only(request):
+        return response
+    try:
+        rule_expire(rule_id=rule_id)
+    except Rule.DoesNotExist:
+        raise Http404("no such rule") from None
+    messages.success(request, f"rule #{rule_id} expired")
+    return redirect("dashboard:rules")
+
+
+# --- Audit ------------------------------------------------------------------------------
+
+
+@role_required(ADMIN)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    qs = AuditEntry.objects.select_related("actor").order_by("-at", "-id")
+    return render(request, "dashboard/audit.html", {"page": _page(request, qs)})
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrape: a logged-in viewer, or an API token (Authorization: Bearer|Token)."""
+    user = request.user if request.user.is_authenticated else _token_user(request)
+    if user is None:
+        response = HttpResponse("authentication required\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="portmon"'
+        return response
+    if not has_role(user, VIEWER):
+        return HttpResponse("the viewer role is needed\n", status=403, content_type="text/plain")
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _token_user(request: HttpRequest):
+    from rest_framework.authtoken.models import Token
+
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not key.strip():
+        return None
+    token = Token.objects.select_related("user").filter(key=key.strip()[:40]).first()
+    return token.user if token and token.user.is_active else None
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -23,3 +464,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
+    return render(request, "dashboard/403.html", {"reason": str(exception or "")}, status=403)

@@ -6,8 +6,12 @@ from dashboard import views
 
 urlpatterns = [
     path("", include("dashboard.urls")),
+    path("api/", include("api.urls")),
+    path("metrics", views.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
 ]
+
+handler403 = "dashboard.views.permission_denied"

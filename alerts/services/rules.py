@@ -1,10 +1,12 @@
-"""Rule services: the dry run (which recent events would a draft rule have matched)."""
+"""Rule services: create, update, expire, and the dry run (which recent events would a
+draft rule have matched)."""
 
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
-from alerts.models import AlertEvent
+from alerts.models import AlertEvent, Rule
 from alerts.rules import RuleSpec, Subject, rule_spec_validate
 
 DRY_RUN_DAYS = 7
@@ -40,3 +42,40 @@ def rule_dry_run(
         if spec.matches(subject):
             matched.append(event)
     return matched
+
+
+# Fields a person sets on a rule (the rest are counters and timestamps).
+RULE_FIELDS = (
+    "action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone", "reason", "owner",
+    "expires_at", "enabled",
+)  # fmt: skip
+
+
+def rule_create(*, fields: dict) -> Rule:
+    """A new rule from validated fields (the audit log records it: audit.receivers)."""
+    rule = Rule(**{k: v for k, v in fields.items() if k in RULE_FIELDS})
+    rule.full_clean()
+    rule.save()
+    return rule
+
+
+def rule_update(*, rule_id: int, fields: dict) -> Rule:
+    with transaction.atomic():
+        rule = Rule.objects.select_for_update().get(pk=rule_id)
+        for k, v in fields.items():
+            if k in RULE_FIELDS:
+                setattr(rule, k, v)
+        rule.full_clean()
+        rule.save()
+    return rule
+
+
+def rule_expire(*, rule_id: int, at: datetime | None = None) -> Rule:
+    """End a rule now (kept for its history and hit counts, unlike a delete)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        rule = Rule.objects.select_for_update().get(pk=rule_id)
+        if rule.expires_at is None or rule.expires_at > at:
+            rule.expires_at = at
+            rule.save(update_fields=["expires_at"])
+    return rule

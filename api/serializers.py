@@ -1,0 +1,230 @@
+"""API representations; validation of writes is the services' (rules) or the forms'."""
+
+from rest_framework import serializers
+
+from alerts.models import AlertEvent, EventAudit, EventNote, EventState, Rule
+from alerts.severity import Severity
+from scanner.models import Host, Network, Port, ScanPolicy, ScanRun, ScanShard
+
+
+class SeverityField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=[label for _, label in Severity.choices], **kwargs)
+
+    def to_representation(self, value):
+        return Severity(value).label
+
+
+class NetworkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Network
+        fields = [
+            "id",
+            "cidr",
+            "zone",
+            "owner_email",
+            "description",
+            "new_port_window_days",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+
+class HostSerializer(serializers.ModelSerializer):
+    network = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Host
+        fields = ["id", "ip", "hostname", "network", "first_seen", "last_seen"]
+
+
+class PortSerializer(serializers.ModelSerializer):
+    ip = serializers.CharField(source="host.ip", read_only=True)
+
+    class Meta:
+        model = Port
+        fields = [
+            "id",
+            "host",
+            "ip",
+            "proto",
+            "port",
+            "state",
+            "service",
+            "product",
+            "version",
+            "first_seen",
+            "last_seen",
+            "seen_count",
+            "missed_runs",
+        ]
+
+
+class NoteSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", read_only=True, default=None)
+
+    class Meta:
+        model = EventNote
+        fields = ["id", "author", "text", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class AuditSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
+
+    class Meta:
+        model = EventAudit
+        fields = ["actor", "action", "from_state", "to_state", "at", "comment"]
+
+
+class EventSerializer(serializers.ModelSerializer):
+    ip = serializers.CharField(source="host.ip", read_only=True)
+    severity = SeverityField(read_only=True)
+    url = serializers.CharField(source="get_absolute_url", read_only=True)
+
+    class Meta:
+        model = AlertEvent
+        fields = [
+            "id",
+            "url",
+            "host",
+            "ip",
+            "proto",
+            "port",
+            "kind",
+            "severity",
+            "state",
+            "run",
+            "rule",
+            "suppressed",
+            "immediate",
+            "detail",
+            "created_at",
+            "updated_at",
+            "resolved_at",
+        ]
+
+
+class EventDetailSerializer(EventSerializer):
+    notes = NoteSerializer(many=True, read_only=True)
+    audit = AuditSerializer(many=True, read_only=True)
+
+    class Meta(EventSerializer.Meta):
+        fields = [*EventSerializer.Meta.fields, "notes", "audit"]
+
+
+class TransitionSerializer(serializers.Serializer):
+    to_state = serializers.ChoiceField(choices=EventState.choices)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+
+class BulkTransitionSerializer(TransitionSerializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), min_length=1, max_length=1000
+    )
+
+
+class BulkResultSerializer(serializers.Serializer):
+    changed = serializers.ListField(child=serializers.IntegerField())
+    refused = serializers.DictField(child=serializers.CharField())
+
+
+class NoteCreateSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=5000)
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Rule
+        fields = [
+            "id",
+            "action",
+            "ip_cidr",
+            "process",
+            "port_lo",
+            "port_hi",
+            "proto",
+            "zone",
+            "reason",
+            "owner",
+            "expires_at",
+            "enabled",
+            "hit_count",
+            "last_hit_at",
+            "created_at",
+        ]
+        read_only_fields = ["hit_count", "last_hit_at", "created_at"]
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScanPolicy
+        fields = [
+            "id",
+            "name",
+            "targets",
+            "ports",
+            "rate",
+            "engine",
+            "zone",
+            "fingerprint",
+            "schedule",
+            "enabled",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+
+class ShardSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScanShard
+        fields = [
+            "index",
+            "state",
+            "attempts",
+            "worker",
+            "probes_total",
+            "probes_done",
+            "ports_found",
+            "started_at",
+            "finished_at",
+            "error",
+        ]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScanRun
+        fields = [
+            "id",
+            "policy",
+            "source",
+            "targets",
+            "ports",
+            "engine",
+            "zone",
+            "state",
+            "degraded",
+            "hosts_found",
+            "ports_found",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "diffed_at",
+            "error",
+        ]
+
+
+class RunDetailSerializer(RunSerializer):
+    shards = ShardSerializer(many=True, read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "shards"]
+
+
+class RunStartSerializer(serializers.Serializer):
+    targets = serializers.CharField(max_length=10000)
+    ports = serializers.CharField(max_length=200, default="1-65535")
+    rate = serializers.IntegerField(default=100_000)
+    engine = serializers.CharField(default="auto", max_length=16)
+    fingerprint = serializers.BooleanField(default=True)

@@ -1,0 +1,47 @@
+"""Dashboard writes: triage in bulk, notes, visits, a policy's run started by hand."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from alerts.services.events import event_note_add, events_transition
+from dashboard.models import Visit
+from scanner.models import ScanPolicy, ScanRun
+from scanner.services.runs import run_start
+
+NOTE_MAX = 5000
+
+
+def events_triage(
+    *, event_ids: list[int], to_state: str, actor, note: str = ""
+) -> tuple[list[int], dict[int, str]]:
+    """Move events to a state with one note each: (changed ids, {id: why not})."""
+    note = note.strip()[:NOTE_MAX]
+    return events_transition(event_ids=event_ids, to_state=to_state, actor=actor, note=note)
+
+
+def event_note(*, event_id: int, author, text: str):
+    return event_note_add(event_id=event_id, author=author, text=text.strip()[:NOTE_MAX])
+
+
+def visit_record(*, user, at=None) -> Visit:
+    """At login: the login before this one becomes the start of 'since your last visit'."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        visit, _ = Visit.objects.select_for_update().get_or_create(user=user)
+        visit.previous_login = visit.current_login
+        visit.current_login = at
+        visit.save(update_fields=["previous_login", "current_login"])
+    return visit
+
+
+def policy_run_now(*, policy_id: int) -> ScanRun:
+    """Start a policy's run at once (an admin's button); RunError says why not."""
+    policy = ScanPolicy.objects.get(pk=policy_id)
+    return run_start(
+        targets=policy.targets,
+        ports=policy.ports,
+        rate=policy.rate,
+        engine=policy.engine,
+        fingerprint=policy.fingerprint,
+        policy=policy,
+    )
