@@ -1,0 +1,172 @@
+"""PoC runs through the services: a real Redis proven open, its finding raised once (with
+evidence, severity, at once), fixed by a negative re-check, reopened only by a positive one;
+scope checked in the worker; a hanging check cut off with nothing left behind."""
+
+import socket
+import subprocess
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+import tests.poc.hanging_check  # noqa: F401  (registers test_hang in this process too)
+from alerts.models import AlertEvent, EventKind, EventState
+from alerts.notify.models import Message
+from alerts.services.diff import run_diff
+from poc.engine import check_run
+from poc.models import PocCheck, PocReason, PocResult, PocState
+from poc.services import PocTarget, poc_claim, poc_run, pocs_queue, pocs_recheck_due
+from scanner.findings import Finding
+from scanner.services.results import run_import
+from scanner.services.scope import exclusion_add
+from tests.notify.conftest import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def run_now(host, port, check="redis_noauth", reason=PocReason.MANUAL, token="t1"):
+    [check_id] = pocs_queue(targets=[PocTarget(host.pk, "tcp", port, check)], reason=reason)
+    return check_id, poc_run(check_id=check_id, token=token)
+
+
+def findings():
+    return list(AlertEvent.objects.filter(kind=EventKind.POC_FINDING))
+
+
+def test_it_raises_one_immediate_finding_fixes_it_and_reopens_it_only_when_positive(
+    redis_open, loopback_scope, django_capture_on_commit_callbacks
+):
+    host = loopback_scope(redis_open.ip)
+    with django_capture_on_commit_callbacks(execute=True):
+        _, result = run_now(host, redis_open.port)
+
+    assert result.vulnerable and result.severity == "high"
+    [event] = findings()
+    assert event.immediate and event.state == EventState.NEW and event.port == redis_open.port
+    assert event.detail["severity"] == "high" and event.detail["check"] == "redis_noauth"
+    assert "redis_version:" in event.detail["evidence"]
+    assert Message.objects.filter(kind="immediate").exists()  # the alert is queued
+
+    # Positive again while open: history grows, the finding does not.
+    run_now(host, redis_open.port, token="t2")
+    assert len(findings()) == 1 and PocResult.objects.count() == 2
+
+    redis_open.restart(password="s3cret")
+    run_now(host, redis_open.port, reason=PocReason.RECHECK, token="t3")
+    event.refresh_from_db()
+    assert event.state == EventState.FIXED
+    assert "NOAUTH" in PocResult.objects.first().evidence
+
+    # A scan that sees the port again does not reopen the finding: the port being open
+    # says nothing about the password.
+    run = run_import(
+        findings=[Finding(redis_open.ip, redis_open.port, service="redis")],
+        at=timezone.now() + timedelta(minutes=1),
+        targets=redis_open.ip,
+    )
+    run_diff(run_id=run.pk)
+    event.refresh_from_db()
+    assert event.state == EventState.FIXED
+
+    redis_open.restart()
+    run_now(host, redis_open.port, token="t4")
+    event.refresh_from_db()
+    assert event.state == EventState.REOPENED and len(findings()) == 1
+
+
+def test_it_rechecks_open_findings_once_a_day(redis_open, loopback_scope):
+    host = loopback_scope(redis_open.ip)
+    run_now(host, redis_open.port)
+    PocResult.objects.update(checked_at=timezone.now() - timedelta(hours=25))
+
+    queued = pocs_recheck_due()
+
+    assert len(queued) == 1 and PocCheck.objects.get(pk=queued[0]).reason == PocReason.RECHECK
+    assert pocs_recheck_due() == []  # already pending
+
+
+def test_it_never_runs_a_check_against_a_target_removed_from_scope_after_queueing(
+    loopback_scope,
+):
+    listener = socket.socket()
+    listener.bind(("127.0.0.7", free_port()))
+    listener.listen(8)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    host = loopback_scope("127.0.0.7")
+    [check_id] = pocs_queue(targets=[PocTarget(host.pk, "tcp", port, "redis_noauth")],
+                            reason=PocReason.CHAIN)  # fmt: skip
+
+    exclusion_add(cidr="127.0.0.7/32", reason="removed while queued")
+    result = poc_run(check_id=check_id, token="t1")
+
+    run = PocCheck.objects.get(pk=check_id)
+    assert result is None and run.state == PocState.SKIPPED and "scope" in run.error
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody connected
+    listener.close()
+
+
+def test_it_lets_one_task_hold_a_run_and_a_redelivered_copy_take_it_back(loopback_scope):
+    host = loopback_scope("127.0.0.9")
+    [check_id] = pocs_queue(targets=[PocTarget(host.pk, "tcp", 6379, "redis_noauth")],
+                            reason=PocReason.CHAIN)  # fmt: skip
+    assert pocs_queue(targets=[PocTarget(host.pk, "tcp", 6379, "redis_noauth")],
+                      reason=PocReason.CHAIN) == []  # fmt: skip
+
+    assert poc_claim(check_id=check_id, token="first") is not None
+    assert poc_claim(check_id=check_id, token="second") is None  # heartbeat is fresh
+    assert poc_claim(check_id=check_id, token="first") is not None  # redelivered copy
+    PocCheck.objects.filter(pk=check_id).update(claimed_at=timezone.now() - timedelta(minutes=5))
+    assert poc_claim(check_id=check_id, token="second") is not None  # the first one died
+
+
+def test_it_cuts_off_a_hanging_check_and_leaves_no_process_or_socket(monkeypatch):
+    monkeypatch.setenv("PORTMON_POC_CHECK_MODULES", "tests.poc.hanging_check")
+    listener = socket.socket()
+    listener.bind(("127.0.0.8", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    started = time.monotonic()
+
+    outcome = check_run(check="test_hang", ip="127.0.0.8", port=port, timeout=1, grace=1)
+
+    assert outcome.verdict is None and "did not finish within 2s" in outcome.error
+    assert time.monotonic() - started < 5
+    left = subprocess.run(["pgrep", "-f", "poc.runner -- test_hang"], capture_output=True)
+    assert left.stdout == b""
+    conns = subprocess.run(
+        ["ss", "-Htn", "state", "established", "dst", f"127.0.0.8:{port}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert conns.stdout.strip() == ""
+    listener.close()
+
+
+def test_it_runs_checks_by_hand_and_prints_json(redis_open, loopback_scope, capsys):
+    loopback_scope(redis_open.ip)
+
+    call_command("poc", f"{redis_open.ip}:{redis_open.port}", "--check", "redis_noauth", "--json")
+
+    import json
+
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["ip"] == redis_open.ip and row["port"] == redis_open.port
+    assert row["check"] == "redis_noauth" and row["vulnerable"] and row["severity"] == "high"
+    assert "redis_version" in row["evidence"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["198.18.250.7:6379"], "not inside a network in scope"),
+        (["127.0.0.6"], "not IP:PORT"),
+        (["127.0.0.6:99999"], "1-65535"),
+        (["127.0.0.6:6379", "--check", "nope"], "unknown check"),
+    ],
+)
+def test_it_refuses_bad_manual_input_with_one_line(loopback_scope, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("poc", *args)
