@@ -1,9 +1,14 @@
 """Reads: token lookup, inventory, and the cross-check of agent reports with scans."""
 
 import hmac
+import ipaddress
+from dataclasses import dataclass
 
-from agents.models import Agent
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from agents.models import Agent, ProcessSocket
 from agents.services.enrollment import token_hash
+from scanner.models import Host, Port, PortState
 
 # Compared against when the key id is unknown, so that a miss costs the same as a hit.
 _DUMMY_HASH = token_hash("not a token")
@@ -20,3 +25,125 @@ def agent_for_token(token: str) -> Agent | None:
     if agent is None or not ok or not agent.enabled:
         return None
     return agent
+
+
+# --- Cross-check with scans ----------------------------------------------------------
+# Items listed per group; the rest is a count (a first scan of a network without agents
+# makes every host "unmanaged").
+CROSS_CHECK_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    ip: str
+    proto: str = ""
+    port: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class CheckGroup:
+    key: str
+    title: str
+    lines: tuple[CheckLine, ...]
+    total: int
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.lines)
+
+
+def _open_ports() -> QuerySet:
+    return Port.objects.filter(state=PortState.OPEN)
+
+
+def _in(qs: QuerySet, network_ids, field: str) -> QuerySet:
+    # A digest recipient scoped to some networks sees those networks' hosts only.
+    return qs if network_ids is None else qs.filter(**{f"{field}__in": network_ids})
+
+
+def hosts_unmanaged(*, network_ids=None) -> QuerySet:
+    """Hosts with open ports (scans) and no agent: nobody reports their processes."""
+    return (
+        _in(Host.objects, network_ids, "network_id")
+        .filter(Exists(_open_ports().filter(host_id=OuterRef("pk"))))
+        .filter(agent_host__isnull=True)
+        .annotate(open_ports=Count("ports", filter=Q(ports__state=PortState.OPEN)))
+        .order_by("ip")
+    )
+
+
+def sockets_unseen_by_scans(*, network_ids=None) -> list[ProcessSocket]:
+    """Sockets an agent reports on a non-loopback address of an in-scope host that no scan
+    sees open: filtered from outside (a firewall), or scans do not cover that port."""
+    rows = (
+        _in(ProcessSocket.objects, network_ids, "host__network_id")
+        .filter(gone_at=None, host__network__isnull=False)
+        .exclude(
+            Exists(
+                _open_ports().filter(
+                    host_id=OuterRef("host_id"), proto=OuterRef("proto"), port=OuterRef("port")
+                )
+            )
+        )
+        .select_related("host")
+        .order_by("host__ip", "proto", "port")
+    )
+    return [row for row in rows if any(not _loopback(a) for a in row.addresses)]
+
+
+def ports_unreported_by_agents(*, network_ids=None) -> QuerySet:
+    """Open ports (scans) on hosts whose agent reports, that the agent does not list:
+    something it cannot see (a container, another network namespace, a NAT rule)."""
+    reported = ProcessSocket.objects.filter(
+        host_id=OuterRef("host_id"), proto=OuterRef("proto"), port=OuterRef("port"), gone_at=None
+    )
+    return (
+        _in(_open_ports(), network_ids, "host__network_id")
+        .filter(host__agent_host__agent__last_report_at__isnull=False)
+        .exclude(Exists(reported))
+        .select_related("host")
+        .order_by("host__ip", "proto", "port")
+    )
+
+
+def cross_check(*, network_ids=None, limit: int = CROSS_CHECK_LIMIT) -> tuple[CheckGroup, ...]:
+    """The three cross-checks for the digest and the dashboard; empty groups left out.
+    network_ids: only hosts in those networks (None: all)."""
+    unmanaged = hosts_unmanaged(network_ids=network_ids)
+    unseen = sockets_unseen_by_scans(network_ids=network_ids)
+    unreported = ports_unreported_by_agents(network_ids=network_ids)
+    groups = (
+        CheckGroup(
+            "unmanaged",
+            "Hosts with open ports and no agent",
+            tuple(CheckLine(h.ip, text=f"{h.open_ports} open port(s)") for h in unmanaged[:limit]),
+            unmanaged.count(),
+        ),
+        CheckGroup(
+            "unseen",
+            "Listening on the network, never seen by a scan (filtered?)",
+            tuple(CheckLine(s.host.ip, s.proto, s.port, _process(s)) for s in unseen[:limit]),
+            len(unseen),
+        ),
+        CheckGroup(
+            "unreported",
+            "Seen by scans, not reported by the host's agent (container, namespace, NAT?)",
+            tuple(
+                CheckLine(p.host.ip, p.proto, p.port, p.service or "") for p in unreported[:limit]
+            ),
+            unreported.count(),
+        ),
+    )
+    return tuple(g for g in groups if g.total)
+
+
+def _process(row: ProcessSocket) -> str:
+    return f"{row.name or '?'} ({row.exe})" if row.exe else row.name or "?"
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -150,6 +150,10 @@ class Digest:
     degraded_runs: tuple[RunItem, ...]
     site_url: str
     event_ids: tuple[int, ...]
+    # Host agents vs scans (agents.selectors.CheckGroup): unmanaged hosts, ports filtered
+    # from outside, ports the agent cannot see. A standing state, not a change: shown in
+    # every digest while it lasts, never what makes a digest non-empty.
+    agent_checks: tuple = ()
 
     @property
     def empty(self) -> bool:
@@ -194,6 +198,7 @@ def digest_build(
     items: Iterable[Item],
     degraded_runs: Iterable[RunItem],
     site_url: str,
+    agent_checks: Iterable = (),
 ) -> Digest:
     items = list(items)
     return Digest(
@@ -204,4 +209,5 @@ def digest_build(
         degraded_runs=tuple(sorted(degraded_runs, key=lambda r: (r.created_at, r.run_id))),
         site_url=site_url,
         event_ids=tuple(sorted(i.event_id for i in items)),
+        agent_checks=tuple(agent_checks),
     )

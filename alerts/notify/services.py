@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents.selectors import cross_check
 from alerts.models import AlertEvent, EventState
 from alerts.notify import selectors, transports
 from alerts.notify.content import MAX_ATTEMPTS, Digest, Item, digest_build, retry_delay
@@ -84,6 +85,7 @@ def digest_prepare(
         items=selectors.digest_items(start=start, end=now, network_ids=network_ids),
         degraded_runs=selectors.degraded_runs(start=start, end=now),
         site_url=selectors.site_url(),
+        agent_checks=cross_check(network_ids=network_ids),
     )
 
 
