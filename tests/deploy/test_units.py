@@ -10,11 +10,14 @@ import pytest
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
-UNITS = sorted(p.name for p in DEPLOY.glob("*.service"))
+# The host agent runs on monitored servers, not on Portmon's nodes: its own checks below.
+AGENT_UNIT = "portmon-agent.service"
+UNITS = sorted(p.name for p in DEPLOY.glob("*.service") if p.name != AGENT_UNIT)
 # The template runs once per zone queue; verify both instances the guide tells to enable.
 INSTANCES = [u for u in UNITS if "@" not in u] + [
     "portmon-sweep@sweep.internal.service",
     "portmon-sweep@sweep.external.service",
+    AGENT_UNIT,
 ]
 
 
@@ -27,10 +30,11 @@ def verify(unit_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     binary = shutil.which("systemd-analyze")
     assert binary, "systemd-analyze is missing: apt-get install systemd (.ci/run does)"
     root = tmp_path / "root"
-    python = root / "opt/portmon/.venv/bin/python"
-    python.parent.mkdir(parents=True)
-    python.write_text("#!/bin/sh\n")
-    python.chmod(0o755)
+    for binary_path in ("opt/portmon/.venv/bin/python", "opt/portmon-agent/venv/bin/python"):
+        python = root / binary_path
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/sh\n")
+        python.chmod(0o755)
     (root / "usr/lib/systemd").mkdir(parents=True)
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     shutil.copytree(unit_dir, root / "etc/systemd/system")
@@ -103,3 +107,14 @@ def test_it_runs_one_sweep_per_node_on_the_instance_queue():
     exec_start = unit("portmon-sweep@.service")["Service"]["ExecStart"]
 
     assert "--queues %i " in exec_start and "--concurrency 1 " in exec_start
+
+
+def test_it_runs_the_host_agent_unprivileged_with_only_the_capabilities_to_read_proc():
+    service = unit(AGENT_UNIT)["Service"]
+
+    assert service["User"] == "portmon-agent"
+    assert service["AmbientCapabilities"] == "CAP_SYS_PTRACE CAP_DAC_READ_SEARCH"
+    assert service["CapabilityBoundingSet"] == service["AmbientCapabilities"]
+    assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
+    assert service["ReadWritePaths"] == "/var/lib/portmon-agent"
+    assert "--token-file /etc/portmon-agent/token" in service["ExecStart"]
