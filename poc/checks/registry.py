@@ -13,6 +13,7 @@ import pkgutil
 import re
 from collections.abc import Iterable
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from poc.checks.base import SEVERITIES, Check, Runner
 
@@ -57,11 +58,10 @@ def checks_load() -> dict[str, Check]:
     global _loaded
     if _loaded:
         return _CHECKS
-    import poc.checks as package
-
-    for module in pkgutil.iter_modules(package.__path__):
+    # By path and name, not `import poc.checks`: that package imports this module.
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if not module.name.startswith("_") and module.name not in ("base", "registry"):
-            importlib.import_module(f"poc.checks.{module.name}")
+            importlib.import_module(f"{__package__}.{module.name}")
     for name in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
         importlib.import_module(name)
     for point in entry_points(group=ENTRY_POINT_GROUP):
