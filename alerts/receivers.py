@@ -1,23 +1,29 @@
-"""Signal receivers: diff each run as soon as the scanner has recorded it."""
+"""Signal receivers: queue each run's diff once the scanner's records are committed."""
 
 import logging
 
-from alerts.services.diff import run_diff
+from django.db import transaction
 
 log = logging.getLogger(__name__)
 
 
 def on_run_finished(sender, run_id: int, **kwargs) -> None:
-    """Diff synchronously; on failure the diff rolled back, so queue a retry by id."""
-    try:
-        run_diff(run_id=run_id)
-    except Exception:
-        # The scan's results are recorded already; a failing diff must not undo or hide
-        # them. The task re-runs it (idempotent: diffed_at was not claimed).
-        log.exception("diff of run %s failed; queued for retry", run_id)
-        from alerts.tasks import diff_run
+    """Queue alerts.diff_run on commit: a general worker diffs, not the scanner's task.
 
-        try:
-            diff_run.apply_async(args=[run_id], countdown=60)
-        except Exception:
-            log.exception("could not queue the diff of run %s", run_id)
+    On commit, because a worker must find the run finished (a rolled-back run is never
+    diffed); the diff itself is claimed once through diffed_at, so a second queueing is a
+    no-op.
+    """
+    transaction.on_commit(lambda: _diff_queue(run_id))
+
+
+def _diff_queue(run_id: int) -> None:
+    from alerts.tasks import diff_run
+
+    try:
+        diff_run.delay(run_id)
+    except Exception:
+        # The scan's results are recorded already; a broker that is down (or, with tasks
+        # run eagerly, a diff that failed) must not undo or hide them. The beat task
+        # alerts.diff_pending diffs every finished run left undiffed.
+        log.exception("run %s: diff not queued; alerts.diff_pending will diff it", run_id)

@@ -16,7 +16,8 @@ from alerts.services.diff import diffs_pending_run, run_diff
     max_retries=5,
 )
 def diff_run(run_id: int) -> dict | None:
-    """Diff a finished run; a run already diffed is a no-op (diffed_at is claimed once)."""
+    """Diff a finished run (queued when the scanner finishes one); a run already diffed
+    is a no-op (diffed_at is claimed once)."""
     result = run_diff(run_id=run_id)
     return result.as_dict() if result else None
 

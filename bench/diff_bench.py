@@ -150,6 +150,7 @@ def run_bench(args) -> None:
         "version",
         "extrainfo",
         "cpe",
+        "fingerprint_claim",
     ]
     with connection.cursor() as c:
         for day in history_days:
@@ -184,7 +185,7 @@ def run_bench(args) -> None:
                 c,
                 "scanner_portobservation",
                 obs_cols,
-                [(run_id, h, "tcp", p, day, 1, fp_of[(h, p)], "", "", "", "") for h, p in keys],
+                [(run_id, h, "tcp", p, day, 1, fp_of[(h, p)], "", "", "", "", "") for h, p in keys],
             )
         port_cols = [
             "host_id",
@@ -266,6 +267,7 @@ def run_bench(args) -> None:
                     today,
                     1,
                     "mysql" if (h, p) in changed else fp_of.get((h, p), "http"),
+                    "",
                     "",
                     "",
                     "",

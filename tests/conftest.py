@@ -188,3 +188,13 @@ def celery_workers(request, tmp_path, transactional_db, settings, monkeypatch):
         reset_broker_connections(app)
         if request.param == "redis":
             flush_redis(TEST_REDIS_URL)
+
+
+@pytest.fixture
+def celery_eager(monkeypatch):
+    """Tasks the code under test queues run at once in this process (as `scan --local`):
+    for tests about the whole product path, with no worker in between."""
+    from portmon.celery import app
+
+    monkeypatch.setattr(app.conf, "task_always_eager", True)
+    monkeypatch.setattr(app.conf, "task_eager_propagates", True)

@@ -8,7 +8,7 @@ class NotifyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from alerts.notify.receivers import on_diff_finished
-        from alerts.services.diff import diff_finished
+        from alerts.notify.receivers import on_events_raised
+        from alerts.signals import events_raised
 
-        diff_finished.connect(on_diff_finished, dispatch_uid="notify.immediate_on_diff")
+        events_raised.connect(on_events_raised, dispatch_uid="notify.immediate_on_events_raised")

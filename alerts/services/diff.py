@@ -1,8 +1,9 @@
 """Apply the diff to one finished run: scan health, missed/closed ports, alert events.
 
 Reads are a handful of bulk queries (the per-port history is computed by correlated
-subqueries on PortObservation's (host, proto, port, seen_at) index), writes are bulk
-inserts and set-based UPDATEs: no per-port round trips.
+subqueries on PortObservation's (host, proto, port, seen_at) index); what the run means
+goes out as candidates through the public event path (alerts.services.events) and as port
+state changes through the scanner's service: set-based writes, no per-port round trips.
 """
 
 import logging
@@ -13,35 +14,20 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Subquery, Value
+from django.db.models import Exists, OuterRef, Subquery, Value
 from django.db.models.functions import Concat
-from django.dispatch import Signal
 from django.utils import timezone
 
 from alerts import diff
-from alerts.models import (
-    AlertEvent,
-    EventAudit,
-    EventKind,
-    EventState,
-    HighRiskPort,
-    Rule,
-    open_key_for,
-)
-from alerts.rules import RuleBook, Subject
+from alerts.models import AlertEvent, EventKind, HighRiskPort
+from alerts.rules import RuleBook
 from alerts.selectors import rule_specs_load
+from alerts.services.events import Candidate, chunks, events_raise, events_reopen_seen
 from scanner.models import Host, Port, PortObservation, PortState, RunState, ScanRun
+from scanner.services.ports import ports_misses_record, ports_seen_reset
 
 log = logging.getLogger(__name__)
 
-# Sent after the diff's transaction committed. Arguments: run_id, event_ids (created or
-# reopened by this diff). The notify app listens for immediate alerts.
-diff_finished = Signal()
-
-# Ids per IN (...) list: SQLite's default limit of bound variables is 32766 (999 on very
-# old builds); 900 keeps every backend happy and the query count low (10k hosts: 12).
-CHUNK = 900
-BATCH_SIZE = 1000
 # Healthy runs of the same policy that form the baseline of the health check.
 BASELINE_RUNS = 7
 # Separator for the previous fingerprint packed into one subquery column.
@@ -66,23 +52,6 @@ class DiffResult:
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "created": dict(self.created)}
-
-
-@dataclass
-class _Draft:
-    host_id: int
-    proto: str
-    port: int
-    kind: str
-    detail: dict
-    immediate: bool = False
-    suppressed: bool = False
-    rule_id: int | None = None
-
-
-def _chunks(items: list, size: int = CHUNK) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _peers(run: ScanRun):
@@ -112,7 +81,7 @@ def run_health_assess(*, run: ScanRun, at: datetime) -> bool:
 def _host_info(host_ids: Iterable[int]) -> dict[int, tuple]:
     """{host_id: (ip, zone or "", window days or None, covered by the run)}."""
     info = {}
-    for chunk in _chunks(sorted(set(host_ids))):
+    for chunk in chunks(sorted(set(host_ids))):
         for hid, ip, zone, days in Host.objects.filter(id__in=chunk).values_list(
             "id", "ip", "network__zone", "network__new_port_window_days"
         ):
@@ -126,12 +95,12 @@ def _covered_hosts(coverage: diff.Coverage) -> dict[int, tuple]:
     if coverage.only_addresses:
         rows = []
         ips = sorted(str(a) for a in coverage.addresses)
-        for chunk in _chunks(ips):
+        for chunk in chunks(ips):
             rows.extend(Host.objects.filter(ip__in=chunk).values_list(*fields))
     else:
         # CIDR targets: membership is tested in Python (IPs are stored as text).
         rows = [r for r in Host.objects.values_list(*fields) if coverage.covers_ip(r[1])]
-    for chunk in _chunks(sorted(coverage.names)):
+    for chunk in chunks(sorted(coverage.names)):
         rows.extend(Host.objects.filter(hostname__in=chunk).values_list(*fields))
     return {hid: (ip, zone or "", days, True) for hid, ip, zone, days in rows}
 
@@ -196,7 +165,7 @@ def _closed_after_last_sighting(keys: dict[tuple, datetime | None]) -> set[tuple
         return set()
     closed = set()
     host_ids = sorted({k[0] for k in keys})
-    for chunk in _chunks(host_ids):
+    for chunk in chunks(host_ids):
         rows = AlertEvent.objects.filter(kind=EventKind.CLOSED, host_id__in=chunk).values_list(
             "host_id", "proto", "port", "run__finished_at"
         )
@@ -209,90 +178,11 @@ def _closed_after_last_sighting(keys: dict[tuple, datetime | None]) -> set[tuple
     return closed
 
 
-def _reopen_fixed(*, run: ScanRun, at: datetime) -> list[int]:
-    """Fixed events whose port this run saw again (after the fix) go back to reopened."""
-    fixed = list(
-        AlertEvent.objects.filter(state=EventState.FIXED, resolved_at__lt=at)
-        .exclude(kind=EventKind.CLOSED)
-        .filter(Exists(_same_key(PortObservation, run.pk)))
-        .select_for_update()
-    )
-    reopened = []
-    for event in fixed:
-        key = open_key_for(event.host_id, event.proto, event.port, event.kind)
-        if AlertEvent.objects.filter(open_key=key).exists():
-            continue  # an open event already says the same thing
-        AlertEvent.objects.filter(pk=event.pk, state=EventState.FIXED).update(
-            state=EventState.REOPENED, open_key=key, resolved_at=None, updated_at=at
-        )
-        EventAudit.objects.create(
-            event=event,
-            actor=None,
-            action="reopened",
-            from_state=EventState.FIXED,
-            to_state=EventState.REOPENED,
-            at=at,
-            comment=f"seen again by run {run.pk}",
-        )
-        reopened.append(event.pk)
-    return reopened
-
-
-def _events_create(*, drafts: list[_Draft], run: ScanRun, at: datetime) -> Counter:
-    """Insert drafts, skipping keys that already have an open event; count rule hits."""
-    by_key = {}
-    for d in drafts:
-        by_key.setdefault(open_key_for(d.host_id, d.proto, d.port, d.kind), d)
-    taken = set()
-    for chunk in _chunks(list(by_key)):
-        existing = AlertEvent.objects.filter(open_key__in=chunk)
-        taken.update(existing.values_list("open_key", flat=True))
-    rows, hits, created = [], Counter(), Counter()
-    for key, d in by_key.items():
-        if key in taken:
-            continue
-        rows.append(
-            AlertEvent(
-                host_id=d.host_id,
-                proto=d.proto,
-                port=d.port,
-                kind=d.kind,
-                state=EventState.NEW,
-                run_id=run.pk,
-                created_at=at,
-                updated_at=at,
-                detail=d.detail,
-                suppressed=d.suppressed,
-                rule_id=d.rule_id,
-                immediate=d.immediate,
-                open_key=key,
-            )
-        )
-        created[d.kind] += 1
-        if d.rule_id:
-            hits[d.rule_id] += 1
-    # ignore_conflicts: a concurrent writer that took an open key first wins, quietly.
-    AlertEvent.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
-    for rule_id, n in hits.items():
-        Rule.objects.filter(pk=rule_id).update(hit_count=F("hit_count") + n, last_hit_at=at)
-    return created
-
-
-def _apply_rules(draft: _Draft, *, book: RuleBook, ip: str, zone: str) -> _Draft:
-    if book:
-        decision = book.decide(Subject(ip=ip, proto=draft.proto, port=draft.port, zone=zone))
-        draft.rule_id = decision.rule_id
-        draft.suppressed = decision.suppressed
-        draft.immediate = draft.immediate or decision.immediate
-    return draft
-
-
 def run_diff(*, run_id: int) -> DiffResult | None:
     """Diff one finished run, exactly once (claimed by a conditional UPDATE of diffed_at).
 
     Returns None when the run is not finished or was already diffed.
     """
-    event_ids: list[int] = []
     with transaction.atomic():
         claimed = ScanRun.objects.filter(
             pk=run_id, state=RunState.FINISHED, diffed_at__isnull=True
@@ -300,13 +190,7 @@ def run_diff(*, run_id: int) -> DiffResult | None:
         if claimed != 1:
             return None
         run = ScanRun.objects.get(pk=run_id)
-        result, reopened = _run_diff(run=run)
-        event_ids = list(AlertEvent.objects.filter(run_id=run_id).values_list("id", flat=True))
-        transaction.on_commit(
-            lambda: diff_finished.send(
-                sender=ScanRun, run_id=run_id, event_ids=sorted({*event_ids, *reopened})
-            )
-        )
+        result = _run_diff(run=run)
     log.info("diff of run %s: %s", run_id, result.as_dict())
     return result
 
@@ -332,14 +216,14 @@ def diffs_pending_run(*, older_than: timedelta = timedelta(minutes=10)) -> list[
     return diffed
 
 
-def _run_diff(*, run: ScanRun) -> tuple[DiffResult, list[int]]:
+def _run_diff(*, run: ScanRun) -> DiffResult:
     at = run.finished_at or run.created_at
     result = DiffResult(run_id=run.pk)
     if _peers(run).filter(diffed_at__isnull=False, finished_at__gt=at).exists():
         # A back-filled older run: its observations are history now, but counting misses
         # or raising events from it would rewrite the present from the past.
         result.backfill = True
-        return result, []
+        return result
     # A run already marked degraded (a shard failed, so part of its targets went unscanned)
     # stays degraded whatever its counts look like.
     result.degraded = run.degraded or run_health_assess(run=run, at=at)
@@ -365,7 +249,7 @@ def _run_diff(*, run: ScanRun) -> tuple[DiffResult, list[int]]:
     }
     closed_keys = _closed_after_last_sighting(maybe_closed)
 
-    drafts: list[_Draft] = []
+    candidates: list[Candidate] = []
     for hid, proto, port, fped, service, product, version, prev_seen, prev_fp in sightings:
         missed = missed_before.get((hid, proto, port), 0) if missed_before else 0
         if (
@@ -394,71 +278,59 @@ def _run_diff(*, run: ScanRun) -> tuple[DiffResult, list[int]]:
             detail = {**detail, "zone": zone, "high_risk": s.high_risk}
             if new_fp and "new" not in detail:
                 detail["new"] = new_fp
-            draft = _Draft(hid, proto, port, kind, detail, immediate=kind == diff.HIGH_RISK)
-            drafts.append(_apply_rules(draft, book=book, ip=ip, zone=zone))
-        if not kinds and s.newly_open and book.deny:
-            # Quiet (e.g. back within the N-day window), but blacklisted: alert anyway.
-            decision = book.decide(Subject(ip=ip, proto=proto, port=port, zone=zone))
-            if decision.action == "deny":
-                detail = {"zone": zone, "high_risk": s.high_risk, "reason": "deny rule"}
-                if new_fp:
-                    detail["new"] = new_fp
-                drafts.append(
-                    _Draft(
-                        hid,
-                        proto,
-                        port,
-                        diff.BLACKLISTED,
-                        detail,
-                        immediate=True,
-                        rule_id=decision.rule_id,
-                    )
-                )
+            immediate = kind == diff.HIGH_RISK
+            candidates.append(
+                Candidate(hid, ip, zone, proto, port, kind, detail, immediate=immediate)
+            )
+        if not kinds and s.newly_open:
+            # Quiet (e.g. back within the N-day window): an event only if blacklisted.
+            detail = {"zone": zone, "high_risk": s.high_risk, "reason": "deny rule"}
+            if new_fp:
+                detail["new"] = new_fp
+            candidates.append(
+                Candidate(hid, ip, zone, proto, port, diff.BLACKLISTED, detail, only_if_denied=True)
+            )
 
     # Seeing a port proves it open, even in a degraded run.
-    seen_here = Exists(_same_key(PortObservation, run.pk))
-    Port.objects.filter(missed_runs__gt=0).filter(seen_here).update(missed_runs=0)
+    ports_seen_reset(run_id=run.pk)
 
     if not result.degraded:
-        drafts.extend(
+        candidates.extend(
             _misses_record(
-                run=run,
-                at=at,
-                coverage=coverage,
-                hosts=hosts,
-                closed_after=closed_after,
-                book=book,
-                result=result,
+                run=run, coverage=coverage, hosts=hosts, closed_after=closed_after, result=result
             )
         )
 
-    reopened = _reopen_fixed(run=run, at=at)
+    # Reopened first: a fixed event that comes back holds its key, and a candidate with
+    # the same key then adds nothing.
+    reopened = events_reopen_seen(
+        seen=PortObservation.objects.filter(run_id=run.pk), at=at, run_id=run.pk
+    )
     result.reopened_events = len(reopened)
-    result.created = _events_create(drafts=drafts, run=run, at=at)
-    return result, reopened
+    raised = events_raise(candidates=candidates, at=at, run_id=run.pk, book=book)
+    result.created = Counter(raised.created)
+    return result
 
 
 def _misses_record(
     *,
     run: ScanRun,
-    at: datetime,
     coverage: diff.Coverage,
     hosts: dict[int, tuple],
     closed_after: int,
-    book: RuleBook,
     result: DiffResult,
-) -> list[_Draft]:
+) -> list[Candidate]:
     """Count a miss for each open port the run covered and did not see; close at N."""
     unseen = []
     covered_ids = sorted(hid for hid, info in hosts.items() if info[3])
     seen_here = Exists(_same_key(PortObservation, run.pk))
-    for chunk in _chunks(covered_ids):
+    for chunk in chunks(covered_ids):
         unseen.extend(
             Port.objects.filter(host_id__in=chunk, state=PortState.OPEN)
             .exclude(seen_here)
             .values_list("id", "host_id", "proto", "port", "missed_runs", *FP_FIELDS)
         )
-    bump, close, drafts = [], [], []
+    bump, close, candidates = [], [], []
     for pid, hid, proto, port, missed, service, product, version in unseen:
         if not coverage.covers_port(port):
             continue
@@ -469,17 +341,8 @@ def _misses_record(
             zone = zone or run.zone
             fp = diff.Fingerprint(service, product, version)
             detail = {"zone": zone, "missed_runs": missed + 1, "old": fp.as_dict()}
-            drafts.append(
-                _apply_rules(
-                    _Draft(hid, proto, port, diff.CLOSED, detail), book=book, ip=ip, zone=zone
-                )
-            )
-    for chunk in _chunks(bump, BATCH_SIZE):
-        Port.objects.filter(id__in=chunk).update(missed_runs=F("missed_runs") + 1)
-    for chunk in _chunks(close, BATCH_SIZE):
-        Port.objects.filter(id__in=chunk).update(
-            missed_runs=F("missed_runs") + 1, state=PortState.CLOSED
-        )
+            candidates.append(Candidate(hid, ip, zone, proto, port, diff.CLOSED, detail))
+    ports_misses_record(bump_ids=bump, close_ids=close)
     result.missed = len(bump) + len(close)
     result.closed = len(close)
-    return drafts
+    return candidates

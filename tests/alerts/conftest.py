@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerts.models import AlertEvent
+from alerts.services.diff import run_diff
 from scanner.findings import Finding
 from scanner.models import Network, RunState, ScanRun
 from scanner.services.results import observations_record, ports_update_from_run, run_import
@@ -77,9 +78,27 @@ def import_run(*, findings, at, targets, ports, send: bool = True) -> ScanRun:
 
 
 @pytest.fixture
-def timeline(db) -> Timeline:
-    Network.objects.create(cidr=NET, zone="internal", owner_email="owner@example.com")
-    return Timeline()
+def lab_network(db) -> Network:
+    return Network.objects.create(cidr=NET, zone="internal", owner_email="owner@example.com")
+
+
+def _diff_now(sender, run_id: int, **kwargs) -> None:
+    run_diff(run_id=run_id)
+
+
+@pytest.fixture
+def timeline(lab_network):
+    """Each run the scanner finishes is diffed at once.
+
+    In the product a worker diffs it after the scanner's transaction commits
+    (tests/alerts/test_wiring.py); these tests run in one transaction that never commits,
+    and are about what the diff says, so the fixture stands in for that worker.
+    """
+    run_finished.connect(_diff_now, dispatch_uid="tests.timeline_diff_now")
+    try:
+        yield Timeline()
+    finally:
+        run_finished.disconnect(dispatch_uid="tests.timeline_diff_now")
 
 
 def port(n: int, **fp) -> Finding:

@@ -1,5 +1,8 @@
 """How the diff is triggered, and that its cost does not grow per port in queries."""
 
+import time
+
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -10,34 +13,64 @@ from scanner.services.results import run_import
 from tests.alerts.conftest import NET, at, import_run
 
 
-def test_it_diffs_a_run_as_soon_as_the_scanner_records_it(timeline):
-    run = run_import(findings=[Finding("198.18.0.7", 3389)], at=at(0), targets=NET)
+def test_it_diffs_a_run_on_a_worker_once_the_scanner_committed_it(
+    lab_network, celery_eager, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as committed:
+        run = run_import(findings=[Finding("198.18.0.7", 3389)], at=at(0), targets=NET)
+        # The scanner's own transaction (in production: the last fingerprint task) does
+        # not diff: a slow diff no longer holds a fingerprint worker.
+        assert run.diffed_at is None and not AlertEvent.objects.exists()
+
+    for callback in committed:
+        callback()  # the commit queues alerts.diff_run; run eagerly here
 
     run.refresh_from_db()
     assert run.diffed_at is not None
     assert AlertEvent.objects.get(run=run).kind == "high_risk"
 
 
-def test_it_keeps_the_scan_and_queues_a_retry_when_the_diff_fails(timeline, monkeypatch):
-    import alerts.receivers
+def test_it_keeps_the_scan_when_the_diff_cannot_be_queued_and_diffs_it_later(
+    lab_network, monkeypatch, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
     from alerts import tasks
+    from alerts.services.diff import diffs_pending_run
 
-    queued = []
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    def broken(*, run_id):
-        raise RuntimeError("database hiccup")
+    monkeypatch.setattr(tasks.diff_run, "delay", broker_down)
 
-    monkeypatch.setattr(alerts.receivers, "run_diff", broken)
-    monkeypatch.setattr(tasks.diff_run, "apply_async", lambda **kw: queued.append(kw))
-
-    run = run_import(findings=[Finding("198.18.0.7", 8080)], at=at(0), targets=NET)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = run_import(findings=[Finding("198.18.0.7", 8080)], at=at(0), targets=NET)
 
     run.refresh_from_db()
     assert run.state == "finished" and run.diffed_at is None
-    assert queued == [{"args": [run.pk], "countdown": 60}]
-    # The retry (the task's body) then does the work once.
-    assert tasks.diff_run.run(run.pk)["created"] == {"new_port": 1}
+    # The beat backstop (alerts.diff_pending) diffs it, once.
+    assert diffs_pending_run() == [run.pk]
+    assert AlertEvent.objects.get(run=run).kind == "new_port"
     assert tasks.diff_run.run(run.pk) is None
+
+
+@pytest.mark.celery
+def test_it_diffs_a_finished_run_on_a_real_worker(celery_workers):
+    from scanner.models import Network
+
+    Network.objects.create(cidr=NET, zone="internal")
+    celery_workers.start("general", "default")
+
+    run = run_import(findings=[Finding("198.18.0.7", 6379)], at=at(0), targets=NET)
+
+    deadline = time.monotonic() + 60
+    while run.diffed_at is None:
+        assert time.monotonic() < deadline, celery_workers.log("general")[-3000:]
+        time.sleep(0.2)
+        run.refresh_from_db()
+    assert AlertEvent.objects.get(run=run).kind == "high_risk"
+    log = celery_workers.log("general")
+    assert "alerts.diff_run" in log and "Traceback" not in log
 
 
 def _diff_queries(hosts: list[str], ports: int) -> int:
@@ -60,19 +93,21 @@ def test_it_uses_the_same_number_of_queries_for_10_or_1000_ports(timeline):
     assert large == small
 
 
-def test_it_announces_new_events_after_commit(timeline, django_capture_on_commit_callbacks):
-    from alerts.services.diff import diff_finished
+def test_it_announces_new_events_after_commit(
+    lab_network, celery_eager, django_capture_on_commit_callbacks
+):
+    from alerts.signals import events_raised
 
     heard = []
 
-    def listener(sender, run_id, event_ids, **kwargs):
+    def listener(sender, event_ids, run_id, **kwargs):
         heard.append((run_id, event_ids))
 
-    diff_finished.connect(listener)
+    events_raised.connect(listener)
     try:
         with django_capture_on_commit_callbacks(execute=True):
             run = run_import(findings=[Finding("198.18.0.7", 6379)], at=at(0), targets=NET)
     finally:
-        diff_finished.disconnect(listener)
+        events_raised.disconnect(listener)
 
     assert heard == [(run.pk, [AlertEvent.objects.get(run=run).pk])]

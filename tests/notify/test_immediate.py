@@ -134,12 +134,13 @@ def test_it_signs_with_the_configured_secret(webhook, world, settings):
 
 
 def test_it_alerts_when_an_imported_run_opens_a_high_risk_port(
-    smtp, world, django_capture_on_commit_callbacks
+    smtp, world, celery_eager, django_capture_on_commit_callbacks
 ):
     from scanner.findings import Finding
     from scanner.services.results import run_import
 
-    # The whole pipeline: import -> diff -> diff_finished (on commit) -> outbox -> SMTP.
+    # The whole pipeline: import -> (on commit) alerts.diff_run, eager here -> diff ->
+    # events_raised (on commit) -> outbox -> SMTP.
     with django_capture_on_commit_callbacks(execute=True):
         run_import(
             findings=[Finding("198.18.1.5", 6379, service="redis")],
