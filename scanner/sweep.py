@@ -2,7 +2,6 @@
 
 import ipaddress
 import logging
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -14,7 +13,7 @@ from scanner.findings import Finding
 from scanner.models import Engine, ScanShard, ShardState
 from scanner.recall import ProbeLedger, reprobe_plan
 from scanner.services import publish
-from scanner.services.liveness import beat_loop, start_unless_in_transaction
+from scanner.services.liveness import Heartbeat
 from scanner.services.results import observations_record
 from scanner.services.scope import stored_targets_guard
 from scanner.targets import parse_ports
@@ -24,7 +23,7 @@ logger = logging.getLogger(__name__)
 STREAM_FINGERPRINT_EVERY_S = 5.0
 
 
-class ShardProgress:
+class ShardProgress(Heartbeat):
     """Collects engine progress and writes it, with the claim's heartbeat, from a side thread.
 
     Engines call back from inside their event loop, where Django forbids database access;
@@ -38,8 +37,7 @@ class ShardProgress:
         self.claim = claim
         self.percent = 0.0
         self.found = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=beat_loop, args=(self._write, self._stop))
+        super().__init__(self._write)
 
     def __call__(self, percent: float, found: int) -> None:
         self.percent, self.found = percent, found
@@ -51,15 +49,6 @@ class ShardProgress:
             ports_found=self.found,
             heartbeat_at=timezone.now(),
         )
-
-    def __enter__(self) -> "ShardProgress":
-        start_unless_in_transaction(self._thread)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
 
 class FindingStream:

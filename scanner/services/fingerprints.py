@@ -2,7 +2,6 @@
 
 import logging
 import secrets
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
@@ -14,34 +13,24 @@ from django.utils import timezone
 from scanner.findings import Finding
 from scanner.models import PortObservation, RunState, ScanRun
 from scanner.services import publish
-from scanner.services.liveness import beat_loop, stale_before, start_unless_in_transaction
+from scanner.services.liveness import Heartbeat, stale_before
 from scanner.services.results import FINGERPRINT_FIELDS
 from scanner.services.runs import run_advance
 
 logger = logging.getLogger(__name__)
 
 
-class ClaimHeartbeat:
+class ClaimHeartbeat(Heartbeat):
     """Keeps a fingerprint task's claim on its ports alive while nmap runs (a side thread)."""
 
     def __init__(self, *, run_id: int, token: str):
         self.ports = PortObservation.objects.filter(
             run_id=run_id, fingerprint_claim=token, fingerprinted=False
         )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=beat_loop, args=(self._beat, self._stop))
+        super().__init__(self._beat)
 
     def _beat(self) -> None:
         self.ports.update(fingerprint_claimed_at=timezone.now())
-
-    def __enter__(self) -> "ClaimHeartbeat":
-        start_unless_in_transaction(self._thread)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
 
 def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> int:

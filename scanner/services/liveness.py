@@ -38,3 +38,24 @@ def start_unless_in_transaction(thread: threading.Thread) -> None:
     if not connection.in_atomic_block:
         thread.daemon = True
         thread.start()
+
+
+class Heartbeat:
+    """Calls beat() every HEARTBEAT_EVERY_S from a side thread while the `with` block runs.
+
+    Subclasses pass the write that proves their claim alive (a shard's progress, a
+    fingerprint or PoC task's claimed rows).
+    """
+
+    def __init__(self, beat: Callable[[], None]):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=beat_loop, args=(beat, self._stop))
+
+    def __enter__(self):
+        start_unless_in_transaction(self._thread)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)

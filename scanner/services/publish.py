@@ -5,6 +5,7 @@ would otherwise send this process's values, and the worker's own settings
 (PORTMON_SHARD_*_TIME_LIMIT, PORTMON_NMAP_HOST_TIMEOUT) would be ignored.
 """
 
+import importlib
 import logging
 
 from celery import current_app
@@ -23,7 +24,11 @@ WORKER_LIMITS = {"time_limit": None, "soft_time_limit": None}
 
 def _task(name: str):
     # The registry, not send_task: it honours task_always_eager (scan --local) and routes.
-    current_app.loader.import_default_modules()
+    # A worker has every task registered; a web or command process loads the app's tasks
+    # module on first use ("scanner.sweep_shard" lives in scanner.tasks). Not the loader's
+    # import_default_modules(): in a worker that runs django.setup() again and resets logging.
+    if name not in current_app.tasks:
+        importlib.import_module(f"{name.partition('.')[0]}.tasks")
     return current_app.tasks[name]
 
 
