@@ -378,10 +378,10 @@ def run_checks(*, skip: Iterable[str] = ()) -> list[Check]:
             results += check_routes(cidrs=Network.objects.values_list("cidr", flat=True))
         elif name == "smtp":
             results += check_smtp(
-                host=getattr(settings, "EMAIL_HOST", ""),
-                port=getattr(settings, "EMAIL_PORT", 25),
-                use_ssl=getattr(settings, "EMAIL_USE_SSL", False),
-                use_tls=getattr(settings, "EMAIL_USE_TLS", False),
+                host=settings.EMAIL_HOST,
+                port=settings.EMAIL_PORT,
+                use_ssl=settings.EMAIL_USE_SSL,
+                use_tls=settings.EMAIL_USE_TLS,
             )
         elif name == "clock":
             results += check_clock()

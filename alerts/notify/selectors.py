@@ -18,12 +18,12 @@ DIGEST_DEFAULT_PERIOD = timedelta(hours=24)
 
 
 def site_url() -> str:
-    return str(getattr(settings, "SITE_URL", "http://127.0.0.1:8000")).rstrip("/")
+    return settings.SITE_URL.rstrip("/")
 
 
 def global_recipients() -> list[str]:
     """PORTMON_DIGEST_RECIPIENTS, lower-cased, without duplicates, in the given order."""
-    raw = getattr(settings, "PORTMON_DIGEST_RECIPIENTS", []) or []
+    raw = settings.PORTMON_DIGEST_RECIPIENTS
     if isinstance(raw, str):
         raw = raw.split(",")
     seen: dict[str, None] = {}

@@ -46,7 +46,7 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _webhook_url() -> str:
-    return str(getattr(settings, "PORTMON_WEBHOOK_URL", "") or "")
+    return settings.PORTMON_WEBHOOK_URL
 
 
 def _item_json(item: Item) -> dict:
@@ -341,8 +341,8 @@ def _deliver(message: Message, connection) -> None:
         transports.webhook_post(
             url=url,
             body=message.payload.encode(),
-            secret=str(getattr(settings, "PORTMON_WEBHOOK_SECRET", "") or ""),
-            timeout=float(getattr(settings, "PORTMON_WEBHOOK_TIMEOUT", 10)),
+            secret=settings.PORTMON_WEBHOOK_SECRET,
+            timeout=float(settings.PORTMON_WEBHOOK_TIMEOUT),
         )
     else:
         raise ValueError(f"unknown channel {message.channel!r}")
