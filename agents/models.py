@@ -19,6 +19,10 @@ class Agent(models.Model):
     last_report_at = models.DateTimeField(null=True, blank=True)
     # Replay protection: a new report must carry a higher sequence than the last accepted.
     last_seq = models.BigIntegerField(default=0)
+    # Digest of the last report's sockets, and when the inventory rows were last written:
+    # an unchanged report within LAST_SEEN_STEP touches no inventory row.
+    inventory_hash = models.CharField(max_length=32, blank=True)
+    inventory_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -79,6 +83,8 @@ class ProcessSocket(models.Model):
     cmdline = models.CharField(max_length=1024, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     addresses = models.JSONField(default=list)
+    # A digest of the five fields above: a report compares it instead of reading them back.
+    detail_hash = models.CharField(max_length=16, blank=True)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     # NULL while the agent reports it; set when a report no longer has it.

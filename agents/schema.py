@@ -5,6 +5,7 @@ field that is wrong: unknown fields, wrong types (a bool is not an int), strings
 or holding control characters, ports outside 1-65535, protocols other than tcp/udp.
 """
 
+import functools
 import ipaddress
 import json
 import re
@@ -24,8 +25,9 @@ PID_MAX = 2**31 - 1
 # Milliseconds since the epoch make a sequence that survives a lost state file.
 SEQ_MAX = 2**62
 REPORT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# Control characters (C0, DEL, C1) never belong in the names and paths we store.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters (C0, DEL, C1) never belong in the names and paths we store, and no
+# database stores a lone surrogate ("\\ud800" is valid JSON): one search finds either.
+REFUSED_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 PROTOS = ("tcp", "udp")
 
 TOP_FIELDS = {"report_id", "seq", "collected_at", "hostname", "agent_version", "sockets"}
@@ -114,7 +116,7 @@ def report_validate(data) -> Report:
         raise SchemaError("sockets", "must be a list")
     if len(raw) > MAX_SOCKETS:
         raise SchemaError("sockets", f"more than {MAX_SOCKETS} sockets")
-    sockets = tuple(_socket(item, f"sockets[{i}]") for i, item in enumerate(raw))
+    sockets = tuple(_socket(item, i) for i, item in enumerate(raw))
     return Report(
         report_id=report_id,
         seq=seq,
@@ -125,39 +127,63 @@ def report_validate(data) -> Report:
     )
 
 
-def _socket(item, path: str) -> Socket:
-    if not isinstance(item, dict):
+# The optional text fields of a socket and their limits.
+_TEXT = (("name", NAME_MAX), ("exe", EXE_MAX), ("cmdline", CMDLINE_MAX), ("user", USER_MAX))
+
+
+def _socket(item, i: int) -> Socket:
+    """One socket. Checked inline (a report has hundreds): the path is only built for the
+    error message."""
+    path = f"sockets[{i}]"
+    if type(item) is not dict:
         raise SchemaError(path, "must be an object")
-    _fields(item, path + ".", SOCKET_FIELDS, REQUIRED_SOCKET)
-    proto = _string(item, "proto", f"{path}.proto", 3)
-    if proto not in PROTOS:
+    if item.keys() - SOCKET_FIELDS or REQUIRED_SOCKET - item.keys():
+        _fields(item, path + ".", SOCKET_FIELDS, REQUIRED_SOCKET)
+    proto = item["proto"]
+    if proto != "tcp" and proto != "udp":
         raise SchemaError(f"{path}.proto", "must be tcp or udp")
-    address = _address(_string(item, "address", f"{path}.address", 45), f"{path}.address")
-    port = _integer(item["port"], f"{path}.port", 1, 65535)
+    address = item["address"]
+    if type(address) is not str or len(address) > 45:
+        raise SchemaError(f"{path}.address", "must be an IP address (no scope)")
+    address = _address(address, f"{path}.address")
+    port = item["port"]
+    # type() is: a JSON true is a bool, which isinstance() would take for an int.
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise SchemaError(f"{path}.port", "must be 1-65535")
     pid = item.get("pid")
-    if pid is not None:
-        pid = _integer(pid, f"{path}.pid", 0, PID_MAX)
+    if pid is not None and (type(pid) is not int or not 0 <= pid <= PID_MAX):
+        raise SchemaError(f"{path}.pid", f"must be 0-{PID_MAX}")
+    text = {}
+    for key, limit in _TEXT:
+        value = item.get(key)
+        if value is None:
+            value = ""
+        elif type(value) is not str:
+            raise SchemaError(f"{path}.{key}", "must be a string")
+        elif len(value) > limit:
+            raise SchemaError(f"{path}.{key}", f"longer than {limit} characters")
+        text[key] = value
+    if REFUSED_CHARS.search("".join(text.values())):
+        for key, limit in _TEXT:
+            _string(text, key, f"{path}.{key}", limit)  # names the field
     started = item.get("started_at")
     return Socket(
         proto=proto,
         address=address,
         port=port,
         pid=pid,
-        name=_optional(item, "name", path, NAME_MAX),
-        exe=_optional(item, "exe", path, EXE_MAX),
-        cmdline=_optional(item, "cmdline", path, CMDLINE_MAX),
-        user=_optional(item, "user", path, USER_MAX),
         started_at=None if started is None else _time(started, f"{path}.started_at"),
+        **text,
     )
 
 
 def _fields(data: dict, prefix: str, allowed: set, required: set) -> None:
-    for key in data:
-        if key not in allowed:
-            shown = key if len(key) <= 40 else key[:40] + "..."
-            raise SchemaError(prefix + shown, "unknown field")
-    for key in sorted(required - data.keys()):
-        raise SchemaError(prefix + key, "is required")
+    if data.keys() - allowed:
+        key = next(k for k in data if k not in allowed)
+        shown = key if len(key) <= 40 else key[:40] + "..."
+        raise SchemaError(prefix + shown, "unknown field")
+    if required - data.keys():
+        raise SchemaError(prefix + sorted(required - data.keys())[0], "is required")
 
 
 def _string(data: dict, key: str, path: str, limit: int) -> str:
@@ -166,21 +192,10 @@ def _string(data: dict, key: str, path: str, limit: int) -> str:
         raise SchemaError(path, "must be a string")
     if len(value) > limit:
         raise SchemaError(path, f"longer than {limit} characters")
-    if CONTROL.search(value):
-        # The client escapes them (a command line's newlines too); NUL would not store.
-        raise SchemaError(path, "holds control characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # "\\ud800" is valid JSON but no database stores a lone surrogate.
-        raise SchemaError(path, "holds a lone surrogate") from None
+    if value and REFUSED_CHARS.search(value):
+        # The client escapes control characters (a command line's newlines too).
+        raise SchemaError(path, "holds control characters or a lone surrogate")
     return value
-
-
-def _optional(item: dict, key: str, path: str, limit: int) -> str:
-    if item.get(key) is None:
-        return ""
-    return _string(item, key, f"{path}.{key}", limit)
 
 
 def _integer(value, path: str, lo: int, hi: int) -> int:
@@ -204,12 +219,21 @@ def _time(value, path: str) -> datetime:
 
 
 def _address(value: str, path: str) -> str:
+    normal = _normal_address(value)
+    if normal is None:
+        raise SchemaError(path, "must be an IP address (no scope)")
+    return normal
+
+
+@functools.lru_cache(maxsize=4096)
+def _normal_address(value: str) -> str | None:
+    # A report repeats a few addresses many times: each is parsed once per process.
     if "%" in value:
-        raise SchemaError(path, "must be an IP address without a scope")
+        return None
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        raise SchemaError(path, "must be an IP address") from None
+        return None
     if address.version == 6 and address.ipv4_mapped:
         address = address.ipv4_mapped
     return str(address)

@@ -3,10 +3,12 @@
 import hmac
 import ipaddress
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from agents.models import Agent, ProcessSocket
+from agents.diff import HostAddresses
+from agents.models import AgentHost, ProcessSocket
 from agents.services.enrollment import token_hash
 from scanner.models import Host, Port, PortState
 
@@ -14,17 +16,61 @@ from scanner.models import Host, Port, PortState
 _DUMMY_HASH = token_hash("not a token")
 
 
-def agent_for_token(token: str) -> Agent | None:
-    """The enabled agent the token belongs to, or None (unknown, wrong or revoked)."""
+@dataclass(frozen=True)
+class AgentHosts:
+    """An agent as the ingest needs it: id, name and enrolled addresses."""
+
+    agent_id: int
+    name: str
+    addresses: HostAddresses
+    ips: dict[int, str]  # host_id: ip
+    zones: dict[int, str]  # host_id: zone ("" outside scope)
+    inventory_hash: str = ""
+    inventory_at: datetime | None = None
+
+
+_HOST_FIELDS = (
+    "agent_id", "agent__name", "agent__inventory_hash", "agent__inventory_at",
+    "host_id", "host__ip", "host__network__zone",
+)  # fmt: skip
+
+
+def _agent_hosts(rows: list[tuple]) -> AgentHosts:
+    return AgentHosts(
+        agent_id=rows[0][0],
+        name=rows[0][1],
+        inventory_hash=rows[0][2],
+        inventory_at=rows[0][3],
+        addresses=HostAddresses({row[5]: row[4] for row in rows}),
+        ips={row[4]: row[5] for row in rows},
+        zones={row[4]: row[6] or "" for row in rows},
+    )
+
+
+def agent_hosts(*, agent_id: int) -> AgentHosts | None:
+    """The agent's name and addresses in enrolment order; None without addresses."""
+    rows = list(
+        AgentHost.objects.filter(agent_id=agent_id).order_by("id").values_list(*_HOST_FIELDS)
+    )
+    return _agent_hosts(rows) if rows else None
+
+
+def agent_for_token(token: str) -> AgentHosts | None:
+    """The enabled agent the token belongs to, with its addresses, or None (unknown, wrong
+    or revoked token). One query: it runs for every report."""
     key_id, _, secret = token.partition(".")
-    agent = None
+    rows = []
     if key_id and secret and len(token) <= 200:
-        agent = Agent.objects.filter(key_id=key_id).first()
-    expected = agent.token_hash if agent else _DUMMY_HASH
+        rows = list(
+            AgentHost.objects.filter(agent__key_id=key_id)
+            .order_by("id")
+            .values_list("agent__token_hash", "agent__enabled", *_HOST_FIELDS)
+        )
+    expected = rows[0][0] if rows else _DUMMY_HASH
     ok = hmac.compare_digest(expected, token_hash(secret))
-    if agent is None or not ok or not agent.enabled:
+    if not rows or not ok or not rows[0][1]:
         return None
-    return agent
+    return _agent_hosts([row[2:] for row in rows])
 
 
 # --- Cross-check with scans ----------------------------------------------------------

@@ -47,7 +47,7 @@ def report(request: HttpRequest) -> JsonResponse:
     agent = agent_for_token(_token(request))
     if agent is None:
         return _error(401, "unknown, wrong or revoked token", WWW_Authenticate="Bearer")
-    retry = report_throttle(agent_id=agent.pk)
+    retry = report_throttle(agent_id=agent.agent_id)
     if retry:
         return _error(429, "too many reports", Retry_After=str(retry))
     if request.content_type != "application/json":
@@ -58,7 +58,9 @@ def report(request: HttpRequest) -> JsonResponse:
         return _error(413, f"report larger than {limit} bytes")
     try:
         parsed = report_parse(body)
-        result = report_ingest(agent_id=agent.pk, report=parsed, now=timezone.now())
+        result = report_ingest(
+            agent_id=agent.agent_id, report=parsed, now=timezone.now(), hosts=agent
+        )
     except SchemaError as exc:
         return _error(400, exc.message, exc.field)
     except AddressRefused as exc:
@@ -67,5 +69,5 @@ def report(request: HttpRequest) -> JsonResponse:
         return _error(409, str(exc), exc.field)
     if result.duplicate:
         return JsonResponse({"status": "duplicate"})
-    log.info("agent %s: report %s, %d sockets", agent.name, parsed.report_id, result.sockets)
+    log.debug("agent %s: report %s, %d sockets", agent.name, parsed.report_id, result.sockets)
     return JsonResponse({"status": "accepted", "events": result.events})

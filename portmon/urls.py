@@ -6,6 +6,7 @@ from dashboard import views
 
 urlpatterns = [
     path("", include("dashboard.urls")),
+    path("api/agents/", include("agents.urls")),
     path("api/", include("api.urls")),
     path("metrics", views.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

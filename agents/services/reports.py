@@ -1,17 +1,23 @@
 """Ingest one agent report: replay checks, inventory and history, events for new owners."""
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 
-from agents.diff import NEW_PROCESS, PROCESS_CHANGED, HostAddresses, agent_diff, sockets_by_port
-from agents.models import Agent, AgentHost, AgentReport, ProcessSocket, SocketChange
+from agents.diff import NEW_PROCESS, PROCESS_CHANGED, AddressRefused, agent_diff, sockets_by_port
+from agents.models import Agent, AgentReport, ProcessSocket, SocketChange
 from agents.schema import Report
+from agents.selectors import AgentHosts, agent_hosts
 from alerts.services.events import Candidate, events_raise
 
 BATCH_SIZE = 1000
+# last_seen of a socket that is still there moves in steps of this much: a report that
+# changes nothing then writes no inventory row (one UPDATE per agent per step instead of one
+# per report). gone_at, first_seen and every change are exact.
+LAST_SEEN_STEP = timedelta(minutes=30)
 
 
 class StaleReport(ValueError):
@@ -29,20 +35,6 @@ class IngestResult:
     events: int = 0
 
 
-def agent_hosts(*, agent_id: int) -> tuple[HostAddresses, dict[int, str], dict[int, str]]:
-    """(addresses, {host_id: ip}, {host_id: zone}) of an agent, in enrolment order."""
-    rows = list(
-        AgentHost.objects.filter(agent_id=agent_id)
-        .order_by("id")
-        .values_list("host_id", "host__ip", "host__network__zone")
-    )
-    return (
-        HostAddresses({ip: hid for hid, ip, _ in rows}),
-        {hid: ip for hid, ip, _ in rows},
-        {hid: zone or "" for hid, _, zone in rows},
-    )
-
-
 def report_window_check(*, report: Report, now: datetime) -> None:
     skew = timedelta(seconds=settings.PORTMON_AGENT_CLOCK_SKEW)
     if report.collected_at > now + skew:
@@ -51,38 +43,43 @@ def report_window_check(*, report: Report, now: datetime) -> None:
         raise StaleReport("collected_at", "collected_at is older than the server accepts")
 
 
-def report_ingest(*, agent_id: int, report: Report, now: datetime) -> IngestResult:
+def report_ingest(
+    *, agent_id: int, report: Report, now: datetime, hosts: AgentHosts | None = None
+) -> IngestResult:
     """Record a report once. Raises AddressRefused (a socket on another host's address,
     nothing written) and StaleReport (a sequence not above the last, outside the window).
 
     A report already recorded (same report id: a retried delivery) is a no-op.
     """
-    addresses, ips, zones = agent_hosts(agent_id=agent_id)
-    grouped = sockets_by_port(report.sockets, addresses)  # AddressRefused before any write
+    hosts = hosts or agent_hosts(agent_id=agent_id)
+    if hosts is None:
+        raise AddressRefused("sockets", "any address (the agent has no enrolled address)")
+    grouped = sockets_by_port(report.sockets, hosts.addresses)  # 403 before any write
+    report_window_check(report=report, now=now)
     at = report.collected_at
+    digest = inventory_digest(grouped)
+    # Steady state: the same sockets as the inventory holds, written less than a step ago:
+    # nothing to read or write but the claim and the report row.
+    same = (
+        digest == hosts.inventory_hash
+        and hosts.inventory_at is not None
+        and hosts.inventory_at >= at - LAST_SEEN_STEP
+    )
     with transaction.atomic():
-        # The agent's row serialises its reports: two deliveries of one report cannot both
-        # pass the duplicate check.
-        agent = Agent.objects.select_for_update().only("pk", "name", "last_seq").get(pk=agent_id)
-        if AgentReport.objects.filter(agent_id=agent_id, report_id=report.report_id).exists():
-            return IngestResult(duplicate=True)
-        report_window_check(report=report, now=now)
-        if report.seq <= agent.last_seq:
-            raise StaleReport(
-                "seq", f"seq {report.seq} is not above the last accepted {agent.last_seq}"
-            )
-        rows = {
-            ((r.host_id, r.proto, r.port), (r.name, r.exe)): r
-            for r in ProcessSocket.objects.filter(agent_id=agent_id, gone_at=None)
-        }
-        diff = agent_diff(rows.keys(), grouped.keys())
-        _inventory_write(agent_id=agent_id, rows=rows, grouped=grouped, diff=diff, at=at)
-        candidates = [
-            _candidate(change, grouped, ips=ips, zones=zones, agent=agent.name)
-            for change in diff.of_kind(NEW_PROCESS, PROCESS_CHANGED)
-        ]
-        raised = events_raise(candidates=candidates, at=now) if candidates else None
-        events = len(raised.event_ids) if raised else 0
+        # The claim (a conditional UPDATE, exactly one row): this report is the agent's
+        # next one. Its row lock holds the agent's other deliveries until the commit, so
+        # two copies of one report cannot both be recorded. The unchanged path also
+        # claims on the digest it read: a report committed in between sends it the long way.
+        claimed = same and _claim(agent_id, report, now, digest=digest, unchanged=True)
+        if not claimed:
+            same = False
+            claimed = _claim(agent_id, report, now, digest=digest, unchanged=False)
+        if not claimed:
+            if AgentReport.objects.filter(agent_id=agent_id, report_id=report.report_id).exists():
+                return IngestResult(duplicate=True)
+            last = Agent.objects.filter(pk=agent_id).values_list("last_seq", flat=True).first()
+            raise StaleReport("seq", f"seq {report.seq} is not above the last accepted {last}")
+        events = 0 if same else _inventory_update(agent_id, grouped, hosts, at=at, now=now)
         AgentReport.objects.create(
             agent_id=agent_id,
             report_id=report.report_id,
@@ -92,31 +89,67 @@ def report_ingest(*, agent_id: int, report: Report, now: datetime) -> IngestResu
             sockets=len(report.sockets),
             events=events,
         )
-        Agent.objects.filter(pk=agent_id).update(last_seq=report.seq, last_report_at=now)
     return IngestResult(sockets=len(report.sockets), events=events)
 
 
-def _inventory_write(*, agent_id: int, rows: dict, grouped: dict, diff, at: datetime) -> None:
-    kept_ids, refreshed = [], []
-    for key in diff.kept:
-        row, seen = rows[key], grouped[key]
-        kept_ids.append(row.pk)
-        values = _details(seen)
-        if any(getattr(row, name) != value for name, value in values.items()):
-            # A restart (new PID, same identity) or new arguments: the row follows it.
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.last_seen = at
-            refreshed.append(row)
-    if refreshed:
-        ProcessSocket.objects.bulk_update(
-            refreshed, [*_DETAIL_FIELDS, "last_seen"], batch_size=BATCH_SIZE
-        )
-    unchanged = sorted(set(kept_ids) - {row.pk for row in refreshed})
+def _claim(agent_id: int, report: Report, now: datetime, *, digest: str, unchanged: bool) -> bool:
+    agents = Agent.objects.filter(pk=agent_id, last_seq__lt=report.seq)
+    values = {"last_seq": report.seq, "last_report_at": now, "inventory_hash": digest}
     if unchanged:
-        # One UPDATE for the steady state: a report that changes nothing costs one query.
+        agents = agents.filter(inventory_hash=digest)
+    else:
+        values["inventory_at"] = report.collected_at
+    return agents.update(**values) == 1
+
+
+def inventory_digest(grouped: dict) -> str:
+    """One digest of everything a report says (hosts, ports, owners and their details)."""
+    items = sorted(
+        (key, seen.socket.pid, seen.socket.user, seen.socket.cmdline,
+         seen.socket.started_at.timestamp() if seen.socket.started_at else None,
+         sorted(seen.addresses))
+        for key, seen in grouped.items()
+    )  # fmt: skip
+    return hashlib.blake2b(repr(items).encode(), digest_size=16).hexdigest()
+
+
+def _inventory_update(agent_id: int, grouped: dict, hosts: AgentHosts, *, at, now) -> int:
+    """The long way: diff against the inventory, write it, raise events; returns events."""
+    rows = {
+        ((r[1], r[2], r[3]), (r[4], r[5])): r
+        # order_by(): no sort for a dict (the model orders by host, port, first seen).
+        for r in ProcessSocket.objects.filter(agent_id=agent_id, gone_at=None)
+        .order_by()
+        .values_list("pk", "host_id", "proto", "port", "name", "exe", "detail_hash", "last_seen")
+    }
+    diff = agent_diff(rows.keys(), grouped.keys())
+    _inventory_write(agent_id=agent_id, rows=rows, grouped=grouped, diff=diff, at=at)
+    candidates = [
+        _candidate(change, grouped, ips=hosts.ips, zones=hosts.zones, agent=hosts.name)
+        for change in diff.of_kind(NEW_PROCESS, PROCESS_CHANGED)
+    ]
+    if not candidates:
+        return 0
+    return len(events_raise(candidates=candidates, at=now).event_ids)
+
+
+def _inventory_write(*, agent_id: int, rows: dict, grouped: dict, diff, at: datetime) -> None:
+    """rows: {(port key, identity): (pk, host_id, proto, port, name, exe, detail_hash,
+    last_seen)}."""
+    unchanged, refreshed = [], []
+    for key in diff.kept:
+        row, values = rows[key], _details(grouped[key])
+        if values["detail_hash"] == row[6]:
+            if row[7] < at - LAST_SEEN_STEP:
+                unchanged.append(row[0])
+        else:
+            # A restart (new PID, same identity) or new arguments: the row follows it.
+            refreshed.append(ProcessSocket(pk=row[0], last_seen=at, **values))
+    if refreshed:
+        ProcessSocket.objects.bulk_update(refreshed, [*values, "last_seen"], batch_size=BATCH_SIZE)
+    if unchanged:
         ProcessSocket.objects.filter(pk__in=unchanged).update(last_seen=at)
-    gone = [rows[(c.key, c.identity)].pk for c in diff.of_kind("gone")]
+    gone = [rows[(c.key, c.identity)][0] for c in diff.of_kind("gone")]
     if gone:
         ProcessSocket.objects.filter(pk__in=gone).update(gone_at=at)
     new_rows, history = [], []
@@ -162,18 +195,19 @@ def _inventory_write(*, agent_id: int, rows: dict, grouped: dict, diff, at: date
     SocketChange.objects.bulk_create(history, batch_size=BATCH_SIZE)
 
 
-_DETAIL_FIELDS = ("pid", "user", "cmdline", "started_at", "addresses")
-
-
 def _details(seen) -> dict:
     sock = seen.socket
-    return {
+    values = {
         "pid": sock.pid,
         "user": sock.user,
         "cmdline": sock.cmdline,
         "started_at": sock.started_at,
         "addresses": sorted(seen.addresses),
     }
+    started = sock.started_at.timestamp() if sock.started_at else None
+    digest = repr((sock.pid, sock.user, sock.cmdline, started, values["addresses"]))
+    values["detail_hash"] = hashlib.blake2b(digest.encode(), digest_size=8).hexdigest()
+    return values
 
 
 def _candidate(change, grouped, *, ips, zones, agent: str) -> Candidate:
