@@ -6,16 +6,17 @@ log = logging.getLogger(__name__)
 
 
 def on_events_raised(sender, event_ids: list[int], run_id: int | None = None, **kwargs) -> None:
-    """Queue the checks for chained events; never raises into the code that raised them
-    (a failure here costs the checks of these events, logged)."""
-    from poc.services import pocs_chain
+    """Hand the events to the poc queue, which plans their checks (poc.chain).
+
+    Planning costs a few queries per event (a first scan raises thousands): it runs on the
+    poc worker, not inside the diff that raised them. Never raises into that code: a
+    failure here costs the checks of these events, logged.
+    """
+    from scanner.services.publish import task_by_name
 
     try:
-        queued = pocs_chain(event_ids=event_ids)
+        task_by_name("poc.chain").apply_async(args=[list(event_ids)])
     except Exception:
         log.exception(
             "chaining PoC checks for %d event(s) of run %s failed", len(event_ids), run_id
         )
-        return
-    if queued:
-        log.info("run %s: %d PoC check(s) queued", run_id, len(queued))

@@ -4,11 +4,9 @@ finding through the public event path."""
 
 import ipaddress
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -21,7 +19,8 @@ from poc import engine
 from poc.checks import Verdict, checks_load
 from poc.models import PocCheck, PocReason, PocResult, PocState, active_key_for
 from scanner.models import Host
-from scanner.services.liveness import beat_loop, stale_before, start_unless_in_transaction
+from scanner.services.liveness import Heartbeat, stale_before
+from scanner.services.publish import task_by_name
 from scanner.services.scope import scope_load
 
 logger = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def pocs_publish(*, check_ids: list[int]) -> None:
     """Queue the runs on the poc queue once the caller's transaction commits."""
 
     def send() -> None:
-        task = _task(RUN_CHECK)
+        task = task_by_name(RUN_CHECK)
         for check_id in check_ids:
             try:
                 task.apply_async(args=[check_id])
@@ -88,12 +87,6 @@ def pocs_publish(*, check_ids: list[int]) -> None:
 
     if check_ids:
         transaction.on_commit(send)
-
-
-def _task(name: str):
-    # The registry, not send_task: it honours task_always_eager and the routes.
-    current_app.loader.import_default_modules()
-    return current_app.tasks[name]
 
 
 # --- chain -----------------------------------------------------------------------------
@@ -150,25 +143,15 @@ def _zone(event: AlertEvent) -> str:
 # --- claim and run ---------------------------------------------------------------------
 
 
-class ClaimHeartbeat:
+class ClaimHeartbeat(Heartbeat):
     """Keeps a run's claim alive while its check runs (a side thread), as fingerprints do."""
 
     def __init__(self, *, check_id: int, token: str):
         self.row = PocCheck.objects.filter(pk=check_id, claim=token, state=PocState.RUNNING)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=beat_loop, args=(self._beat, self._stop))
+        super().__init__(self._beat)
 
     def _beat(self) -> None:
         self.row.update(claimed_at=timezone.now())
-
-    def __enter__(self) -> "ClaimHeartbeat":
-        start_unless_in_transaction(self._thread)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
 
 def poc_claim(*, check_id: int, token: str) -> PocCheck | None:

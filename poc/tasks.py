@@ -40,3 +40,9 @@ def run_check(self, check_id: int) -> bool:
 def reap() -> int:
     """Every minute (beat): hand on lost runs, queue the daily re-check of open findings."""
     return services.pocs_reap()
+
+
+@shared_task(name="poc.chain", acks_late=True, soft_time_limit=100, time_limit=120)
+def chain(event_ids: list[int]) -> int:
+    """Queue the checks that apply to these newly raised events (kinds and zones as set)."""
+    return len(services.pocs_chain(event_ids=event_ids))

@@ -366,6 +366,7 @@ CELERY_TASK_ROUTES = {
     "scanner.fingerprint_hosts": {"queue": "fingerprint"},
     "scanner.policy_run": {"queue": "default"},
     "poc.run_check": {"queue": "poc"},
+    "poc.chain": {"queue": "poc"},
 }
 
 # --- Fixed schedules ----------------------------------------------------------

@@ -22,7 +22,8 @@ FINGERPRINT_HOSTS = "scanner.fingerprint_hosts"
 WORKER_LIMITS = {"time_limit": None, "soft_time_limit": None}
 
 
-def _task(name: str):
+def task_by_name(name: str):
+    """A registered task by its name ("app.task"), loading its app's tasks module if needed."""
     # The registry, not send_task: it honours task_always_eager (scan --local) and routes.
     # A worker has every task registered; a web or command process loads the app's tasks
     # module on first use ("scanner.sweep_shard" lives in scanner.tasks). Not the loader's
@@ -36,7 +37,9 @@ def shards_publish(*, zone: str, shard_ids: list[int]) -> None:
     """Queue shards on their zone's sweep queue; one the broker refused is left to the reaper."""
     for shard_id in shard_ids:
         try:
-            _task(SWEEP_SHARD).apply_async(args=[shard_id], queue=f"sweep.{zone}", **WORKER_LIMITS)
+            task_by_name(SWEEP_SHARD).apply_async(
+                args=[shard_id], queue=f"sweep.{zone}", **WORKER_LIMITS
+            )
         except Exception as exc:  # broker down: the reaper queues it once it is back
             logger.error("shard %s not queued (%s); the reaper will queue it", shard_id, exc)
             continue
@@ -52,7 +55,7 @@ def fingerprints_publish(*, run_id: int, ips: list[str], claim: str = "") -> Non
     for start in range(0, len(ips), BATCH_MAX_HOSTS):
         batch = ips[start : start + BATCH_MAX_HOSTS]
         transaction.on_commit(
-            lambda batch=batch: _task(FINGERPRINT_HOSTS).apply_async(
+            lambda batch=batch: task_by_name(FINGERPRINT_HOSTS).apply_async(
                 args=[run_id, batch, claim], **WORKER_LIMITS
             )
         )
