@@ -35,10 +35,6 @@ SEP = "\x1f"
 FP_FIELDS = ("service", "product", "version")
 
 
-def _setting(name: str, default):
-    return getattr(settings, name, default)
-
-
 @dataclass
 class DiffResult:
     run_id: int
@@ -74,7 +70,7 @@ def run_health_assess(*, run: ScanRun, at: datetime) -> bool:
         hosts_found=run.hosts_found,
         ports_found=run.ports_found,
         baseline=baseline,
-        ratio=float(_setting("PORTMON_DEGRADED_RATIO", 0.5)),
+        ratio=settings.PORTMON_DEGRADED_RATIO,
     )
 
 
@@ -230,8 +226,8 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     if result.degraded:
         ScanRun.objects.filter(pk=run.pk).update(degraded=True)
 
-    default_days = int(_setting("PORTMON_NEW_PORT_DAYS", 3))
-    closed_after = int(_setting("PORTMON_CLOSED_AFTER_RUNS", 3))
+    default_days = settings.PORTMON_NEW_PORT_DAYS
+    closed_after = settings.PORTMON_CLOSED_AFTER_RUNS
     high_risk = set(HighRiskPort.objects.values_list("proto", "port"))
     book = RuleBook(rule_specs_load(), at=at)
     coverage = diff.coverage_parse(run.targets, run.ports)
