@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.notify.conftest import free_port
+from tests.alerts.notify.conftest import free_port
 
 
 class Redis:

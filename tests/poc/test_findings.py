@@ -21,7 +21,7 @@ from poc.services import PocTarget, poc_claim, poc_run, pocs_queue, pocs_recheck
 from scanner.findings import Finding
 from scanner.services.results import run_import
 from scanner.services.scope import exclusion_add
-from tests.notify.conftest import free_port
+from tests.alerts.notify.conftest import free_port
 
 pytestmark = pytest.mark.django_db
 

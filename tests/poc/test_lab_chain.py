@@ -11,10 +11,10 @@ from alerts.models import AlertEvent, EventKind
 from poc.models import PocResult
 from scanner.models import RunState
 from scanner.services.runs import run_start
+from tests.alerts.notify.conftest import SmtpServer, free_port
 from tests.lab import Lab
-from tests.notify.conftest import SmtpServer, free_port
 from tests.poc.daemons import Daemon
-from tests.test_pipeline import wait_run
+from tests.scanner.test_pipeline import wait_run
 
 OWNER = "lab-owner@example.com"
 

@@ -6,7 +6,7 @@ import pytest
 
 from scanner.engines import EngineError, nmap
 from scanner.engines.base import run_process
-from tests.notify.conftest import free_port
+from tests.alerts.notify.conftest import free_port
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,13 @@ from scanner.models import (
 from scanner.services import publish, runs, shards
 from scanner.services.runs import run_start
 from tests.conftest import ROOT, Workers, _use_broker, database_url_for_subprocess
-from tests.test_pipeline import SSH_BANNER, Listeners, answers_everywhere, free_ports, wait_run
+from tests.scanner.test_pipeline import (
+    SSH_BANNER,
+    Listeners,
+    answers_everywhere,
+    free_ports,
+    wait_run,
+)
 
 
 def test_every_task_declares_a_soft_limit_below_its_hard_limit():

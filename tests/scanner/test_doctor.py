@@ -16,8 +16,8 @@ from django.core.management import CommandError, call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scanner.doctor import CHECKS, FAIL, OK, probe_address, route_verdict
+from tests.alerts.notify.conftest import SmtpServer, free_port
 from tests.conftest import ROOT, TEST_REDIS_URL, database_url_for_subprocess
-from tests.notify.conftest import SmtpServer, free_port
 from tests.scanner.unprivileged import NOBODY, as_nobody
 
 

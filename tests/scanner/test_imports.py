@@ -11,7 +11,7 @@ from scanner.engines import masscan, nmap
 from scanner.findings import Finding
 from scanner.imports import CHUNK_BYTES, FIELD_LIMITS, ImportFileError, ImportReport, findings_read
 
-DATA = Path(__file__).resolve().parent.parent / "engines" / "data"
+DATA = Path(__file__).resolve().parent / "engines" / "data"
 
 
 def read(content: bytes | str, **kw) -> tuple[list[Finding], ImportReport]:

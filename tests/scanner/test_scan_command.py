@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from scanner.engines import EngineError, connect
 from scanner.models import RunState, ScanRun
-from tests.test_pipeline import Listeners, free_ports
+from tests.scanner.test_pipeline import Listeners, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,8 +22,8 @@ from scanner.models import PortObservation, RunState, ScanShard, ShardState
 from scanner.services.runs import run_start
 from tests.conftest import ROOT
 from tests.lab import Lab
+from tests.scanner.test_pipeline import wait_run
 from tests.scanner.unprivileged import NOBODY, as_nobody
-from tests.test_pipeline import wait_run
 
 # --- without a lab -------------------------------------------------------------------------
 STATUS = "Name:\tpython\nCapInh:\t0000000000000000\nCapEff:\t0000000000002000\nCapBnd:\t1ff\n"

@@ -6,7 +6,7 @@ import pytest
 
 from alerts.notify.services import digest_queue, messages_send_due
 from scanner.models import Host
-from tests.notify.conftest import NOW, event_make, parts
+from tests.alerts.notify.conftest import NOW, event_make, parts
 
 pytestmark = pytest.mark.django_db
 

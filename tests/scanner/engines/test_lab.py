@@ -10,8 +10,8 @@ import pytest
 
 from scanner.engines import EngineError, EngineTimeout, connect, masscan, nmap
 from scanner.findings import Finding
-from tests.engines.conftest import cmdline, masscan_pids
 from tests.lab import Lab
+from tests.scanner.engines.conftest import cmdline, masscan_pids
 
 pytestmark = pytest.mark.lab
 

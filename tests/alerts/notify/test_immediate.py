@@ -14,7 +14,7 @@ from alerts.notify.services import (
     immediate_sweep,
     messages_send_due,
 )
-from tests.notify.conftest import NOW, SITE, event_make, parts
+from tests.alerts.notify.conftest import NOW, SITE, event_make, parts
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import pytest
 
 from scanner.engines import EngineError, nmap
 from scanner.findings import Finding
-from tests.engines.conftest import DATA, free_port_block
+from tests.scanner.engines.conftest import DATA, free_port_block
 
 OPENSSH = {"service": "ssh", "product": "OpenSSH", "version": "9.2p1 Debian 2+deb12u3"}
 NGINX = {"service": "http", "product": "nginx", "version": "1.22.1"}

@@ -8,7 +8,7 @@ from portmon.celery import app
 from scanner.engines import connect
 from scanner.models import PortObservation, RunState
 from scanner.services.runs import run_start
-from tests.test_pipeline import Listeners, free_ports
+from tests.scanner.test_pipeline import Listeners, free_ports
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_it_explains_bad_scan_arguments_in_one_line(db):
 
 
 def test_it_scans_and_fingerprints_ipv6_targets(db, eager, django_capture_on_commit_callbacks):
-    from tests.test_pipeline import SSH_BANNER
+    from tests.scanner.test_pipeline import SSH_BANNER
 
     call_command("scope", "add", "::1/128", "--zone", "internal")
     (port,) = free_ports(1, "::1")

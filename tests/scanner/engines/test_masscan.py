@@ -8,7 +8,7 @@ import pytest
 
 from scanner.engines import EngineError, masscan, routes
 from scanner.findings import Finding
-from tests.engines.conftest import DATA
+from tests.scanner.engines.conftest import DATA
 
 OUT = "/tmp/portmon-test/out.json"
 

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from alerts.notify.models import Message, MessageState
-from tests.notify.conftest import SITE, event_make
+from tests.alerts.notify.conftest import SITE, event_make
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import pytest
 from alerts.notify.content import MAX_ATTEMPTS, retry_delay
 from alerts.notify.models import Message, MessageState
 from alerts.notify.services import digest_queue, message_claim, messages_send_due
-from tests.notify.conftest import NOW, event_make, parts
+from tests.alerts.notify.conftest import NOW, event_make, parts
 
 pytestmark = pytest.mark.django_db
 

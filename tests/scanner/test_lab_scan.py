@@ -16,7 +16,7 @@ from scanner.models import Port, PortObservation, RunState, ScanShard, ShardStat
 from scanner.services.runs import run_start
 from tests.conftest import ROOT
 from tests.lab import Lab
-from tests.test_pipeline import wait_run
+from tests.scanner.test_pipeline import wait_run
 
 MASSCAN_OVERRIDES = (
     "PORTMON_MASSCAN_ADAPTER",

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from scanner.models import Port, ScanRun
-from tests.test_pipeline import SSH_BANNER, Listeners, free_ports
+from tests.scanner.test_pipeline import SSH_BANNER, Listeners, free_ports
 
 # The layout masscan -oJ writes (one record per line, commas between records).
 MASSCAN_JSON = """[

@@ -11,7 +11,7 @@ import pytest
 
 from scanner.engines import EngineError, EngineTimeout, connect
 from scanner.findings import Finding
-from tests.engines.conftest import free_port_block
+from tests.scanner.engines.conftest import free_port_block
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
 

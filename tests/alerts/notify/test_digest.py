@@ -9,7 +9,7 @@ from alerts.notify.models import Message, MessageState
 from alerts.notify.selectors import events_with_notified
 from alerts.notify.services import digest_queue, messages_send_due
 from scanner.models import ScanRun
-from tests.notify.conftest import NOW, SITE, event_make, parts
+from tests.alerts.notify.conftest import NOW, SITE, event_make, parts
 
 pytestmark = pytest.mark.django_db
 
