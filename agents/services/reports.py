@@ -58,22 +58,16 @@ def report_ingest(
     report_window_check(report=report, now=now)
     at = report.collected_at
     digest = inventory_digest(grouped)
-    # Steady state: the same sockets as the inventory holds, written less than a step ago:
-    # nothing to read or write but the claim and the report row.
-    same = (
-        digest == hosts.inventory_hash
-        and hosts.inventory_at is not None
-        and hosts.inventory_at >= at - LAST_SEEN_STEP
-    )
     with transaction.atomic():
         # The claim (a conditional UPDATE, exactly one row): this report is the agent's
         # next one. Its row lock holds the agent's other deliveries until the commit, so
-        # two copies of one report cannot both be recorded. The unchanged path also
-        # claims on the digest it read: a report committed in between sends it the long way.
-        claimed = same and _claim(agent_id, report, now, digest=digest, unchanged=True)
-        if not claimed:
-            same = False
-            claimed = _claim(agent_id, report, now, digest=digest, unchanged=False)
+        # two copies of one report cannot both be recorded. Steady state first: the same
+        # digest as the last report, inventory written less than a step ago: nothing to
+        # read or write but the claim and the report row.
+        same = digest == hosts.inventory_hash and _claim(
+            agent_id, report, now, digest=digest, unchanged=True
+        )
+        claimed = same or _claim(agent_id, report, now, digest=digest, unchanged=False)
         if not claimed:
             if AgentReport.objects.filter(agent_id=agent_id, report_id=report.report_id).exists():
                 return IngestResult(duplicate=True)
@@ -96,7 +90,8 @@ def _claim(agent_id: int, report: Report, now: datetime, *, digest: str, unchang
     agents = Agent.objects.filter(pk=agent_id, last_seq__lt=report.seq)
     values = {"last_seq": report.seq, "last_report_at": now, "inventory_hash": digest}
     if unchanged:
-        agents = agents.filter(inventory_hash=digest)
+        step = report.collected_at - LAST_SEEN_STEP
+        agents = agents.filter(inventory_hash=digest, inventory_at__gte=step)
     else:
         values["inventory_at"] = report.collected_at
     return agents.update(**values) == 1
