@@ -113,6 +113,53 @@ def coverage_parse(targets: str, ports: str) -> Coverage:
     return Coverage(frozenset(addresses), tuple(networks), tuple(ranges), frozenset(names))
 
 
+def port_ranges_parse(text: str) -> tuple[tuple[int, int], ...]:
+    """Merged (lo, hi) ranges of a port list such as "22,80-90"; unreadable items are skipped."""
+    return port_ranges_union(coverage_parse("", text).port_ranges)
+
+
+def port_ranges_union(*groups: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted, merged union of port ranges (adjacent ranges join: 1-5 and 6-9 are 1-9)."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(r for group in groups for r in group):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in merged)
+
+
+def port_ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+def ports_covered(ranges: Sequence[tuple[int, int]], port: int) -> bool:
+    return any(lo <= port <= hi for lo, hi in ranges)
+
+
+@dataclass(frozen=True)
+class HostHistory:
+    """What healthy runs covered before the one being diffed, for one host."""
+
+    # Port ranges covered on the host so far (empty: no healthy run covered it yet).
+    covered_ports: tuple[tuple[int, int], ...] = ()
+    # Its network already has a baseline (a healthy run covered it before).
+    network_baselined: bool = False
+    # Network setting: every host's first covering run is its own baseline.
+    per_host: bool = False
+
+
+def is_baseline(history: HostHistory, port: int) -> bool:
+    """A port seen for the first time is baseline (recorded quietly), not news, when no
+    healthy run ever covered it on this host: its host is covered for the first time in a
+    network without a baseline yet (or whose baseline is per host), or the coverage grew to
+    take it in (a port range that widened). A new host in a baselined network is news.
+    """
+    if history.covered_ports:
+        return not ports_covered(history.covered_ports, port)
+    return history.per_host or not history.network_baselined
+
+
 def is_degraded(
     *,
     hosts_found: int,
@@ -145,6 +192,8 @@ class Sighting:
     was_closed: bool = False
     old_fp: Fingerprint | None = None
     new_fp: Fingerprint | None = None
+    # Never seen and never covered before (is_baseline): recorded, not announced.
+    baseline: bool = False
 
     @property
     def newly_open(self) -> bool:
@@ -157,8 +206,8 @@ def sighting_events(s: Sighting, *, at: datetime, window: timedelta) -> list[tup
     - high-risk port newly open: high_risk (at once; the N-day rule is for other ports);
     - closed port back: reopened;
     - other port: new_port only if not seen in the window before `at`, and either never
-      seen or missed by a healthy run since (a gap made only of degraded runs, or of no
-      runs at all, is no evidence that the port went away);
+      seen (and not baseline) or missed by a healthy run since (a gap made only of
+      degraded runs, or of no runs at all, is no evidence that the port went away);
     - fingerprint change: service_changed (in addition).
     """
     events: list[tuple[str, dict]] = []
@@ -168,7 +217,8 @@ def sighting_events(s: Sighting, *, at: datetime, window: timedelta) -> list[tup
     elif s.was_closed:
         events.append((REOPENED, {}))
     elif s.prev_seen is None:
-        events.append((NEW_PORT, {"reason": "never seen"}))
+        if not s.baseline:
+            events.append((NEW_PORT, {"reason": "never seen"}))
     elif s.prev_seen < at - window and s.missed_before > 0:
         days = (at - s.prev_seen).days
         events.append((NEW_PORT, {"reason": f"not seen for {days} days"}))

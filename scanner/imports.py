@@ -10,13 +10,14 @@ import codecs
 import ipaddress
 import json
 import re
+import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 from xml.parsers import expat
 
 from scanner.findings import Finding
-from scanner.scope import Scope
+from scanner.scope import Scope, normalise_network
 
 # Bytes per read: big enough that per-chunk overhead vanishes, small enough to stay flat.
 CHUNK_BYTES = 256 * 1024
@@ -50,6 +51,13 @@ class ImportReport:
     untracked: int = 0
     outside_scope: int = 0
     zones: set[str] = field(default_factory=set)
+    # What the scan was asked to cover (nmap): its command line, the <scaninfo services=>
+    # port lists, and every <host> element's address, up or down.
+    nmap_args: str | None = None
+    scan_ports: list[str] = field(default_factory=list)
+    hosts: set[str] = field(default_factory=set)
+    # Ports reported open on any host: what a file without a port list is taken to cover.
+    open_ports: set[int] = field(default_factory=set)
 
     @property
     def error(self) -> str:
@@ -92,6 +100,7 @@ def findings_in_scope(
             report.outside_scope += 1
             continue
         report.zones.add(zones[network])
+        report.open_ports.add(finding.port)
         yield finding
 
 
@@ -310,9 +319,13 @@ class _NmapHandler:
         if self.depth == 1:
             if tag != "nmaprun":
                 raise ImportFileError(f"not an nmap XML report: root element is <{tag[:40]}>")
+            self.report.nmap_args = attrs.get("args")
             return
         if tag == "host" and self.depth == 2:
             self.in_host = True
+        elif tag == "scaninfo" and self.depth == 2:
+            if attrs.get("protocol") in PORT_PROTOCOLS and attrs.get("services"):
+                self.report.scan_ports.append(attrs["services"])
         elif not self.in_host:
             return
         elif tag == "address" and attrs.get("addrtype") in ("ipv4", "ipv6"):
@@ -347,6 +360,8 @@ class _NmapHandler:
             self.port = None
         elif tag == "host" and self.depth == 1:
             self.ready.extend(self._host_findings())
+            if self.addresses:
+                self.report.hosts.add(self.addresses[0])
             self._reset_host()
 
     def _host_findings(self) -> list[Finding]:
@@ -425,3 +440,132 @@ def _truncated(what: str, report: ImportReport, allow_truncated: bool) -> None:
     if not allow_truncated:
         raise ImportFileError(f"truncated: {what} (--allow-truncated imports it as degraded)")
     report.truncated = True
+
+
+# --- Coverage: what an imported run scanned -----------------------------------------------
+
+# nmap options that take a value in the next argument (when not attached: -p22, -oX=f).
+_NMAP_VALUE_OPTIONS = frozenset(
+    """-p -e -S -D -g -b -M -sI -oN -oX -oS -oG -oA -oM -oH --datadir --servicedb
+    --versiondb --dns-servers --exclude-ports --top-ports --port-ratio --scanflags
+    --max-retries --host-timeout --scan-delay --max-scan-delay --min-rate --max-rate
+    --min-hostgroup --max-hostgroup --min-parallelism --max-parallelism --min-rtt-timeout
+    --max-rtt-timeout --initial-rtt-timeout --script --script-args --script-args-file
+    --script-help --script-timeout --version-intensity --source-port --data --data-string
+    --data-length --ip-options --ttl --spoof-mac --proxies --mtu --stylesheet --stats-every
+    --resume --adler32 -PS -PA -PU -PY -PO --badsum""".split()
+)
+# Options whose targets the file does not show (a list file, random hosts, exclusions).
+_NMAP_HIDDEN_TARGETS = frozenset({"-iL", "-iR", "--exclude", "--excludefile", "--resume"})
+_OCTET_RANGE = re.compile(r"((?:\d{1,3}\.){3})(\d{1,3})-(\d{1,3})")
+
+
+class CoverageError(ValueError):
+    """What an import covers cannot be told; the message says what to pass."""
+
+
+def coverage_targets_parse(text: str) -> list:
+    """IPs, CIDRs and A-B ranges (comma or space separated) as networks; host names and
+    anything else raise CoverageError (nothing is resolved). No size limit: a covered /64
+    is only compared with, never scanned."""
+    networks = []
+    for token in re.split(r"[,\s]+", text.strip(), flags=re.A):
+        if not token:
+            continue
+        try:
+            if "-" in token and "/" not in token:
+                first, last = (ipaddress.ip_address(end) for end in token.split("-", 1))
+                networks.extend(ipaddress.summarize_address_range(first, last))
+            else:
+                networks.append(ipaddress.ip_network(token, strict=True))
+        except (ValueError, TypeError):
+            raise CoverageError(
+                f"{_show(token)} is not an IP address, CIDR or A-B range (names are not resolved)"
+            ) from None
+    if not networks:
+        raise CoverageError("no targets given")
+    return [normalise_network(n) for n in networks]
+
+
+def nmap_args_targets(args: str | None) -> list | None:
+    """The networks an nmap command line names as targets; None when it does not say
+    (no command line, -iL/-iR/--exclude, a host name, a form this reader does not know)."""
+    if not args:
+        return None
+    try:
+        tokens = shlex.split(args)
+    except ValueError:
+        return None
+    networks, skip = [], True  # the first token is the program
+    for token in tokens:
+        if skip:
+            skip = False
+            continue
+        if token.startswith("-"):
+            name = token.partition("=")[0]
+            if name in _NMAP_HIDDEN_TARGETS or token in _NMAP_HIDDEN_TARGETS:
+                return None
+            skip = token in _NMAP_VALUE_OPTIONS
+            continue
+        octets = _OCTET_RANGE.fullmatch(token)
+        if octets:  # nmap's 198.18.0.1-20: the last octet's range
+            token = f"{octets[1]}{octets[2]}-{octets[1]}{octets[3]}"
+        try:
+            networks.extend(coverage_targets_parse(token))
+        except CoverageError:
+            return None
+    return networks or None
+
+
+def targets_within(networks, scope: Scope) -> list:
+    """The parts of `networks` inside the scope's networks (exclusions are never scanned by
+    Portmon, so nothing in them is ever tracked either)."""
+    kept = []
+    for network in networks:
+        for inside, _zone in scope.networks:
+            if network.version != inside.version:
+                continue
+            if network.subnet_of(inside):
+                kept.append(network)
+            elif inside.subnet_of(network):
+                kept.append(inside)
+    v4 = ipaddress.collapse_addresses(n for n in kept if n.version == 4)
+    v6 = ipaddress.collapse_addresses(n for n in kept if n.version == 6)
+    return [*v4, *v6]
+
+
+def import_coverage(
+    report: ImportReport, *, scope: Scope, targets: str = "", ports: str = ""
+) -> tuple[str, str]:
+    """(targets, ports) an imported file covered, for ScanRun.targets / ports.
+
+    Targets: --targets, else the nmap command line's targets, else every <host> element
+    (up or down) of an nmap file; a masscan file names none, so --targets is required.
+    Ports: --ports, else nmap's <scaninfo services=...>, else the ports reported open (a
+    port no host had open is then never counted as missed: no false "closed").
+    Both are kept inside the scope. Raises CoverageError when the targets are unknown.
+    """
+    from scanner.targets import format_ports, format_targets, parse_ports
+
+    if targets:
+        networks = coverage_targets_parse(targets)
+    elif report.format == "nmap":
+        networks = nmap_args_targets(report.nmap_args)
+        if networks is None:
+            networks = [ipaddress.ip_network(ip) for ip in report.hosts]
+    else:
+        raise CoverageError(MASSCAN_TARGETS_REQUIRED)
+    covered = targets_within(networks, scope)
+    if ports:
+        port_text = format_ports(parse_ports(ports))
+    elif report.scan_ports:
+        port_text = format_ports(parse_ports(",".join(report.scan_ports)))
+    else:
+        port_text = ",".join(str(p) for p in sorted(report.open_ports))
+    return format_targets(covered), port_text
+
+
+MASSCAN_TARGETS_REQUIRED = (
+    "a masscan file does not say what it scanned: pass --targets CIDR[,CIDR...] "
+    "(and --ports SPEC), or absent hosts would never count as missed"
+)

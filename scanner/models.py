@@ -23,6 +23,17 @@ class Network(models.Model):
     description = models.CharField(max_length=200, blank=True)
     # Days a non-high-risk port must go unseen before it counts as new (None: the default).
     new_port_window_days = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class BaselineScope(models.TextChoices):
+        NETWORK = "network", "network: new hosts after the first run alert"
+        HOST = "host", "host: each host's first covering run is its baseline"
+
+    # What a first healthy run records quietly (docs/alerts.md, "Baseline").
+    baseline_scope = models.CharField(
+        max_length=8, choices=BaselineScope.choices, default=BaselineScope.NETWORK
+    )
+    # When the first healthy run covering this network recorded its baseline.
+    baselined_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -55,6 +66,9 @@ class Host(models.Model):
     hostname = models.CharField(max_length=255, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    # Port ranges healthy runs have covered on this host so far ("" = never covered): a
+    # port first seen inside them is new; outside them it is baseline (coverage grew).
+    covered_ports = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["ip"]
@@ -133,7 +147,8 @@ class ScanRun(models.Model):
     )
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.SCAN)
     targets = models.TextField()
-    ports = models.CharField(max_length=200, default="1-65535")
+    # Text: an imported nmap run covers its <scaninfo services=...> list (top-1000: ~4 KB).
+    ports = models.TextField(default="1-65535")
     rate = models.PositiveIntegerField(default=100_000)
     engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
     zone = models.CharField(max_length=16, choices=Zone.choices, default=Zone.INTERNAL)
@@ -150,6 +165,8 @@ class ScanRun(models.Model):
     degraded = models.BooleanField(default=False)
     diffed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Set by the diff: [{"network_id", "network", "ports", "hosts"}] recorded as baseline.
+    baseline = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -23,8 +23,12 @@ from alerts.models import AlertEvent, EventKind, HighRiskPort
 from alerts.rules import RuleBook
 from alerts.selectors import rule_specs_load
 from alerts.services.events import Candidate, chunks, events_raise, events_reopen_seen
-from scanner.models import Host, Port, PortObservation, PortState, RunState, ScanRun
-from scanner.services.ports import ports_misses_record, ports_seen_reset
+from scanner.models import Host, Network, Port, PortObservation, PortState, RunState, ScanRun
+from scanner.services.ports import (
+    coverage_baseline_record,
+    ports_misses_record,
+    ports_seen_reset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class DiffResult:
     closed: int = 0
     reopened_events: int = 0
     created: Counter = field(default_factory=Counter)
+    baseline: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "created": dict(self.created)}
@@ -74,31 +79,67 @@ def run_health_assess(*, run: ScanRun, at: datetime) -> bool:
     )
 
 
-def _host_info(host_ids: Iterable[int]) -> dict[int, tuple]:
-    """{host_id: (ip, zone or "", window days or None, covered by the run)}."""
+@dataclass(frozen=True)
+class HostRow:
+    ip: str
+    zone: str
+    window_days: int | None
+    covered: bool
+    network_id: int | None
+    network: str
+    history: diff.HostHistory
+    covered_text: str
+
+
+UNKNOWN_HOST = HostRow("", "", None, False, None, "", diff.HostHistory(per_host=True), "")
+
+HOST_FIELDS = (
+    "id",
+    "ip",
+    "network__zone",
+    "network__new_port_window_days",
+    "network_id",
+    "network__cidr",
+    "network__baselined_at",
+    "network__baseline_scope",
+    "covered_ports",
+)
+
+
+def _host_row(row: tuple, *, covered: bool) -> tuple[int, HostRow]:
+    hid, ip, zone, days, net_id, cidr, baselined_at, scope, covered_text = row
+    history = diff.HostHistory(
+        covered_ports=diff.port_ranges_parse(covered_text),
+        network_baselined=baselined_at is not None,
+        # A host outside every network has no network baseline to join.
+        per_host=net_id is None or scope == Network.BaselineScope.HOST,
+    )
+    return hid, HostRow(ip, zone or "", days, covered, net_id, cidr or "", history, covered_text)
+
+
+def _host_info(host_ids: Iterable[int]) -> dict[int, HostRow]:
+    """{host_id: HostRow} of hosts the run saw but did not cover."""
     info = {}
     for chunk in chunks(sorted(set(host_ids))):
-        for hid, ip, zone, days in Host.objects.filter(id__in=chunk).values_list(
-            "id", "ip", "network__zone", "network__new_port_window_days"
-        ):
-            info[hid] = (ip, zone or "", days, False)
+        for row in Host.objects.filter(id__in=chunk).values_list(*HOST_FIELDS):
+            hid, host = _host_row(row, covered=False)
+            info[hid] = host
     return info
 
 
-def _covered_hosts(coverage: diff.Coverage) -> dict[int, tuple]:
+def _covered_hosts(coverage: diff.Coverage) -> dict[int, HostRow]:
     """Hosts inside the run's targets, as _host_info does."""
-    fields = ("id", "ip", "network__zone", "network__new_port_window_days")
     if coverage.only_addresses:
         rows = []
         ips = sorted(str(a) for a in coverage.addresses)
         for chunk in chunks(ips):
-            rows.extend(Host.objects.filter(ip__in=chunk).values_list(*fields))
+            rows.extend(Host.objects.filter(ip__in=chunk).values_list(*HOST_FIELDS))
     else:
         # CIDR targets: membership is tested in Python (IPs are stored as text).
-        rows = [r for r in Host.objects.values_list(*fields) if coverage.covers_ip(r[1])]
+        rows = [r for r in Host.objects.values_list(*HOST_FIELDS) if coverage.covers_ip(r[1])]
     for chunk in chunks(sorted(coverage.names)):
-        rows.extend(Host.objects.filter(hostname__in=chunk).values_list(*fields))
-    return {hid: (ip, zone or "", days, True) for hid, ip, zone, days in rows}
+        rows.extend(Host.objects.filter(hostname__in=chunk).values_list(*HOST_FIELDS))
+    return dict(_host_row(row, covered=True) for row in rows)
 
 
 def _same_key(model, run_id: int):
@@ -246,6 +287,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     closed_keys = _closed_after_last_sighting(maybe_closed)
 
     candidates: list[Candidate] = []
+    baseline: dict[int, Counter] = {}  # {network_id or 0: Counter(host_id: ports)}
     for hid, proto, port, fped, service, product, version, prev_seen, prev_fp in sightings:
         missed = missed_before.get((hid, proto, port), 0) if missed_before else 0
         if (
@@ -257,6 +299,10 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             # (the common case; skipping it keeps the loop cheap at 200k ports).
             continue
         old_fp = diff.Fingerprint(*(prev_fp.split(SEP) + ["", ""])[:3]) if prev_fp else None
+        host = hosts.get(hid) or UNKNOWN_HOST
+        is_baseline = prev_seen is None and diff.is_baseline(host.history, port)
+        if is_baseline:
+            baseline.setdefault(host.network_id or 0, Counter())[hid] += 1
         s = diff.Sighting(
             high_risk=(proto, port) in high_risk,
             prev_seen=prev_seen,
@@ -264,9 +310,9 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             was_closed=(hid, proto, port) in closed_keys,
             old_fp=old_fp,
             new_fp=diff.Fingerprint(service, product, version) if fped else None,
+            baseline=is_baseline,
         )
-        ip, zone, days, _ = hosts.get(hid, ("", "", None, False))
-        zone = zone or run.zone
+        ip, zone, days = host.ip, host.zone or run.zone, host.window_days
         window = timedelta(days=days if days is not None else default_days)
         kinds = diff.sighting_events(s, at=at, window=window)
         new_fp = s.new_fp.as_dict() if s.new_fp else None
@@ -296,6 +342,11 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
                 run=run, coverage=coverage, hosts=hosts, closed_after=closed_after, result=result
             )
         )
+        # Only a healthy run is a baseline: a degraded one saw too little to stand for
+        # "normal", so the next healthy run covering the same hosts still is one.
+        result.baseline = _baseline_record(
+            run=run, coverage=coverage, hosts=hosts, at=at, baseline=baseline
+        )
 
     # Reopened first: a fixed event that comes back holds its key, and a candidate with
     # the same key then adds nothing.
@@ -318,7 +369,7 @@ def _misses_record(
 ) -> list[Candidate]:
     """Count a miss for each open port the run covered and did not see; close at N."""
     unseen = []
-    covered_ids = sorted(hid for hid, info in hosts.items() if info[3])
+    covered_ids = sorted(hid for hid, info in hosts.items() if info.covered)
     seen_here = Exists(_same_key(PortObservation, run.pk))
     for chunk in chunks(covered_ids):
         unseen.extend(
@@ -333,8 +384,7 @@ def _misses_record(
         _, closes = diff.miss_outcome(missed_before=missed, closed_after=closed_after)
         (close if closes else bump).append(pid)
         if closes:
-            ip, zone, _, _ = hosts[hid]
-            zone = zone or run.zone
+            ip, zone = hosts[hid].ip, hosts[hid].zone or run.zone
             fp = diff.Fingerprint(service, product, version)
             detail = {"zone": zone, "missed_runs": missed + 1, "old": fp.as_dict()}
             candidates.append(Candidate(hid, ip, zone, proto, port, diff.CLOSED, detail))
@@ -342,3 +392,46 @@ def _misses_record(
     result.missed = len(bump) + len(close)
     result.closed = len(close)
     return candidates
+
+
+def _baseline_record(
+    *,
+    run: ScanRun,
+    coverage: diff.Coverage,
+    hosts: dict[int, HostRow],
+    at: datetime,
+    baseline: dict[int, Counter],
+) -> list[dict]:
+    """Remember what this healthy run covered; returns its baseline lines for the digest.
+
+    Every covered host's covered ports grow by the run's port list; every network with a
+    covered host has a baseline from now on. Lines: one per network with ports recorded
+    quietly, or covered for the first time.
+    """
+    run_ranges = coverage.port_ranges
+    grow: dict[tuple[str, str], list[int]] = {}
+    networks_first: dict[int, str] = {}
+    for hid, host in hosts.items():
+        if not host.covered:
+            continue
+        if host.network_id and not host.history.network_baselined:
+            networks_first[host.network_id] = host.network
+        new = diff.port_ranges_text(diff.port_ranges_union(host.history.covered_ports, run_ranges))
+        if new != host.covered_text:
+            grow.setdefault((host.covered_text, new), []).append(hid)
+    coverage_baseline_record(grow=grow, network_ids=sorted(networks_first), at=at)
+    names = {host.network_id: host.network for host in hosts.values() if host.network_id}
+    lines = []
+    for net_id in sorted(set(baseline) | set(networks_first)):
+        counts = baseline.get(net_id, Counter())
+        lines.append(
+            {
+                "network_id": net_id or None,
+                "network": names.get(net_id, "") or "no network",
+                "ports": sum(counts.values()),
+                "hosts": len(counts),
+            }
+        )
+    if lines:
+        ScanRun.objects.filter(pk=run.pk).update(baseline=lines)
+    return lines

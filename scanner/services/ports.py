@@ -4,9 +4,11 @@ Sightings themselves are recorded by results.ports_update_from_run; these are th
 only a verdict on the run can make (a degraded run proves what it saw, misses nothing).
 """
 
+from datetime import datetime
+
 from django.db.models import Exists, F, OuterRef
 
-from scanner.models import Port, PortObservation, PortState
+from scanner.models import Host, Network, Port, PortObservation, PortState
 from scanner.services.results import BATCH_SIZE
 
 
@@ -27,4 +29,23 @@ def ports_misses_record(*, bump_ids: list[int], close_ids: list[int]) -> None:
     for start in range(0, len(close_ids), BATCH_SIZE):
         Port.objects.filter(id__in=close_ids[start : start + BATCH_SIZE]).update(
             missed_runs=F("missed_runs") + 1, state=PortState.CLOSED
+        )
+
+
+def coverage_baseline_record(
+    *, grow: dict[tuple[str, str], list[int]], network_ids: list[int], at: datetime
+) -> None:
+    """Record what a healthy run covered: hosts' covered ports, networks' first baseline.
+
+    grow: {(old covered_ports, new covered_ports): host ids}; a host whose covered ports
+    changed meanwhile (a concurrent diff) keeps them: the next run widens them again.
+    """
+    for (old, new), host_ids in grow.items():
+        for start in range(0, len(host_ids), BATCH_SIZE):
+            Host.objects.filter(
+                id__in=host_ids[start : start + BATCH_SIZE], covered_ports=old
+            ).update(covered_ports=new)
+    if network_ids:
+        Network.objects.filter(id__in=network_ids, baselined_at__isnull=True).update(
+            baselined_at=at
         )

@@ -2,7 +2,7 @@
 
 import ipaddress
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from django.db import transaction
@@ -197,16 +197,20 @@ def run_import(
     findings: Iterable[Finding],
     at: datetime,
     targets: str = "",
+    ports: str = "1-65535",
     zone: str = "internal",
     policy_id: int | None = None,
     report: ImportReport | None = None,
+    coverage: Callable[[], tuple[str, str]] | None = None,
 ) -> ScanRun:
     """Record results from elsewhere (nmap XML, masscan JSON, tests) as a finished run.
 
     `findings` may be a stream: it is consumed once, in batches of BATCH_SIZE. Everything is
     one transaction, so a stream that fails half-way (a broken file) leaves nothing behind.
     A `report` filled in while the stream is read decides the zone and whether the run is
-    degraded: a truncated file is a degraded run, which never closes ports.
+    degraded: a truncated file is a degraded run, which never closes ports. `coverage`,
+    called once the stream is read, returns the (targets, ports) the file covered (some of
+    it, such as nmap's down hosts, is only known at the end); it may raise to refuse it.
     """
     with transaction.atomic():
         run = ScanRun.objects.create(
@@ -225,14 +229,19 @@ def run_import(
             ips.update(f.ip for f in batch)
         if report is not None and len(report.zones) == 1:
             zone = next(iter(report.zones))
+        if coverage is not None:
+            targets, ports = coverage()
         run.targets = targets or ",".join(sorted(ips, key=_ip_order))
+        run.ports = ports
         run.zone = zone
         run.degraded = bool(report and report.truncated)
         run.error = report.error if report else ""
         # The run's time is the scan's time, not the import's: history back-fills stay in order.
         run.finished_at = at
         run.state = RunState.FINISHED
-        run.save(update_fields=["targets", "zone", "degraded", "error", "finished_at", "state"])
+        run.save(
+            update_fields=["targets", "ports", "zone", "degraded", "error", "finished_at", "state"]
+        )
         ports_update_from_run(run=run)
     run_finished.send(sender=ScanRun, run_id=run.id)
     run.refresh_from_db()

@@ -79,7 +79,11 @@ def import_run(*, findings, at, targets, ports, send: bool = True) -> ScanRun:
 
 @pytest.fixture
 def lab_network(db) -> Network:
-    return Network.objects.create(cidr=NET, zone="internal", owner_email="owner@example.com")
+    # Baselined before day 0: these timelines are about what a run after the baseline says
+    # (the first run's baseline has tests of its own in test_baseline.py).
+    return Network.objects.create(
+        cidr=NET, zone="internal", owner_email="owner@example.com", baselined_at=DAY0
+    )
 
 
 def _diff_now(sender, run_id: int, **kwargs) -> None:

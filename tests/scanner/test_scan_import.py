@@ -37,10 +37,14 @@ def lab_scope(db):
 def test_it_imports_masscan_json_at_the_given_time_and_skips_out_of_scope(lab_scope, tmp_path):
     path = tmp_path / "masscan.json"
     path.write_text(MASSCAN_JSON)
-    out, err = run_import(str(path), "--at", "2026-06-15T08:00:00+00:00")
+    out, err = run_import(
+        str(path), "--at", "2026-06-15T08:00:00+00:00", "--targets", "198.18.0.0/16"
+    )
     assert "2 open port(s) on 2 host(s) at 2026-06-15T08:00:00+00:00" in out
     assert "skipped 1 finding(s) outside the configured scope" in err
     run = ScanRun.objects.get()
+    # It covers what --targets said, inside the scope; the ports masscan reported open.
+    assert (run.targets, run.ports) == ("198.18.0.0/24", "22,8080")
     assert run.source == "import" and run.finished_at == datetime.fromisoformat(
         "2026-06-15T08:00:00+00:00"
     )
@@ -70,7 +74,14 @@ def test_it_imports_real_nmap_xml_with_fingerprints(lab_scope, tmp_path):
     [
         ("hello", [], "not an nmap XML (-oX) or masscan JSON (-oJ) file"),
         (MASSCAN_JSON, ["--at", "yesterday"], "is not an ISO 8601 time"),
-        (MASSCAN_JSON.replace("198.18.0", "198.19.0"), [], "no open port inside scope"),
+        (
+            MASSCAN_JSON.replace("198.18.0", "198.19.0"),
+            ["--targets", "198.19.0.0/16"],
+            "no open port inside scope",
+        ),
+        (MASSCAN_JSON, [], "a masscan file does not say what it scanned: pass --targets"),
+        (MASSCAN_JSON, ["--targets", "db.example.com"], "--targets: 'db.example.com'"),
+        (MASSCAN_JSON, ["--targets", "198.18.0.0/24", "--ports", "0-22"], "--ports: "),
     ],
 )
 def test_it_rejects_bad_files_with_one_line(lab_scope, tmp_path, content, args, message):
