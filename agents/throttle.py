@@ -33,8 +33,8 @@ def report_throttle(*, agent_id: int, now: float | None = None) -> int:
     key = rate_key(agent_id=agent_id, window=window)
     client = _redis()
     if client is not None:
-        # INCR and EXPIRE in one round trip (MULTI/EXEC): atomic across web processes.
-        count, _ = client.pipeline().incr(key).expire(key, WINDOW * 2).execute()
+        # INCR and EXPIRE in one round trip; INCR is atomic across web processes.
+        count, _ = client.pipeline(transaction=False).incr(key).expire(key, WINDOW * 2).execute()
     else:
         # add() then incr(): on the database cache two processes may both read the same
         # count, so a burst can pass the limit by the number of web workers.

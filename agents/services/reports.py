@@ -74,14 +74,20 @@ def report_ingest(
             last = Agent.objects.filter(pk=agent_id).values_list("last_seq", flat=True).first()
             raise StaleReport("seq", f"seq {report.seq} is not above the last accepted {last}")
         events = 0 if same else _inventory_update(agent_id, grouped, hosts, at=at, now=now)
-        AgentReport.objects.create(
-            agent_id=agent_id,
-            report_id=report.report_id,
-            seq=report.seq,
-            collected_at=at,
-            received_at=now,
-            sockets=len(report.sockets),
-            events=events,
+        # bulk_create: one INSERT without save()'s signal round (a steady report is only
+        # the claim and this row).
+        AgentReport.objects.bulk_create(
+            [
+                AgentReport(
+                    agent_id=agent_id,
+                    report_id=report.report_id,
+                    seq=report.seq,
+                    collected_at=at,
+                    received_at=now,
+                    sockets=len(report.sockets),
+                    events=events,
+                )
+            ]
         )
     return IngestResult(sockets=len(report.sockets), events=events)
 
