@@ -129,6 +129,20 @@ class RunItem:
 
 
 @dataclass(frozen=True)
+class BaselineItem:
+    """Ports a run recorded quietly as a network's baseline (or newly covered ports)."""
+
+    run_id: int
+    network: str
+    ports: int
+    hosts: int
+
+    @property
+    def line(self) -> str:
+        return f"baseline: {self.ports} ports on {self.hosts} hosts recorded for {self.network}"
+
+
+@dataclass(frozen=True)
 class Section:
     key: str
     title: str
@@ -154,10 +168,12 @@ class Digest:
     # from outside, ports the agent cannot see. A standing state, not a change: shown in
     # every digest while it lasts, never what makes a digest non-empty.
     agent_checks: tuple = ()
+    # One line per network and run that recorded a baseline: news, unlike agent_checks.
+    baselines: tuple[BaselineItem, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.sections and not self.degraded_runs
+        return not self.sections and not self.degraded_runs and not self.baselines
 
     @property
     def counts(self) -> dict[str, int]:
@@ -199,6 +215,7 @@ def digest_build(
     degraded_runs: Iterable[RunItem],
     site_url: str,
     agent_checks: Iterable = (),
+    baselines: Iterable[BaselineItem] = (),
 ) -> Digest:
     items = list(items)
     return Digest(
@@ -210,4 +227,5 @@ def digest_build(
         site_url=site_url,
         event_ids=tuple(sorted(i.event_id for i in items)),
         agent_checks=tuple(agent_checks),
+        baselines=tuple(sorted(baselines, key=lambda b: (b.run_id, b.network))),
     )

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from alerts.models import AlertEvent, EventState
-from alerts.notify.content import Item, RunItem
+from alerts.notify.content import BaselineItem, Item, RunItem
 from alerts.notify.models import Message, MessageEvent, MessageKind, MessageState
 from scanner.models import Network, ScanRun
 
@@ -112,6 +112,22 @@ def degraded_runs(*, start: datetime, end: datetime) -> list[RunItem]:
         for r in runs.order_by("created_at", "id").only(
             "id", "created_at", "targets", "hosts_found", "ports_found"
         )
+    ]
+
+
+def baselines(
+    *, start: datetime, end: datetime, network_ids: Iterable[int] | None
+) -> list[BaselineItem]:
+    """Baselines recorded by runs diffed in [start, end) (when the diff recorded them, so an
+    import of an old file shows in today's digest), limited to some networks (None: all)."""
+    wanted = None if network_ids is None else set(network_ids)
+    # Runs diffed in a day are few: the empty lists are skipped here, not in JSON SQL.
+    runs = ScanRun.objects.filter(diffed_at__gte=start, diffed_at__lt=end)
+    return [
+        BaselineItem(run_id=pk, network=line["network"], ports=line["ports"], hosts=line["hosts"])
+        for pk, lines in runs.order_by("id").values_list("id", "baseline")
+        for line in lines
+        if wanted is None or line.get("network_id") in wanted
     ]
 
 

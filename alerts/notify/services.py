@@ -86,6 +86,7 @@ def digest_prepare(
         degraded_runs=selectors.degraded_runs(start=start, end=now),
         site_url=selectors.site_url(),
         agent_checks=cross_check(network_ids=network_ids),
+        baselines=selectors.baselines(start=start, end=now, network_ids=network_ids),
     )
 
 
@@ -108,6 +109,8 @@ def digest_render(*, digest: Digest) -> tuple[str, str, str]:
         parts.append(_plural(counts["rule_hits"], "rule hit"))
     if digest.degraded_runs:
         parts.append(_plural(len(digest.degraded_runs), "degraded run"))
+    if digest.baselines:
+        parts.append(_plural(len(digest.baselines), "baseline"))
     span = digest.period_end - digest.period_start
     period_text = (
         "in the last 24 hours"

@@ -56,9 +56,12 @@ def test_it_keeps_the_scan_when_the_diff_cannot_be_queued_and_diffs_it_later(
 
 @pytest.mark.celery
 def test_it_diffs_a_finished_run_on_a_real_worker(celery_workers):
+    from alerts.models import HighRiskPort
     from scanner.models import Network
 
     Network.objects.create(cidr=NET, zone="internal")
+    # An earlier transactional test's flush may have emptied the seeded list.
+    HighRiskPort.objects.get_or_create(proto="tcp", port=6379)
     celery_workers.start("general", "default")
 
     run = run_import(findings=[Finding("198.18.0.7", 6379)], at=at(0), targets=NET)
