@@ -9,6 +9,7 @@ from alerts.notify.services import immediate_queue
 
 log = logging.getLogger(__name__)
 
+
 def on_events_raised(sender, event_ids: list[int], run_id: int | None = None, **kwargs) -> None:
     """Queue alerts for the immediate ones among these events, then a send on commit.
 
