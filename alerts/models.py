@@ -35,8 +35,16 @@ class EventState(models.TextChoices):
 OPEN_STATES = frozenset({EventState.NEW, EventState.ACKNOWLEDGED, EventState.REOPENED})
 
 
-def open_key_for(host_id: int, proto: str, port: int, kind: str) -> str:
-    return f"{host_id}/{proto}/{port}/{kind}"
+def open_key_for(host_id: int, proto: str, port: int, kind: str, subkey: str = "") -> str:
+    """At most one open event per key. subkey splits a kind further on one port (a PoC
+    finding per check): it is kept in the event's detail["subkey"]."""
+    key = f"{host_id}/{proto}/{port}/{kind}"
+    return f"{key}/{subkey}"[:100] if subkey else key
+
+
+def open_key_of(event: "AlertEvent") -> str:
+    subkey = event.detail.get("subkey", "") if isinstance(event.detail, dict) else ""
+    return open_key_for(event.host_id, event.proto, event.port, event.kind, subkey)
 
 
 class AlertEvent(models.Model):

@@ -298,19 +298,13 @@ def _finding_apply(*, result: PocResult, host: Host, at: datetime) -> int | None
                 kind=EventKind.POC_FINDING,
                 detail=detail,
                 immediate=result.severity in IMMEDIATE_SEVERITIES,
+                subkey=result.check_name,
             )  # fmt: skip
         ],
         at=at,
     )
-    if not raised.event_ids:
-        # The open key is per (host, proto, port, kind): another check's open finding on
-        # this port holds it. The result is kept; the finding shows in that event's port.
-        logger.warning(
-            "PoC %s on %s:%s: no event raised (another open poc_finding on the port)",
-            result.check_name, host.ip, result.port,
-        )  # fmt: skip
-        return None
-    return raised.event_ids[0]
+    # One open finding per (port, check): the check's name is the event's subkey.
+    return raised.event_ids[0] if raised.event_ids else None
 
 
 # --- reaper and re-checks --------------------------------------------------------------

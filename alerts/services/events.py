@@ -19,6 +19,7 @@ from alerts.models import (
     EventState,
     Rule,
     open_key_for,
+    open_key_of,
 )
 from alerts.rules import DENY, RuleBook, Subject
 from alerts.selectors import rule_specs_load
@@ -53,6 +54,8 @@ class Candidate:
     # Raised only when a deny rule matches: a port the diff found quiet (back within its
     # window) but blacklisted.
     only_if_denied: bool = False
+    # One open event per (host, proto, port, kind, subkey): a PoC finding per check.
+    subkey: str = ""
 
     def subject(self) -> Subject:
         process = self.detail.get("process") or ""
@@ -86,7 +89,8 @@ def events_raise(
         decision = book.decide(c.subject())
         if c.only_if_denied and decision.action != DENY:
             continue
-        key = open_key_for(c.host_id, c.proto, c.port, c.kind)
+        key = open_key_for(c.host_id, c.proto, c.port, c.kind, c.subkey)
+        detail = {**c.detail, "subkey": c.subkey} if c.subkey else c.detail
         drafts.setdefault(
             key,
             AlertEvent(
@@ -98,7 +102,7 @@ def events_raise(
                 run_id=run_id,
                 created_at=at,
                 updated_at=at,
-                detail=c.detail,
+                detail=detail,
                 suppressed=decision.suppressed,
                 rule_id=decision.rule_id,
                 immediate=c.immediate or decision.immediate,
@@ -177,7 +181,7 @@ def events_reopen_seen(
             .select_for_update()
         )
         for event in fixed:
-            key = open_key_for(event.host_id, event.proto, event.port, event.kind)
+            key = open_key_of(event)
             if AlertEvent.objects.filter(open_key=key).exists():
                 continue  # an open event already says the same thing
             AlertEvent.objects.filter(pk=event.pk, state=EventState.FIXED).update(
@@ -240,7 +244,7 @@ def event_transition(
         event.state = to_state
         event.updated_at = at
         if to_state in OPEN_STATES:
-            event.open_key = open_key_for(event.host_id, event.proto, event.port, event.kind)
+            event.open_key = open_key_of(event)
             event.resolved_at = None
         else:
             event.open_key = None

@@ -53,6 +53,18 @@ class RunError(TargetError):
     """A run that cannot be started; the message is meant for the user."""
 
 
+def ports_text_check(port_ranges: tuple[tuple[int, int], ...]) -> str:
+    """The ports as stored on each shard; refused when they would not fit its column."""
+    text = format_ports(port_ranges)
+    limit = ScanShard._meta.get_field("ports").max_length
+    if len(text) > limit:
+        raise RunError(
+            f"too many separate port ranges ({len(text)} characters once merged, the limit "
+            f"is {limit}); use ranges such as 1-1024"
+        )
+    return text
+
+
 def run_start(
     *,
     targets: str | list[str],
@@ -72,12 +84,12 @@ def run_start(
     if not MIN_RATE <= rate <= MAX_RATE:
         raise RunError(f"rate must be between {MIN_RATE} and {MAX_RATE} packets/s")
     port_ranges = parse_ports(ports)
-    if len(format_ports(port_ranges)) > ScanRun._meta.get_field("ports").max_length:
-        raise RunError("too many separate ports or ranges; use ranges (e.g. 1-1024)")
+    ports_text_check(port_ranges)
     guarded = guard(parse_targets(targets), scope_load())
     if len(guarded.zones) != 1:
         raise RunError("targets span internal and external zones; start one run per zone")
     zone = next(iter(guarded.zones))
+    _routes_check(engine=engine, networks=list(guarded.networks))
     plans = plan_shards(guarded, port_ranges, max_probes=settings.PORTMON_SHARD_PROBES)
     with transaction.atomic():
         if policy is not None:
@@ -121,6 +133,28 @@ def run_start(
         transaction.on_commit(lambda: publish.shards_publish(zone=zone, shard_ids=shard_ids))
     logger.info("run %s planned: %d shard(s), zone %s", run.pk, len(plans), zone)
     return run
+
+
+def _routes_check(*, engine: str, networks: list) -> None:
+    """Refuse now a masscan run whose targets are blackholed or unreachable from here.
+
+    The sweep worker resolves its routes again (and alone decides interfaces and MACs):
+    this host may not be the scanner host. But a route that drops everything is a mistake
+    the user should hear of at once, not as failed shards later. Only for an explicit
+    masscan: what "auto" picks depends on the worker's privileges, not on this process's.
+    """
+    from scanner.engines import EngineError, routes
+
+    v4 = [n for n in networks if n.version == 4]
+    if engine != Engine.MASSCAN or not v4:
+        return
+    try:
+        refused = routes.refusal(routes.resolve(v4))
+    except EngineError as exc:  # no `ip` here: the worker checks
+        logger.warning("routes not checked before the run: %s", exc)
+        return
+    if refused:
+        raise RunError(refused)
 
 
 def policy_run(*, policy_id: int) -> ScanRun | None:

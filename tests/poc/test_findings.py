@@ -170,3 +170,22 @@ def test_it_runs_checks_by_hand_and_prints_json(redis_open, loopback_scope, caps
 def test_it_refuses_bad_manual_input_with_one_line(loopback_scope, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("poc", *args)
+
+
+def test_two_checks_positive_on_one_port_each_keep_one_open_finding(loopback_scope):
+    from poc.checks import Verdict
+    from poc.services import poc_claim, poc_record
+
+    host = loopback_scope("127.0.0.9")
+    opened = []
+    for check in ("redis_noauth", "http_dirlist", "redis_noauth"):  # the last: a re-check
+        [check_id] = pocs_queue(
+            targets=[PocTarget(host.pk, "tcp", 8080, check)], reason=PocReason.MANUAL
+        )
+        run = poc_claim(check_id=check_id, token="t")
+        verdict = Verdict(vulnerable=True, severity="high", title=f"{check} open", evidence="x")
+        opened.append(poc_record(run=run, token="t", verdict=verdict).event_id)
+
+    assert opened[0] != opened[1] and opened[2] == opened[0]
+    by_check = {e.detail["check"]: e.state for e in findings()}
+    assert by_check == {"redis_noauth": EventState.NEW, "http_dirlist": EventState.NEW}

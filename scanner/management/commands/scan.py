@@ -16,8 +16,8 @@ from django.core.management.base import BaseCommand, CommandError
 from scanner.models import Engine, PortObservation, RunState, ScanRun, ScanShard, ShardState
 from scanner.scope import ScopeError
 from scanner.selectors import run_progress
-from scanner.services.runs import MAX_RATE, MIN_RATE, run_start
-from scanner.targets import format_ports, parse_ports
+from scanner.services.runs import MAX_RATE, MIN_RATE, ports_text_check, run_start
+from scanner.targets import parse_ports
 
 DONE_STATES = (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)
 NO_WORKER_HINT_AFTER_S = 20
@@ -88,7 +88,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         try:
-            self._check_ports_fit(opts["ports"])
+            ports_text_check(parse_ports(opts["ports"]))
         except ScopeError as exc:
             raise CommandError(str(exc)) from None
         if opts["local"]:
@@ -120,16 +120,6 @@ class Command(BaseCommand):
             raise CommandError(
                 f"run {run.pk} finished degraded: {reason}; its results are partial",
                 returncode=EXIT_DEGRADED,
-            )
-
-    def _check_ports_fit(self, ports: str) -> None:
-        # Many separate ports would not fit the run's column (MariaDB: a DataError).
-        text = format_ports(parse_ports(ports))
-        limit = ScanRun._meta.get_field("ports").max_length
-        if len(text) > limit:
-            raise ScopeError(
-                f"--ports has too many separate port ranges ({len(text)} characters once "
-                f"merged, the limit is {limit}); use ranges such as 1-1024"
             )
 
     def _diffed(self, run: ScanRun) -> ScanRun:
