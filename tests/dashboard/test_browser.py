@@ -8,12 +8,10 @@ from django.utils import timezone
 from alerts.models import AlertEvent, Rule
 from tests.dashboard.conftest import PASSWORD
 
-# A live server thread sees only committed rows; serialized_rollback puts back the role
-# groups (migration data) that a transactional test's flush removes.
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
-]
+# A live server thread sees only committed rows. The role groups (migration data) that an
+# earlier transactional test's flush removed are put back by the `users` fixture; not
+# serialized_rollback, which collides with the content types that flush recreates.
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

@@ -32,6 +32,11 @@ def wait_for(predicate, seconds: float, what: str):
 @pytest.mark.lab
 @pytest.mark.celery
 def test_it_proves_a_new_open_redis_found_by_a_scan_and_alerts_at_once(celery_workers, tmp_path):
+    from alerts.models import HighRiskPort
+
+    # The product's high-risk list is migration data, which an earlier transactional
+    # test's flush removed: this test states the one it relies on.
+    HighRiskPort.objects.get_or_create(proto="tcp", port=6379)
     smtp = SmtpServer(free_port())
     smtp.start()
     tmp_path.chmod(0o755)
