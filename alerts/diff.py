@@ -147,17 +147,72 @@ class HostHistory:
     network_baselined: bool = False
     # Network setting: every host's first covering run is its own baseline.
     per_host: bool = False
+    # Ports covered by a baseline that is still being learnt, and until when.
+    learning_ports: tuple[tuple[int, int], ...] = ()
+    learning_until: datetime | None = None
+
+    @property
+    def eligible(self) -> bool:
+        """Would a first covering run of this host be its baseline?"""
+        return self.per_host or not self.network_baselined
 
 
-def is_baseline(history: HostHistory, port: int) -> bool:
-    """A port seen for the first time is baseline (recorded quietly), not news, when no
-    healthy run ever covered it on this host: its host is covered for the first time in a
-    network without a baseline yet (or whose baseline is per host), or the coverage grew to
-    take it in (a port range that widened). A new host in a baselined network is news.
+def is_baseline(history: HostHistory, port: int, at: datetime) -> bool:
+    """A port seen for the first time is baseline (recorded quietly), not news, when
+    - no healthy run ever covered it on this host: its host is covered for the first time
+      in a network without a baseline yet (or whose baseline is per host), or the coverage
+      grew to take it in (a port range that widened); a new host in a baselined network
+      is news;
+    - or it was first covered by a baseline less than the new-port window ago: a scan
+      misses ports, and one missed on the baseline day is not new the day after.
     """
-    if history.covered_ports:
-        return not ports_covered(history.covered_ports, port)
-    return history.per_host or not history.network_baselined
+    if not history.covered_ports:
+        return history.eligible
+    if not ports_covered(history.covered_ports, port):
+        return True
+    return (
+        history.learning_until is not None
+        and at < history.learning_until
+        and ports_covered(history.learning_ports, port)
+    )
+
+
+def coverage_grow(
+    history: HostHistory, run_ports: Sequence[tuple[int, int]], *, at: datetime, window: timedelta
+) -> tuple[tuple, tuple, datetime | None]:
+    """A healthy run covered this host: (covered, learning, learning_until) afterwards.
+
+    What the run adds to the coverage is learnt for `window` (a baseline's ports are not
+    all seen by its first scan); a new host in a baselined network learns nothing: its
+    ports are news from its first run on.
+    """
+    covered = port_ranges_union(history.covered_ports, run_ports)
+    if covered == history.covered_ports:
+        return covered, history.learning_ports, history.learning_until
+    if not history.covered_ports and not history.eligible:
+        return covered, (), None
+    still = history.learning_until is not None and at < history.learning_until
+    added = port_ranges_subtract(covered, history.covered_ports)
+    learning = port_ranges_union(history.learning_ports if still else (), added)
+    return covered, learning, at + window
+
+
+def port_ranges_subtract(
+    ranges: Sequence[tuple[int, int]], minus: Sequence[tuple[int, int]]
+) -> tuple[tuple[int, int], ...]:
+    """Ports in `ranges` and not in `minus` (both merged and sorted)."""
+    out = []
+    for lo, hi in ranges:
+        start = lo
+        for mlo, mhi in minus:
+            if mhi < start or mlo > hi:
+                continue
+            if mlo > start:
+                out.append((start, mlo - 1))
+            start = max(start, mhi + 1)
+        if start <= hi:
+            out.append((start, hi))
+    return tuple(out)
 
 
 def is_degraded(

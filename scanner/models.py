@@ -69,6 +69,10 @@ class Host(models.Model):
     # Port ranges healthy runs have covered on this host so far ("" = never covered): a
     # port first seen inside them is new; outside them it is baseline (coverage grew).
     covered_ports = models.TextField(blank=True, default="")
+    # Ports still being learnt until learning_until: one scan misses ports, so a port first
+    # seen within the new-port window after it was first covered is baseline too.
+    learning_ports = models.TextField(blank=True, default="")
+    learning_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["ip"]

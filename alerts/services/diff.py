@@ -103,13 +103,17 @@ HOST_FIELDS = (
     "network__baselined_at",
     "network__baseline_scope",
     "covered_ports",
+    "learning_ports",
+    "learning_until",
 )
 
 
 def _host_row(row: tuple, *, covered: bool) -> tuple[int, HostRow]:
-    hid, ip, zone, days, net_id, cidr, baselined_at, scope, covered_text = row
+    hid, ip, zone, days, net_id, cidr, baselined_at, scope, covered_text, learning, until = row
     history = diff.HostHistory(
         covered_ports=diff.port_ranges_parse(covered_text),
+        learning_ports=diff.port_ranges_parse(learning),
+        learning_until=until,
         network_baselined=baselined_at is not None,
         # A host outside every network has no network baseline to join.
         per_host=net_id is None or scope == Network.BaselineScope.HOST,
@@ -300,7 +304,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             continue
         old_fp = diff.Fingerprint(*(prev_fp.split(SEP) + ["", ""])[:3]) if prev_fp else None
         host = hosts.get(hid) or UNKNOWN_HOST
-        is_baseline = prev_seen is None and diff.is_baseline(host.history, port)
+        is_baseline = prev_seen is None and diff.is_baseline(host.history, port, at)
         if is_baseline:
             baseline.setdefault(host.network_id or 0, Counter())[hid] += 1
         s = diff.Sighting(
@@ -345,7 +349,12 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
         # Only a healthy run is a baseline: a degraded one saw too little to stand for
         # "normal", so the next healthy run covering the same hosts still is one.
         result.baseline = _baseline_record(
-            run=run, coverage=coverage, hosts=hosts, at=at, baseline=baseline
+            run=run,
+            coverage=coverage,
+            hosts=hosts,
+            at=at,
+            baseline=baseline,
+            default_days=default_days,
         )
 
     # Reopened first: a fixed event that comes back holds its key, and a candidate with
@@ -401,24 +410,34 @@ def _baseline_record(
     hosts: dict[int, HostRow],
     at: datetime,
     baseline: dict[int, Counter],
+    default_days: int,
 ) -> list[dict]:
     """Remember what this healthy run covered; returns its baseline lines for the digest.
 
-    Every covered host's covered ports grow by the run's port list; every network with a
-    covered host has a baseline from now on. Lines: one per network with ports recorded
-    quietly, or covered for the first time.
+    Every covered host's covered ports grow by the run's port list (what is added is learnt
+    for the new-port window); every network with a covered host has a baseline from now on.
+    Lines: one per network with ports recorded quietly, or covered for the first time.
     """
-    run_ranges = coverage.port_ranges
-    grow: dict[tuple[str, str], list[int]] = {}
+    run_ranges = diff.port_ranges_union(coverage.port_ranges)
+    grow: dict[tuple, list[int]] = {}
     networks_first: dict[int, str] = {}
     for hid, host in hosts.items():
         if not host.covered:
             continue
         if host.network_id and not host.history.network_baselined:
             networks_first[host.network_id] = host.network
-        new = diff.port_ranges_text(diff.port_ranges_union(host.history.covered_ports, run_ranges))
-        if new != host.covered_text:
-            grow.setdefault((host.covered_text, new), []).append(hid)
+        days = host.window_days if host.window_days is not None else default_days
+        covered, learning, until = diff.coverage_grow(
+            host.history, run_ranges, at=at, window=timedelta(days=days)
+        )
+        if covered != host.history.covered_ports:
+            key = (
+                host.covered_text,
+                diff.port_ranges_text(covered),
+                diff.port_ranges_text(learning),
+                until,
+            )
+            grow.setdefault(key, []).append(hid)
     coverage_baseline_record(grow=grow, network_ids=sorted(networks_first), at=at)
     names = {host.network_id: host.network for host in hosts.values() if host.network_id}
     lines = []

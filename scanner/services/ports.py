@@ -33,18 +33,23 @@ def ports_misses_record(*, bump_ids: list[int], close_ids: list[int]) -> None:
 
 
 def coverage_baseline_record(
-    *, grow: dict[tuple[str, str], list[int]], network_ids: list[int], at: datetime
+    *,
+    grow: dict[tuple[str, str, str, datetime | None], list[int]],
+    network_ids: list[int],
+    at: datetime,
 ) -> None:
     """Record what a healthy run covered: hosts' covered ports, networks' first baseline.
 
-    grow: {(old covered_ports, new covered_ports): host ids}; a host whose covered ports
-    changed meanwhile (a concurrent diff) keeps them: the next run widens them again.
+    grow: {(old covered_ports, new covered_ports, learning_ports, learning_until): host
+    ids}, hosts grouped so that a run over a /16 writes a few UPDATEs, not one per host; a
+    host whose covered ports changed meanwhile (a concurrent diff) keeps them: the next run
+    widens them again.
     """
-    for (old, new), host_ids in grow.items():
+    for (old, new, learning, until), host_ids in grow.items():
         for start in range(0, len(host_ids), BATCH_SIZE):
             Host.objects.filter(
                 id__in=host_ids[start : start + BATCH_SIZE], covered_ports=old
-            ).update(covered_ports=new)
+            ).update(covered_ports=new, learning_ports=learning, learning_until=until)
     if network_ids:
         Network.objects.filter(id__in=network_ids, baselined_at__isnull=True).update(
             baselined_at=at

@@ -85,3 +85,14 @@ def test_it_takes_the_first_healthy_run_as_the_baseline_not_a_degraded_one(netwo
     network.refresh_from_db()
     assert network.baselined_at == at(1)
     assert kinds(run) == Counter({"high_risk": 1})
+
+
+def test_it_learns_a_baseline_for_the_new_port_window(network):
+    # The first scan missed 198.18.0.7:8080 (scans miss ports): seen the day after, it is
+    # part of the baseline, not news; a port opening after the window is.
+    day(0, first_scan())
+    quiet = day(1, [*first_scan(), Finding("198.18.0.7", 8080)])
+    day(2, [*first_scan(), Finding("198.18.0.7", 8080)])
+    news = day(3, [*first_scan(), Finding("198.18.0.7", 8080), Finding("198.18.0.7", 8443)])
+    assert kinds(quiet) == Counter() and quiet.baseline[0]["ports"] == 1
+    assert kinds(news) == Counter({"new_port": 1})

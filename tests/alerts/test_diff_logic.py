@@ -110,3 +110,26 @@ def test_it_judges_a_run_degraded_against_the_median():
 def test_it_closes_on_the_nth_miss():
     assert miss_outcome(missed_before=0, closed_after=3) == (1, False)
     assert miss_outcome(missed_before=2, closed_after=3) == (3, True)
+
+
+def test_it_treats_only_never_covered_or_still_learnt_ports_as_baseline():
+    from alerts.diff import HostHistory, coverage_grow, is_baseline, port_ranges_subtract
+
+    t0 = datetime(2026, 6, 10, tzinfo=UTC)
+    window = timedelta(days=3)
+    first = HostHistory()  # a host no healthy run covered, network without a baseline
+    assert is_baseline(first, 22, t0)
+    assert not is_baseline(HostHistory(network_baselined=True), 22, t0)  # a new host: news
+    assert is_baseline(HostHistory(network_baselined=True, per_host=True), 22, t0)
+
+    covered, learning, until = coverage_grow(first, ((1, 1000),), at=t0, window=window)
+    grown = HostHistory(covered, True, False, learning, until)
+    assert is_baseline(grown, 80, t0 + timedelta(days=2))  # still learning
+    assert not is_baseline(grown, 80, t0 + timedelta(days=3))
+    assert is_baseline(grown, 8080, t0 + timedelta(days=9))  # never covered
+
+    covered, learning, until = coverage_grow(
+        grown, ((1, 65535),), at=t0 + timedelta(days=9), window=window
+    )
+    assert covered == ((1, 65535),) and learning == ((1001, 65535),)
+    assert port_ranges_subtract(((1, 100),), ((10, 20), (50, 200))) == ((1, 9), (21, 49))

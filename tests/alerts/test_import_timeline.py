@@ -148,6 +148,10 @@ def test_it_records_ports_covered_for_the_first_time_as_baseline(days):
     assert run.baseline == [
         {"network_id": run.baseline[0]["network_id"], "network": NET, "ports": 1, "hosts": 1}
     ]
-    # Now it is covered: a port opening inside the coverage is news.
+    # Newly covered ports are learnt for the new-port window (3 days): a port missed by the
+    # first scan that covered it is not news the day after.
     days.day(2, {HOST: [SSH, WEB, (9090, "http", "Jetty")]})
-    assert days.kinds() == {2: [("new_port", 9090)]}
+    days.day(3, {HOST: [SSH, WEB, (9090, "http", "Jetty")]})
+    # Then a port opening inside the coverage is news.
+    days.day(4, {HOST: [SSH, WEB, (9090, "http", "Jetty"), (9443, "https", "Jetty")]})
+    assert days.kinds() == {4: [("new_port", 9443)]}
