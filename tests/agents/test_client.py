@@ -16,6 +16,11 @@ from agents.services.enrollment import agent_add
 from alerts.models import AlertEvent, Rule
 from tests.conftest import ROOT, database_url_for_subprocess
 
+# The server process sees committed rows only. serialized_rollback: the flush after a
+# transactional test re-creates content types, and a later serialized_rollback test
+# (tests/alerts/notify/test_immediate_latency.py) would then load them a second time.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
 CLIENT = ROOT / "agents/client/portmon_agent.py"
 PYTHON = os.path.realpath(sys.executable)
 LISTEN = (
@@ -64,7 +69,7 @@ class Server:
 
 
 @pytest.fixture
-def server(transactional_db, tmp_path):
+def server(tmp_path):
     srv = Server(tmp_path)
     yield srv
     srv.stop()
