@@ -22,6 +22,8 @@ CLOSED = "closed"
 REOPENED = "reopened"
 SERVICE_CHANGED = "service_changed"
 BLACKLISTED = "blacklisted"
+# A host answering SYN-ACK on (nearly) every port (scanner/synproxy.py): one event per host.
+HOST_ANSWERS_ALL = "host_answers_all"
 
 
 @dataclass(frozen=True)

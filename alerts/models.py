@@ -21,6 +21,8 @@ class EventKind(models.TextChoices):
     NEW_PROCESS = "new_process", "new process"
     # Host agents: a port whose owning process (name + exe) is another one than before.
     PROCESS_CHANGED = "process_changed", "process changed"
+    # A SYN proxy, tarpit or middlebox: one event for the host (port 0), not per port.
+    HOST_ANSWERS_ALL = "host_answers_all", "answers on all ports"
 
 
 class EventState(models.TextChoices):

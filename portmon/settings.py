@@ -337,6 +337,15 @@ PORTMON_MASSCAN_ADAPTER_IP = env_str("PORTMON_MASSCAN_ADAPTER_IP") or None
 PORTMON_MASSCAN_ROUTER_MAC = env_str("PORTMON_MASSCAN_ROUTER_MAC") or None
 PORTMON_CONNECT_CONCURRENCY = env_int("PORTMON_CONNECT_CONCURRENCY", 2000)
 PORTMON_CONNECT_TIMEOUT_MS = env_int("PORTMON_CONNECT_TIMEOUT_MS", 1000)
+# A host answering SYN-ACK on more than this many ports AND this share of those probed is a
+# SYN proxy, tarpit or middlebox: one host-level finding, its ports not listed one by one.
+PORTMON_SYNPROXY_MIN_PORTS = env_int("PORTMON_SYNPROXY_MIN_PORTS", 1000, lo=1)
+try:
+    PORTMON_SYNPROXY_MIN_SHARE = float(env_str("PORTMON_SYNPROXY_MIN_SHARE", "0.05"))
+except ValueError:
+    PORTMON_SYNPROXY_MIN_SHARE = -1.0
+if not 0 < PORTMON_SYNPROXY_MIN_SHARE < 1:
+    raise SettingError("PORTMON_SYNPROXY_MIN_SHARE must be a number between 0 and 1 (e.g. 0.05)")
 # Ports seen open in the last N days but missing from a run are re-probed before the run ends.
 PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
 PORTMON_NMAP_HOST_TIMEOUT = env_int("PORTMON_NMAP_HOST_TIMEOUT", 300, lo=5)

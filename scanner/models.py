@@ -209,6 +209,9 @@ class ScanShard(models.Model):
     # heartbeat stopped belongs to a dead worker and is taken over.
     claim = models.CharField(max_length=64, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The route plan (scanner.engines.routes.plan_json) of its first attempt: a retry whose
+    # route differs fails the shard instead of sweeping by another way out.
+    route_plan = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
 
     class Meta:
@@ -221,6 +224,30 @@ class ScanShard(models.Model):
     @property
     def percent(self) -> float:
         return 100.0 * self.probes_done / self.probes_total if self.probes_total else 0.0
+
+
+class HostFinding(models.Model):
+    """Something a run found about a whole host rather than one port."""
+
+    class Kind(models.TextChoices):
+        # SYN-ACK on (nearly) every port probed: a SYN proxy, a tarpit or a middlebox. Its
+        # ports are neither recorded nor fingerprinted one by one (scanner/synproxy.py).
+        ANSWERS_ALL_PORTS = "answers_all_ports", "answers on all ports"
+
+    run = models.ForeignKey(ScanRun, on_delete=models.CASCADE, related_name="host_findings")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="findings")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    open_count = models.PositiveIntegerField(default=0)
+    probed = models.PositiveIntegerField(default=0)
+    found_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "host", "kind"], name="uniq_host_finding")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_id} {self.kind} in run {self.run_id}"
 
 
 class FingerprintFields(models.Model):

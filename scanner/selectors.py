@@ -1,17 +1,28 @@
 """Reads of the scanner's state for the CLI, the reaper and the dashboard."""
 
-from scanner.models import PortObservation, ScanRun, ScanShard, ShardState
+from scanner.models import HostFinding, PortObservation, ScanRun, ScanShard, ShardState
 
 
 def run_hosts_unfingerprinted(*, run_id: int) -> list[str]:
     """Hosts with ports this run found open and has not fingerprinted yet."""
+    answering_all = run_hosts_answering_all(run_id=run_id)
     return sorted(
         set(
-            PortObservation.objects.filter(run_id=run_id, fingerprinted=False).values_list(
-                "host__ip", flat=True
-            )
+            PortObservation.objects.filter(run_id=run_id, fingerprinted=False)
+            .exclude(host_id__in=list(answering_all))
+            .values_list("host__ip", flat=True)
         )
     )
+
+
+def run_hosts_answering_all(*, run_id: int) -> dict[int, HostFinding]:
+    """{host_id: finding} of the hosts that answered on all ports in this run."""
+    return {
+        f.host_id: f
+        for f in HostFinding.objects.filter(
+            run_id=run_id, kind=HostFinding.Kind.ANSWERS_ALL_PORTS
+        ).select_related("host", "host__network")
+    }
 
 
 def run_progress(*, run_id: int) -> dict:

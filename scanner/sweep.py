@@ -3,20 +3,24 @@
 import ipaddress
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
 from django.conf import settings
 from django.utils import timezone
 
+from scanner import synproxy
+from scanner.engines import routes
 from scanner.findings import Finding
 from scanner.models import Engine, ScanShard, ShardState
 from scanner.recall import ProbeLedger, reprobe_plan
 from scanner.services import publish
 from scanner.services.liveness import Heartbeat
-from scanner.services.results import observations_record
+from scanner.services.results import host_answering_all_record, observations_record
 from scanner.services.scope import stored_targets_guard
-from scanner.targets import parse_ports
+from scanner.services.shards import shard_route_plan_check
+from scanner.targets import count_ports, parse_ports
 
 logger = logging.getLogger(__name__)
 
@@ -59,27 +63,68 @@ class FindingStream:
     ports are gathered for STREAM_FINGERPRINT_EVERY_S and then queued together, so that one
     nmap run covers many hosts (fingerprint_queue): an nmap process per port found would
     cost more CPU than the sweep can spare. The shard's end queues whatever is left.
+
+    With a synproxy threshold (and the engine's answers fed to answered()), a host's ports
+    are held in memory until its answers show that it is not a SYN proxy
+    (synproxy.stream_ready): one that answers SYN-ACK on every port must not get 65,535
+    rows written one at a time, nor nmap started on its first few "open" ports. Held
+    hosts are settled by the shard's end (shard_sweep).
     """
 
-    def __init__(self, *, run_id: int, fingerprint: bool):
+    def __init__(
+        self,
+        *,
+        run_id: int,
+        fingerprint: bool,
+        threshold: synproxy.Threshold | None = None,
+    ):
         self.run_id = run_id
         self.fingerprint = fingerprint
+        self.threshold = threshold
         self.waiting: set[str] = set()  # hosts with ports found since the last flush
         self.window_start = 0.0
+        self.open: Counter = Counter()  # open ports per host
+        self.answers: Counter = Counter()  # answered probes (SYN-ACK or RST) per host
+        self.held: dict[str, list[Finding]] = {}  # hosts not known to be real hosts yet
+        self.ready: set[str] = set()
+
+    def answered(self, answers: list[tuple[str, int]]) -> None:
+        """Count the engine's answers per host (masscan's on_answers)."""
+        self.answers.update(ip for ip, _port in answers)
 
     def __call__(self, finding: Finding) -> None:
-        observations_record(run_id=self.run_id, findings=[finding], seen_at=timezone.now())
+        if self.threshold is not None and finding.ip not in self.ready:
+            self.open[finding.ip] += 1
+            self.held.setdefault(finding.ip, []).append(finding)
+            self.release()
+            self.tick()
+            return
+        self.record([finding])
+
+    def record(self, findings: list[Finding]) -> None:
+        observations_record(run_id=self.run_id, findings=findings, seen_at=timezone.now())
         if not self.fingerprint:
             return
         if not self.waiting:
             self.window_start = time.monotonic()
-        self.waiting.add(finding.ip)
+        self.waiting.update(f.ip for f in findings)
         self.tick()
+
+    def release(self) -> None:
+        """Record the held hosts whose answers now show them to be real hosts."""
+        for ip in list(self.held):
+            if synproxy.stream_ready(
+                open_count=self.open[ip], answered=self.answers[ip], threshold=self.threshold
+            ):
+                self.ready.add(ip)
+                self.record(self.held.pop(ip))
 
     def tick(self) -> None:
         """Queue the gathered hosts once their window is over (also called on progress, so
         that hosts found just before a quiet stretch of the sweep do not wait for its end)."""
-        if time.monotonic() - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
+        if self.held and self.threshold is not None:
+            self.release()
+        if self.waiting and time.monotonic() - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
             self.flush()
 
     def flush(self) -> None:
@@ -90,7 +135,10 @@ class FindingStream:
 
 
 def shard_sweep(*, shard: ScanShard) -> list[Finding]:
-    """Run the engine for one shard and return the open ports it found."""
+    """Run the engine for one shard and return the open ports it found.
+
+    Hosts that answer on all ports are recorded as such (one HostFinding) and left out.
+    """
     from scanner import engines
     from scanner.engines import connect, masscan
 
@@ -98,10 +146,15 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     ports = parse_ports(shard.ports)
     run = shard.run
     timeout = max(30, settings.PORTMON_SHARD_SOFT_TIME_LIMIT - 30)
+    threshold = synproxy.Threshold(
+        min_ports=settings.PORTMON_SYNPROXY_MIN_PORTS,
+        min_share=settings.PORTMON_SYNPROXY_MIN_SHARE,
+    )
     engine = engines.choose(run.engine, list(guarded.networks))
     with ShardProgress(shard.pk, shard.probes_total, shard.claim) as on_progress:
         if engine == Engine.MASSCAN:
-            stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint)
+            route_plan = shard_routes_plan(shard=shard, targets=list(guarded.networks))
+            stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint, threshold=threshold)
             ledger = ProbeLedger((str(a) for a in guarded.addresses()), ports)
             deadline = time.monotonic() + timeout
             sweep = partial(
@@ -120,28 +173,66 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 on_progress(percent, found)
                 stream.tick()
 
+            def answers(batch: list[tuple[str, int]]) -> None:
+                ledger.mark_many(batch)
+                stream.answered(batch)
+
             started = time.monotonic()
             findings = sweep(
                 targets=list(guarded.networks),
                 retries=settings.PORTMON_MASSCAN_RETRIES,
                 timeout=timeout,
                 on_progress=progress,
-                on_answers=ledger.mark_many,
+                on_answers=answers,
+                plan=route_plan,
             )
             logger.info("shard %s: masscan took %.1fs", shard.pk, time.monotonic() - started)
             stream.flush()  # nmap starts on the last window's hosts while the re-probe runs
-            return findings + gaps_reprobe(
+            findings += gaps_reprobe(
                 shard=shard, ledger=ledger, sweep=sweep, stream=stream, deadline=deadline
             )
-        return connect.scan(
-            targets=list(guarded.addresses()),
-            ports=ports,
-            concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
-            timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
-            retries=1,
-            on_progress=on_progress,
-            deadline=time.monotonic() + timeout,
+        else:
+            findings = connect.scan(
+                targets=list(guarded.addresses()),
+                ports=ports,
+                concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
+                timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
+                retries=1,
+                on_progress=on_progress,
+                deadline=time.monotonic() + timeout,
+            )
+    probed = count_ports(ports)
+    split = synproxy.split(findings, probed=probed, threshold=threshold)
+    if split.answering_all:
+        host_answering_all_record(
+            run_id=run.pk, answering_all=split.answering_all, probed=probed, at=timezone.now()
         )
+        logger.warning(
+            "shard %s: %d host(s) answer on all ports, not listed port by port: %s",
+            shard.pk,
+            len(split.answering_all),
+            ", ".join(sorted(split.answering_all)[:20]),
+        )
+    return split.kept
+
+
+def shard_routes_plan(*, shard: ScanShard, targets: list) -> "routes.SweepPlan":
+    """The shard's masscan route plan, checked against its first attempt's.
+
+    Raises RouteChanged when the way out moved since then: probes that left by eth1 and then
+    by eth2 would make one shard of two networks' answers (and a retry must not quietly
+    sweep by another interface than the one the first attempt was allowed to use).
+    """
+    sweep_plan = routes.plan(
+        targets,
+        interface=settings.PORTMON_MASSCAN_ADAPTER,
+        source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
+        router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
+    )
+    change = shard_route_plan_check(shard_id=shard.pk, plan=routes.plan_json(sweep_plan))
+    if change:
+        raise routes.RouteChanged(change)
+    return sweep_plan
 
 
 def gaps_reprobe(

@@ -42,6 +42,7 @@ class ShardTask(Task):
 def sweep_shard(self, shard_id: int) -> None:
     """Sweep one shard; a redelivered or finished shard is a no-op."""
     from scanner.engines import EngineError
+    from scanner.engines.routes import RouteRefused
 
     shard = shards.shard_claim(
         shard_id=shard_id, worker=self.request.hostname or "", token=self.request.id or ""
@@ -54,6 +55,11 @@ def sweep_shard(self, shard_id: int) -> None:
         # The engine has killed its process group; give the shard back and try again.
         shards.shard_release(shard_id=shard_id, error="soft time limit exceeded")
         raise self.retry(countdown=5) from None
+    except RouteRefused as exc:
+        # A blackholed target or a route that moved since the first attempt: a retry would
+        # meet the same route (or sweep by another one), so the shard fails now, visibly.
+        shards.shard_fail(shard_id=shard_id, error=str(exc))
+        return
     except Exception as exc:
         # Never leave a shard 'running': give it back for a retry, or fail it visibly.
         if not isinstance(exc, EngineError | TargetError):

@@ -20,6 +20,7 @@ KIND_LABELS = {
     "blacklisted": "blacklisted",
     "poc_finding": "PoC finding",
     "new_process": "new process",
+    "host_answers_all": "answers on all ports",
 }
 
 # (key, title, kinds): the digest's sections in the order a reader wants them.
@@ -71,6 +72,8 @@ class Item:
     @property
     def endpoint(self) -> str:
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        if not self.port:  # an event about the whole host (e.g. it answers on all ports)
+            return host
         return f"{host}:{self.port}/{self.proto}"
 
     @property

@@ -23,7 +23,9 @@ from alerts.models import AlertEvent, EventKind, HighRiskPort
 from alerts.rules import RuleBook
 from alerts.selectors import rule_specs_load
 from alerts.services.events import Candidate, chunks, events_raise, events_reopen_seen
+from scanner import synproxy
 from scanner.models import Host, Network, Port, PortObservation, PortState, RunState, ScanRun
+from scanner.selectors import run_hosts_answering_all
 from scanner.services.ports import (
     coverage_baseline_record,
     ports_misses_record,
@@ -277,11 +279,15 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     book = RuleBook(rule_specs_load(), at=at)
     coverage = diff.coverage_parse(run.targets, run.ports)
 
-    sightings = _sightings(run, at)
+    # Hosts that answered on all ports: their ports are unknown in this run (no new, no
+    # miss, no baseline), one host-level candidate each instead.
+    answering_all = run_hosts_answering_all(run_id=run.pk)
+    sightings = [r for r in _sightings(run, at) if r[0] not in answering_all]
     missed_before = _missed_before(run)
     result.seen = len(sightings)
     seen_hosts = {row[0] for row in sightings}
     covered = _covered_hosts(coverage)
+    covered = {hid: row for hid, row in covered.items() if hid not in answering_all}
     hosts = {**_host_info(seen_hosts - covered.keys()), **covered}
 
     # Candidates for "was closed": seen again after healthy runs missed them.
@@ -290,7 +296,9 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     }
     closed_keys = _closed_after_last_sighting(maybe_closed)
 
-    candidates: list[Candidate] = []
+    candidates: list[Candidate] = [
+        _answering_all_candidate(finding, zone=run.zone) for finding in answering_all.values()
+    ]
     baseline: dict[int, Counter] = {}  # {network_id or 0: Counter(host_id: ports)}
     for hid, proto, port, fped, service, product, version, prev_seen, prev_fp in sightings:
         missed = missed_before.get((hid, proto, port), 0) if missed_before else 0
@@ -366,6 +374,20 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     raised = events_raise(candidates=candidates, at=at, run_id=run.pk, book=book)
     result.created = Counter(raised.created)
     return result
+
+
+def _answering_all_candidate(finding, *, zone: str) -> Candidate:
+    zone = (finding.host.network.zone if finding.host.network else "") or zone
+    detail = {
+        "zone": zone,
+        "open_count": finding.open_count,
+        "probed": finding.probed,
+        "summary": synproxy.summary(open_count=finding.open_count, probed=finding.probed),
+    }
+    # Port 0: the event is about the host; one open event per host (open_key).
+    return Candidate(
+        finding.host_id, finding.host.ip, zone, "tcp", 0, diff.HOST_ANSWERS_ALL, detail
+    )
 
 
 def _misses_record(

@@ -126,6 +126,7 @@ def sweep(
     on_progress: Progress | None = None,
     on_finding: Callable[[Finding], None] | None = None,
     on_answers: Callable[[list[tuple[str, int]]], None] | None = None,
+    plan: routes.SweepPlan | None = None,
 ) -> list[Finding]:
     """Sweep targets x ports with masscan; return open TCP ports.
 
@@ -143,7 +144,8 @@ def sweep(
     overrides checked against the route. Targets on a directly attached subnet (no gateway)
     go to the connect scanner instead: masscan puts one destination MAC in every frame, and
     on-link hosts each have their own. Their answers are not reported to on_answers (the
-    connect scanner retries timeouts itself), so a re-probe treats them as silent.
+    connect scanner retries timeouts itself), so a re-probe treats them as silent. plan, if
+    given, is routes.plan() of these very targets, made by the caller (who checked it).
 
     On timeout masscan's process group is killed and EngineTimeout carries the findings
     written so far in `.partial`.
@@ -159,7 +161,8 @@ def sweep(
     if reason is not None:
         raise EngineError(reason)
     deadline = time.monotonic() + timeout
-    plan = routes.plan(checked, interface=interface, source_ip=source_ip, router_mac=router_mac)
+    if plan is None:
+        plan = routes.plan(checked, interface=interface, source_ip=source_ip, router_mac=router_mac)
     on_link = _subtract(plan.connect, excluded)
     jobs: list[tuple[Sequence[ipaddress.IPv4Network], routes.Egress | None]] = [
         (egress.targets, egress) for egress in plan.masscan

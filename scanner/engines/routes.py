@@ -57,6 +57,14 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 
+class RouteRefused(EngineError):
+    """A route masscan must not follow: the shard fails at once (a retry would meet it too)."""
+
+
+class RouteChanged(RouteRefused):
+    """The route to a target is not the one the shard's first attempt swept by."""
+
+
 @dataclass(frozen=True)
 class Route:
     """One `ip -j route get` answer, reduced to what a sweep needs."""
@@ -174,24 +182,25 @@ def split(network: Network, inner: Iterable[Network]) -> list[Network]:
 def check_route(target: object, route: Route, *, interface: str | None = None) -> None:
     """Refuse a route masscan must not follow; the message names the target and the reason."""
     if route.type == NO_ROUTE:
-        raise EngineError(f"{target}: no route to it; refusing to sweep it")
+        raise RouteRefused(f"{target}: no route to it; refusing to sweep it")
     if route.type in REFUSED_TYPES:
-        raise EngineError(f"{target}: its route is {route.type}; refusing to sweep it")
+        raise RouteRefused(f"{target}: its route is {route.type}; refusing to sweep it")
     if route.type == "local" or route.dev == "lo":
-        raise EngineError(
+        raise RouteRefused(
             f"{target} routes through lo (an address of this machine): masscan cannot scan it; "
             "use the connect engine"
         )
     if route.type not in ("unicast", "broadcast"):
-        raise EngineError(f"{target}: its route is {route.type}; masscan sweeps unicast only")
+        raise RouteRefused(f"{target}: its route is {route.type}; masscan sweeps unicast only")
     if not route.dev:
-        raise EngineError(f"{target}: its route has no output interface")
+        raise RouteRefused(f"{target}: its route has no output interface")
     if "linkdown" in route.flags:
+        # A cable or a VLAN may come back: the shard is retried, not failed at once.
         raise EngineError(f"{target}: its route's interface {route.dev} has no carrier")
     if route.src is None:
-        raise EngineError(f"{target}: interface {route.dev} has no IPv4 source address")
+        raise RouteRefused(f"{target}: interface {route.dev} has no IPv4 source address")
     if interface is not None and route.dev != interface:
-        raise EngineError(
+        raise RouteRefused(
             f"{target} leaves by {route.dev}, not by PORTMON_MASSCAN_ADAPTER={interface}; "
             "fix the setting or the route"
         )
@@ -409,6 +418,51 @@ def plan_json(sweep_plan: SweepPlan) -> dict:
         ],
         "connect": [str(t) for t in sweep_plan.connect],
     }
+
+
+def refusal(resolved: Iterable[tuple[Network, Network, Route]]) -> str | None:
+    """The first refusing route (blackhole, unreachable, prohibit, throw) among resolve()'s
+    answers, as check_route words it; None when there is none. For a planner that may not
+    be the scanner host: only what no route could ever make right."""
+    for target, piece, route in resolved:
+        if route.type in REFUSED_TYPES:
+            label = _label(target) if piece == target else f"{_label(piece)} (in {target})"
+            return f"{label}: its route is {route.type}; refusing to sweep it"
+    return None
+
+
+def plan_paths(plan: dict) -> dict[str, str]:
+    """{target: "eth1 via 10.0.0.1" or "on-link"} from plan_json(): what a change is about.
+
+    The router MAC is left out: it is looked up again on every attempt, and a gateway that
+    swapped its NIC still is the same way out.
+    """
+    paths = {}
+    for egress in plan.get("masscan", ()):
+        for target in egress.get("targets", ()):
+            paths[target] = f"{egress['interface']} via {egress['gateway']}"
+    for target in plan.get("connect", ()):
+        paths[target] = "on-link (connect scanner)"
+    return paths
+
+
+def plan_change(first: dict, now: dict) -> str | None:
+    """One line saying how the route of a target moved between two plans, or None."""
+    before, after = plan_paths(first), plan_paths(now)
+    if before == after:
+        return None
+    moved = sorted(
+        set(before) | set(after),
+        key=lambda t: ipaddress.IPv4Network(t),
+    )
+    for target in moved:
+        old, new = before.get(target), after.get(target)
+        if old != new:
+            return (
+                f"route to {target} changed since the first attempt: "
+                f"{old or 'not a target of its own'} -> {new or 'not a target of its own'}"
+            )
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

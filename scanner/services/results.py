@@ -14,6 +14,7 @@ from scanner.findings import Finding
 from scanner.imports import ImportReport
 from scanner.models import (
     Host,
+    HostFinding,
     Port,
     PortObservation,
     PortState,
@@ -95,6 +96,38 @@ def observations_record(*, run_id: int, findings: Iterable[Finding], seen_at: da
     ]
     PortObservation.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
     return len(rows)
+
+
+def host_answering_all_record(
+    *, run_id: int, answering_all: dict[str, int], probed: int, at: datetime
+) -> None:
+    """Record hosts that answer on all ports, once per run, and drop their port rows.
+
+    Their ports say nothing (scanner/synproxy.py): any observation of theirs this run
+    recorded before the verdict (another shard's, a stream) goes, so that nothing
+    fingerprints, records or diffs them one by one.
+    """
+    if not answering_all:
+        return
+    hosts = hosts_ensure(ips=answering_all, seen_at=at)
+    with transaction.atomic():
+        HostFinding.objects.bulk_create(
+            [
+                HostFinding(
+                    run_id=run_id,
+                    host=hosts[host_ip(ip)],
+                    kind=HostFinding.Kind.ANSWERS_ALL_PORTS,
+                    open_count=count,
+                    probed=probed,
+                    found_at=at,
+                )
+                for ip, count in answering_all.items()
+            ],
+            ignore_conflicts=True,
+        )
+        PortObservation.objects.filter(
+            run_id=run_id, host_id__in=[h.pk for h in hosts.values()]
+        ).delete()
 
 
 def ports_update_from_run(*, run: ScanRun) -> None:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from scanner.engines import routes
 from scanner.findings import Finding
 from scanner.models import RunState, ScanRun, ScanShard, ShardState
 from scanner.services import publish
@@ -67,6 +68,15 @@ def _shard_take(*, shard_id: int, worker: str, token: str) -> ScanShard | None:
     if gave_up:
         shard_failed_mark_run(shard_id=shard_id)
     return None
+
+
+def shard_route_plan_check(*, shard_id: int, plan: dict) -> str | None:
+    """Keep the route plan of a shard's first attempt; a later one whose route differs gets
+    the one-line reason back (the caller fails the shard), else None."""
+    if ScanShard.objects.filter(pk=shard_id, route_plan__isnull=True).update(route_plan=plan):
+        return None
+    first = ScanShard.objects.values_list("route_plan", flat=True).get(pk=shard_id)
+    return routes.plan_change(first, plan)
 
 
 def shard_release(*, shard_id: int, error: str) -> None:

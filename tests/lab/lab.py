@@ -474,6 +474,36 @@ class Lab:
         self.truth[ip][port] = service
         self.truth[ip] = dict(sorted(self.truth[ip].items()))
 
+    def add_answer_all_host(self) -> str:
+        """A new lab address that answers SYN-ACK on every port (the kernel's SYN proxy).
+
+        nftables' synproxy statement answers each SYN with a cookie SYN-ACK before any
+        socket is looked up, as a firewall's SYN proxy does; no listener is involved.
+        Returns its address (not in truth: it has no real service).
+        """
+        self._require_running()
+        ip = str(ipaddress.ip_network(self.cidr).network_address + 250)
+        if ip in self.truth:
+            raise LabError(f"{ip} is already a host of this lab")
+        ns = self.namespace
+        _run(["ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", LAB_IFACE])
+        _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_syncookies=1"])
+        _run(
+            ["ip", "netns", "exec", ns, "sysctl", "-q", "-w"]
+            + ["net.netfilter.nf_conntrack_tcp_loose=0"]
+        )
+        rules = (
+            f"table inet {PREFIX}_synproxy {{\n"
+            " chain pre { type filter hook prerouting priority raw; policy accept;\n"
+            f"  ip daddr {ip} tcp flags syn notrack\n }}\n"
+            " chain inp { type filter hook input priority filter; policy accept;\n"
+            f"  ip daddr {ip} tcp flags syn ct state invalid,untracked "
+            "synproxy mss 1460 wscale 7 timestamp sack-perm\n"
+            f"  ip daddr {ip} ct state invalid drop\n }}\n}}\n"
+        )
+        _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], stdin=rules)
+        return ip
+
     def close_port(self, ip: str, port: int) -> None:
         """Stop the service on ip:port now (connections get a RST); truth follows."""
         if port not in self.truth.get(ip, {}):
