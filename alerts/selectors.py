@@ -5,6 +5,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from alerts.models import AlertEvent, HighRiskPort, Rule
+from alerts.rule_files import RULE_FIELDS, PlanItem, RuleEntry, rules_import_plan
 from alerts.rules import RuleSpec
 
 
@@ -21,6 +22,16 @@ def rule_spec_of(rule: Rule) -> RuleSpec:
         expires_at=rule.expires_at,
         enabled=rule.enabled,
     )
+
+
+def rule_entry_of(rule: Rule) -> RuleEntry:
+    """A rule as it is written to a rules file (the fields a person sets)."""
+    return RuleEntry(**{name: getattr(rule, name) for name in RULE_FIELDS})
+
+
+def rule_entries_load() -> list[tuple[int, RuleEntry]]:
+    """Every rule (enabled, disabled or expired) as (id, entry), oldest first."""
+    return [(r.pk, rule_entry_of(r)) for r in Rule.objects.order_by("id")]
 
 
 def rule_specs_load() -> list[RuleSpec]:
@@ -50,3 +61,15 @@ def events_list(
     if not include_suppressed:
         qs = qs.filter(suppressed=False)
     return qs.order_by("-created_at", "-id")
+
+
+def rules_import_preview(
+    entries: list[RuleEntry], *, now: datetime | None = None
+) -> list[tuple[PlanItem, int]]:
+    """The dry run of an import: each rule's change and how many events of the last 7 days
+    it matches (its own fields only, as the rule page's dry run)."""
+    from alerts.services.rules import rule_dry_run_counts
+
+    plan = rules_import_plan(entries, rule_entries_load())
+    counts = rule_dry_run_counts(specs=[item.entry.spec() for item in plan], now=now)
+    return list(zip(plan, counts, strict=True))

@@ -73,3 +73,11 @@ def rule_initial_from_event(event: AlertEvent) -> dict:
     if detail.get("process"):
         initial["process"] = detail["process"]
     return initial
+
+
+class RulesImportForm(forms.Form):
+    """Step 1 uploads a file (dry run); step 2 sends its text back to import it."""
+
+    file = forms.FileField(required=False)
+    # The document the dry run showed, validated again when it is imported.
+    document = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)

@@ -21,10 +21,22 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
+from alerts.rule_files import (
+    MAX_BYTES,
+    RuleFileError,
+    rules_document_dump,
+    rules_document_parse,
+)
 from alerts.rules import RuleError
-from alerts.selectors import rule_spec_of
+from alerts.selectors import rule_entries_load, rule_spec_of, rules_import_preview
 from alerts.services.events import TRANSITIONS
-from alerts.services.rules import rule_create, rule_dry_run, rule_expire, rule_update
+from alerts.services.rules import (
+    rule_create,
+    rule_dry_run,
+    rule_expire,
+    rule_update,
+    rules_import,
+)
 from alerts.severity import Severity
 from audit.models import AuditEntry
 from dashboard import selectors, slots
@@ -33,6 +45,7 @@ from dashboard.forms import (
     BulkTriageForm,
     NoteForm,
     RuleForm,
+    RulesImportForm,
     TriageForm,
     rule_initial_from_event,
 )
@@ -78,7 +91,7 @@ def since(request: HttpRequest) -> HttpResponse:
 @role_required(VIEWER)
 def events_list(request: HttpRequest) -> HttpResponse:
     filters = event_filters_parse(request.GET)
-    page = _page(request, selectors.events_filtered(filters))
+    page = selectors.events_page(filters, number=request.GET.get("page"), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -208,23 +221,6 @@ def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
 def events_csv(request: HttpRequest) -> StreamingHttpResponse:
     filters = event_filters_parse(request.GET)
     labels = dict(Severity.choices)
-    fields = [
-        "pk",
-        "created_at",
-        "host__ip",
-        "proto",
-        "port",
-        "kind",
-        "severity",
-        "state",
-        "suppressed",
-        "rule_id",
-        "run_id",
-        "immediate",
-    ]
-    # values_list + iterator: no model objects, rows read CSV_CHUNK at a time (a
-    # server-side cursor on MariaDB), so memory stays flat however many events match.
-    qs = selectors.events_filtered(filters).values_list(*fields).iterator(chunk_size=CSV_CHUNK)
     rows = (
         (
             pk,
@@ -240,7 +236,9 @@ def events_csv(request: HttpRequest) -> StreamingHttpResponse:
             run or "",
             int(imm),
         )
-        for pk, at, ip, proto, port, kind, sev, state, sup, rule, run, imm in qs
+        for pk, at, ip, proto, port, kind, sev, state, sup, rule, run, imm in (
+            selectors.events_csv_rows(filters)
+        )
     )
     header = [
         "id",
@@ -265,9 +263,8 @@ def events_csv(request: HttpRequest) -> StreamingHttpResponse:
 @role_required(VIEWER)
 def hosts_list(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:64]
-    return render(
-        request, "dashboard/hosts.html", {"page": _page(request, selectors.hosts_list(q=q)), "q": q}
-    )
+    page = selectors.hosts_page(q=q, number=request.GET.get("page"), size=PAGE_SIZE)
+    return render(request, "dashboard/hosts.html", {"page": page, "q": q})
 
 
 @role_required(VIEWER)
@@ -426,6 +423,47 @@ def rule_expire_view(request: HttpRequest, rule_id: int) -> HttpResponse:
         raise Http404("no such rule") from None
     messages.success(request, f"rule #{rule_id} expired")
     return redirect("dashboard:rules")
+
+
+@role_required(ADMIN)
+def rules_export_view(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    text = rules_document_dump([e for _, e in rule_entries_load()], exported_at=now)
+    response = HttpResponse(text, content_type="application/json; charset=utf-8")
+    name = f"portmon-rules-{now:%Y%m%d-%H%M}.json"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@role_required(ADMIN)
+def rules_import_view(request: HttpRequest) -> HttpResponse:
+    """Upload -> dry run (what each rule would do, events of the last 7 days) -> import."""
+    form = RulesImportForm(request.POST or None, request.FILES or None)
+    context = {"form": form, "preview": None, "error": None}
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        raw = upload.read(MAX_BYTES + 1) if upload else form.cleaned_data["document"]
+        try:
+            if not raw:
+                raise RuleFileError("choose a rules file (written by Export)")
+            entries = rules_document_parse(raw)
+        except RuleFileError as exc:
+            context["error"] = str(exc)
+        else:
+            if "apply" in request.POST and not upload:
+                done = rules_import(entries=entries)
+                changes = [item.change for item in done]
+                messages.success(
+                    request,
+                    f"rules imported: {changes.count('create')} created, "
+                    f"{changes.count('update')} updated, {changes.count('unchanged')} unchanged",
+                )
+                return redirect("dashboard:rules")
+            context["preview"] = rules_import_preview(entries)
+            # Decoded by rules_document_parse already: this cannot fail.
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            context["form"] = RulesImportForm(initial={"document": text})
+    return render(request, "dashboard/rules_import.html", context)
 
 
 # --- Audit ------------------------------------------------------------------------------
