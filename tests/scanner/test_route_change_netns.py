@@ -31,6 +31,10 @@ def in_netns(netns, monkeypatch, transactional_db):
         return real(["ip", "netns", "exec", namespace, *argv], **kwargs)
 
     monkeypatch.setattr(routes, "run_process", run_in_namespace)
+    # The resolver's ARP probe is a socket of this process (root namespace): the gateways'
+    # neighbour entries are written instead.
+    for dev, gateway in (("a0", "198.18.240.2"), ("b0", "198.19.240.2")):
+        ip("-n", namespace, "neigh", "replace", gateway, "lladdr", _macs[dev], "dev", dev)
     call_command("scope", "add", "198.18.240.0/21", "--zone", "internal")
     return namespace
 
