@@ -233,6 +233,10 @@ def host_detail(ip: str) -> dict:
     }
 
 
+# A run in one of these states is still moving: its pages refresh themselves.
+ACTIVE_RUN_STATES = frozenset({"pending", "sweeping", "fingerprinting"})
+
+
 def runs_list() -> QuerySet[ScanRun]:
     return (
         ScanRun.objects.select_related("policy")
@@ -260,7 +264,7 @@ def run_tree(run_id: int) -> dict:
         "shards": shards,
         "fingerprints": fp,
         "percent": round(100.0 * done / total, 1),
-        "active": run.state in ("pending", "sweeping", "fingerprinting"),
+        "active": run.state in ACTIVE_RUN_STATES,
         "events": run.events.count(),
     }
 

@@ -305,7 +305,9 @@ def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 @role_required(VIEWER)
 def runs_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/runs.html", {"page": _page(request, selectors.runs_list())})
+    page = _page(request, selectors.runs_list())
+    active = any(run.state in selectors.ACTIVE_RUN_STATES for run in page.object_list)
+    return render(request, "dashboard/runs.html", {"page": page, "active": active})
 
 
 @role_required(VIEWER)

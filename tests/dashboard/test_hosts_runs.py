@@ -24,6 +24,17 @@ def test_it_draws_a_run_as_a_tree_of_shards_with_their_states(login, users, worl
     assert login(users["viewer"]).get("/runs/424242/").status_code == 404
 
 
+def test_it_refreshes_the_run_pages_only_while_a_run_is_moving(login, users, world):
+    client = login(users["viewer"])
+    refresh = '<meta http-equiv="refresh" content="5">'
+    run = world["run"]
+    assert refresh not in client.get("/runs/").content.decode()
+    assert refresh not in client.get(f"/runs/{run.pk}/").content.decode()
+    ScanRun.objects.filter(pk=run.pk).update(state="sweeping")
+    assert refresh in client.get("/runs/").content.decode()
+    assert refresh in client.get(f"/runs/{run.pk}/").content.decode()
+
+
 def test_it_lets_an_admin_start_a_policy_run_now(login, users, world, monkeypatch):
     queued = []
     monkeypatch.setattr(publish, "shards_publish", lambda **kw: queued.append(kw))
