@@ -152,11 +152,15 @@ class HostHistory:
     # Ports covered by a baseline that is still being learnt, and until when.
     learning_ports: tuple[tuple[int, int], ...] = ()
     learning_until: datetime | None = None
+    # Until when the network's baseline is learnt: a host whose every port the first scan
+    # missed is first seen later, and is no newer than the others.
+    network_learning_until: datetime | None = None
 
-    @property
-    def eligible(self) -> bool:
-        """Would a first covering run of this host be its baseline?"""
-        return self.per_host or not self.network_baselined
+    def eligible(self, at: datetime) -> bool:
+        """Would a first covering run of this host (at `at`) be its baseline?"""
+        if self.per_host or not self.network_baselined:
+            return True
+        return self.network_learning_until is not None and at < self.network_learning_until
 
 
 def is_baseline(history: HostHistory, port: int, at: datetime) -> bool:
@@ -169,7 +173,7 @@ def is_baseline(history: HostHistory, port: int, at: datetime) -> bool:
       misses ports, and one missed on the baseline day is not new the day after.
     """
     if not history.covered_ports:
-        return history.eligible
+        return history.eligible(at)
     if not ports_covered(history.covered_ports, port):
         return True
     return (
@@ -191,7 +195,7 @@ def coverage_grow(
     covered = port_ranges_union(history.covered_ports, run_ports)
     if covered == history.covered_ports:
         return covered, history.learning_ports, history.learning_until
-    if not history.covered_ports and not history.eligible:
+    if not history.covered_ports and not history.eligible(at):
         return covered, (), None
     still = history.learning_until is not None and at < history.learning_until
     added = port_ranges_subtract(covered, history.covered_ports)

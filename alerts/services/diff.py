@@ -112,10 +112,12 @@ HOST_FIELDS = (
 
 def _host_row(row: tuple, *, covered: bool) -> tuple[int, HostRow]:
     hid, ip, zone, days, net_id, cidr, baselined_at, scope, covered_text, learning, until = row
+    window = timedelta(days=days if days is not None else settings.PORTMON_NEW_PORT_DAYS)
     history = diff.HostHistory(
         covered_ports=diff.port_ranges_parse(covered_text),
         learning_ports=diff.port_ranges_parse(learning),
         learning_until=until,
+        network_learning_until=baselined_at + window if baselined_at else None,
         network_baselined=baselined_at is not None,
         # A host outside every network has no network baseline to join.
         per_host=net_id is None or scope == Network.BaselineScope.HOST,

@@ -82,7 +82,10 @@ def lab_network(db) -> Network:
     # Baselined before day 0: these timelines are about what a run after the baseline says
     # (the first run's baseline has tests of its own in test_baseline.py).
     return Network.objects.create(
-        cidr=NET, zone="internal", owner_email="owner@example.com", baselined_at=DAY0
+        cidr=NET,
+        zone="internal",
+        owner_email="owner@example.com",
+        baselined_at=DAY0 - timedelta(days=30),
     )
 
 

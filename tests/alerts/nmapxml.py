@@ -30,10 +30,13 @@ def nmap_xml(
     for ip, opened in hosts.items():
         lines.append(f'<host><status state="up"/><address addr="{ip}" addrtype="ipv4"/><ports>')
         for port, service, product in opened:
-            lines.append(
-                f'<port protocol="tcp" portid="{port}"><state state="open"/>'
-                f"<service name={quoteattr(service)} product={quoteattr(product)}/></port>"
+            # No <service> element when nmap ran without -sV (nothing fingerprinted).
+            info = (
+                f"<service name={quoteattr(service)} product={quoteattr(product)}/>"
+                if service or product
+                else ""
             )
+            lines.append(f'<port protocol="tcp" portid="{port}"><state state="open"/>{info}</port>')
         lines.append("</ports></host>")
     lines.append("</nmaprun>")
     return "\n".join(lines) + "\n"
