@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -106,3 +108,16 @@ def test_scanner_services_are_stage_sized():
         for path in (ROOT / "scanner" / "services").glob("*.py")
     }
     assert max(sizes.values()) <= 320, sizes
+
+
+@pytest.mark.django_db
+def test_every_model_change_has_its_migration():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    try:
+        call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    except SystemExit:
+        raise AssertionError(f"models changed without a migration:\n{out.getvalue()}") from None
