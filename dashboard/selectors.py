@@ -41,7 +41,7 @@ def events_filtered(f: EventFilters) -> QuerySet[AlertEvent]:
             one = Host.objects.filter(ip=str(net.network_address)).values("pk")
             qs = qs.filter(host_id__in=one)
         else:
-            qs = qs.filter(host_id__in=_host_ids_in(net))
+            qs = qs.filter(_events_of_hosts_in(net))
     if f.port is not None:
         qs = qs.filter(port=f.port)
     if f.since is not None:
@@ -59,18 +59,21 @@ def events_filtered(f: EventFilters) -> QuerySet[AlertEvent]:
     return qs.order_by("-created_at", "-id")
 
 
-def _host_ids_in(net) -> list[int]:
-    """Ids of the hosts inside a CIDR. Host.ip is text, so the test is in Python, on the
-    hosts whose address starts with the network's fixed leading octets/groups only."""
-    hosts = Host.objects.all()
-    if net.version == 4 and net.prefixlen >= 8:
-        octets = str(net.network_address).split(".")[: net.prefixlen // 8]
-        hosts = hosts.filter(ip__startswith=".".join(octets) + ".")
-    return [
-        pk
-        for pk, ip in hosts.values_list("pk", "ip").iterator(chunk_size=5000)
-        if ipaddress.ip_address(ip) in net
-    ]
+def _events_of_hosts_in(net) -> Q:
+    """A condition on events: their host's address is inside a CIDR (Host.ip is text, so
+    the addresses are tested here).
+
+    A literal id list, the shorter of inside and outside: as a subquery MariaDB read the
+    hosts first and sorted all their events (a /16 holding every host: 0.3 s), and a
+    CIDR that holds most hosts becomes a short exclusion, or no condition at all.
+    """
+    inside, outside = [], []
+    for pk, ip in Host.objects.values_list("pk", "ip").iterator(chunk_size=5000):
+        (inside if ipaddress.ip_address(ip) in net else outside).append(pk)
+    if len(outside) < len(inside):
+        # Bounded by the hosts read: one created meanwhile is not "inside" by default.
+        return Q(host_id__lte=max(inside + outside)) & ~Q(host_id__in=outside)
+    return Q(host_id__in=inside)
 
 
 EVENT_ROW_RELATED = ("host", "host__network", "rule")

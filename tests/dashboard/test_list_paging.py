@@ -4,9 +4,11 @@
 import csv
 import io
 
+import pytest
 from django.utils import timezone
 
 from dashboard import selectors
+from scanner.models import Host
 
 from .conftest import event
 
@@ -35,3 +37,24 @@ def test_it_pages_the_events_list_with_each_row_complete(login, users, world):
     shown = [e.pk for e in first.object_list] + [e.pk for e in second.object_list]
     assert len(set(shown)) == 64
     assert "198.18.1.20" in client.get("/events/?page=2").content.decode()
+
+
+@pytest.mark.parametrize(
+    ("cidr", "expected"),
+    [
+        ("198.18.0.0/23", {"198.18.0.10", "198.18.1.20", "198.18.1.200"}),
+        ("198.18.1.0/24", {"198.18.1.20", "198.18.1.200"}),
+        ("198.18.1.16/28", {"198.18.1.20"}),
+        ("198.18.1.20/31", {"198.18.1.20"}),
+        ("198.18.1.2/32", set()),
+        ("198.16.0.0/14", {"198.18.0.10", "198.18.1.20", "198.18.1.200"}),
+        ("0.0.0.0/0", {"198.18.0.10", "198.18.1.20", "198.18.1.200", "198.180.1.2"}),
+        ("2001:db8::/32", {"2001:db8::5"}),
+    ],
+)
+def test_it_filters_events_by_any_cidr_and_never_by_text_alone(login, users, world, cidr, expected):
+    # 198.18.1.200 and 198.180.1.2 start with the text of 198.18.1.2 and 198.18.
+    for ip in ("198.18.1.200", "198.180.1.2", "2001:db8::5"):
+        event(Host.objects.create(ip=ip), 80, "new_port")
+    page = login(users["viewer"]).get("/events/", {"host": cidr}).context["page"]
+    assert {e.host.ip for e in page.object_list} == expected
