@@ -14,6 +14,7 @@ compared with the changes the generator made: precision and recall, target >= 0.
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -65,12 +66,13 @@ def main() -> int:
     try:
         return run_bench(args, work)
     finally:
-        if mysql:
-            from django.db import connections
+        from django.db import connections
 
-            connections.close_all()
+        connections.close_all()
+        if mysql:
             with admin.cursor() as c:
                 c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_bench(args, work: Path) -> int:
