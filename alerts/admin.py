@@ -1,9 +1,8 @@
 from django.contrib import admin, messages
 
 from alerts.models import AlertEvent, EventAudit, EventNote, HighRiskPort, Rule
-from alerts.selectors import rule_spec_of
+from alerts.selectors import rule_dry_run, rule_spec_of
 from alerts.services.events import events_transition
-from alerts.services.rules import rule_dry_run
 
 
 class EventNoteInline(admin.TabularInline):

@@ -1,12 +1,13 @@
 """Reads for alerts: event lists, active rules, the high-risk list."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from alerts.models import AlertEvent, HighRiskPort, Rule
 from alerts.rule_files import RULE_FIELDS, PlanItem, RuleEntry, rules_import_plan
-from alerts.rules import RuleSpec
+from alerts.rules import RuleSpec, Subject, rule_spec_validate
 
 
 def rule_spec_of(rule: Rule) -> RuleSpec:
@@ -68,8 +69,63 @@ def rules_import_preview(
 ) -> list[tuple[PlanItem, int]]:
     """The dry run of an import: each rule's change and how many events of the last 7 days
     it matches (its own fields only, as the rule page's dry run)."""
-    from alerts.services.rules import rule_dry_run_counts
-
     plan = rules_import_plan(entries, rule_entries_load())
     counts = rule_dry_run_counts(specs=[item.entry.spec() for item in plan], now=now)
     return list(zip(plan, counts, strict=True))
+
+
+# --- dry runs: what a rule would catch (reads only) ------------------------------
+DRY_RUN_DAYS = 7
+
+
+def rule_dry_run(
+    *, spec: RuleSpec, now: datetime | None = None, days: int = DRY_RUN_DAYS
+) -> list[AlertEvent]:
+    """Events of the last `days` days that a rule (saved, or a draft with id None) matches.
+
+    Matched on the rule's own fields only (not precedence against other rules, nor whether
+    it is enabled or expired): the question is "what does this rule catch", not "what
+    would change".
+    """
+    rule_spec_validate(
+        ip_cidr=spec.ip_cidr, port_lo=spec.port_lo, port_hi=spec.port_hi, process=spec.process
+    )
+    now = now or timezone.now()
+    events = AlertEvent.objects.filter(
+        created_at__gte=now - timedelta(days=days), created_at__lte=now
+    ).select_related("host", "host__network")
+    return [e for e in events.order_by("-created_at", "-id") if spec.matches(_subject(e))]
+
+
+def _subject(event: AlertEvent) -> Subject:
+    detail = event.detail or {}
+    net = event.host.network
+    return Subject(
+        ip=event.host.ip,
+        proto=event.proto,
+        port=event.port,
+        zone=detail.get("zone") or (net.zone if net else ""),
+        process=detail.get("process", ""),
+    )
+
+
+def rule_dry_run_counts(
+    *, specs: list[RuleSpec], now: datetime | None = None, days: int = DRY_RUN_DAYS
+) -> list[int]:
+    """How many events of the last `days` days each spec matches (rule_dry_run's question
+    for many rules at once: the events are read once, not once per rule)."""
+    if not specs:
+        return []
+    now = now or timezone.now()
+    counts = [0] * len(specs)
+    events = AlertEvent.objects.filter(
+        created_at__gte=now - timedelta(days=days), created_at__lte=now
+    ).select_related("host", "host__network")
+    for event in events.only("proto", "port", "detail", "host__ip", "host__network__zone").iterator(
+        chunk_size=2000
+    ):
+        subject = _subject(event)
+        for i, spec in enumerate(specs):
+            if spec.matches(subject):
+                counts[i] += 1
+    return counts

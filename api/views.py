@@ -11,8 +11,8 @@ from rest_framework.response import Response
 
 from alerts.models import AlertEvent, EventAudit, EventNote, Rule
 from alerts.rules import RuleError
-from alerts.selectors import rule_spec_of
-from alerts.services.rules import rule_create, rule_dry_run, rule_expire, rule_update
+from alerts.selectors import rule_dry_run, rule_spec_of
+from alerts.services.rules import rule_create, rule_expire, rule_update
 from api import serializers as s
 from dashboard import selectors
 from dashboard.filters import event_filters_parse

@@ -28,11 +28,15 @@ from alerts.rule_files import (
     rules_document_parse,
 )
 from alerts.rules import RuleError
-from alerts.selectors import rule_entries_load, rule_spec_of, rules_import_preview
+from alerts.selectors import (
+    rule_dry_run,
+    rule_entries_load,
+    rule_spec_of,
+    rules_import_preview,
+)
 from alerts.services.events import TRANSITIONS
 from alerts.services.rules import (
     rule_create,
-    rule_dry_run,
     rule_expire,
     rule_update,
     rules_import,

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from alerts.models import AlertEvent, EventAudit, EventNote, HighRiskPort, Rule, open_key_for
 from alerts.rules import RuleSpec
+from alerts.selectors import rule_dry_run
 from alerts.services.events import TransitionError, event_transition, events_transition
-from alerts.services.rules import rule_dry_run
 from scanner.models import Host
 from tests.alerts.conftest import DAY0
 
