@@ -16,10 +16,8 @@ from agents.services.enrollment import agent_add
 from alerts.models import AlertEvent, Rule
 from tests.conftest import ROOT, database_url_for_subprocess
 
-# The server process sees committed rows only. serialized_rollback: the flush after a
-# transactional test re-creates content types, and a later serialized_rollback test
-# (tests/alerts/notify/test_immediate_latency.py) would then load them a second time.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# The server process sees committed rows only.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CLIENT = ROOT / "agents/client/portmon_agent.py"
 PYTHON = os.path.realpath(sys.executable)
