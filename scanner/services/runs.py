@@ -218,10 +218,12 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
     seen = set(
         PortObservation.objects.filter(run_id=run_id).values_list("host__ip", "proto", "port")
     )
+    # A host that answered on every port (a SYN proxy) has no port of its own to miss.
+    everything_open = set(run.host_findings.values_list("host__ip", flat=True))
     candidates = []
     recent = Port.objects.filter(last_seen__gte=since, proto="tcp").values_list("host__ip", "port")
     for ip, port in recent.iterator(chunk_size=5000):
-        if port not in wanted_ports or (ip, "tcp", port) in seen:
+        if port not in wanted_ports or (ip, "tcp", port) in seen or ip in everything_open:
             continue
         address = ipaddress.ip_address(ip)
         if any(address in net for net in guarded.networks if net.version == address.version):

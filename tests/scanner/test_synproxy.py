@@ -136,3 +136,26 @@ def test_it_raises_one_event_per_proxy_host_and_never_closes_its_ports(lab_netwo
         "middlebox; ports not listed"
     )
     assert Host.objects.filter(ip=HOST).count() == 1
+
+
+def test_the_run_end_reprobe_leaves_a_proxy_host_alone(db, monkeypatch):
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from scanner.engines import connect
+    from scanner.services.runs import ports_reprobe
+
+    call_command("scope", "add", "198.18.0.0/24", "--zone", "internal")
+    for ip in ("198.18.0.9", "198.18.0.10"):  # both had port 22 open yesterday
+        host = Host.objects.create(ip=ip)
+        Port.objects.create(host=host, port=22, last_seen=timezone.now())
+    run = ScanRun.objects.create(targets="198.18.0.0/24", ports="1-1024")
+    host_answering_all_record(
+        run_id=run.pk, answering_all={"198.18.0.9": 65000}, probed=65535, at=timezone.now()
+    )
+    probed = []
+    monkeypatch.setattr(connect, "verify", lambda candidates, **kw: probed.extend(candidates) or [])
+
+    ports_reprobe(run_id=run.pk)
+
+    assert [(f.ip, f.port) for f in probed] == [("198.18.0.10", 22)]
