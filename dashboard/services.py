@@ -6,7 +6,7 @@ from django.utils import timezone
 from alerts.services.events import event_note_add, events_transition
 from dashboard.models import Visit
 from scanner.models import ScanPolicy, ScanRun
-from scanner.services.runs import run_start
+from scanner.services.runs import policy_start
 
 NOTE_MAX = 5000
 
@@ -36,12 +36,4 @@ def visit_record(*, user, at=None) -> Visit:
 
 def policy_run_now(*, policy_id: int) -> ScanRun:
     """Start a policy's run at once (an admin's button); RunError says why not."""
-    policy = ScanPolicy.objects.get(pk=policy_id)
-    return run_start(
-        targets=policy.targets,
-        ports=policy.ports,
-        rate=policy.rate,
-        engine=policy.engine,
-        fingerprint=policy.fingerprint,
-        policy=policy,
-    )
+    return policy_start(policy=ScanPolicy.objects.get(pk=policy_id))

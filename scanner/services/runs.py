@@ -157,21 +157,26 @@ def _routes_check(*, engine: str, networks: list) -> None:
         raise RunError(refused)
 
 
+def policy_start(*, policy: ScanPolicy, scheduled: bool = False) -> ScanRun:
+    """A run of what the policy says (at a schedule tick, or now by hand); RunError says why not."""
+    return run_start(
+        targets=policy.targets,
+        ports=policy.ports,
+        rate=policy.rate,
+        engine=policy.engine,
+        fingerprint=policy.fingerprint,
+        policy=policy,
+        scheduled=scheduled,
+    )
+
+
 def policy_run(*, policy_id: int) -> ScanRun | None:
     """Start a policy's run at a schedule tick; None when disabled, busy or started already."""
     policy = ScanPolicy.objects.filter(pk=policy_id, enabled=True).first()
     if policy is None:
         return None
     try:
-        return run_start(
-            targets=policy.targets,
-            ports=policy.ports,
-            rate=policy.rate,
-            engine=policy.engine,
-            fingerprint=policy.fingerprint,
-            policy=policy,
-            scheduled=True,
-        )
+        return policy_start(policy=policy, scheduled=True)
     except TargetError as exc:  # RunError, or a policy saved before a stricter parser
         logger.warning("policy %s not started: %s", policy.name, exc)
         return None
