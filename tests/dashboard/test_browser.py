@@ -42,6 +42,21 @@ def browser(tmp_path):
     driver.quit()
 
 
+def navigate_by(browser, element) -> None:
+    """Click something that loads a new page and wait for it: reading the old page's
+    elements while the new one loads fails at random ("node does not belong to the document")."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 15).until(
+        lambda b: b.execute_script("return document.readyState") == "complete"
+    )
+
+
 def log_in(browser, live_server, name, next_path="/"):
     from selenium.webdriver.common.by import By
 
@@ -49,7 +64,7 @@ def log_in(browser, live_server, name, next_path="/"):
     assert "/accounts/login/" in browser.current_url
     browser.find_element(By.NAME, "username").send_keys(name)
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    navigate_by(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
 
 
 def shot(browser, tmp_path, name):
@@ -79,18 +94,18 @@ def test_it_triages_an_event_from_a_digest_link(
 
     Select(browser.find_element(By.CSS_SELECTOR, "#triage select")).select_by_value("acknowledged")
     browser.find_element(By.CSS_SELECTOR, "#triage textarea").send_keys("DBA is on it")
-    browser.find_element(By.CSS_SELECTOR, "#triage button").click()
+    navigate_by(browser, browser.find_element(By.CSS_SELECTOR, "#triage button"))
     assert browser.find_element(By.ID, "state").text == "acknowledged"
     assert "DBA is on it" in browser.find_element(By.ID, "notes").text
     assert "admin" in browser.find_element(By.ID, "audit").text
 
-    browser.find_element(By.ID, "allow-rule").click()
+    navigate_by(browser, browser.find_element(By.ID, "allow-rule"))
     assert browser.find_element(By.NAME, "ip_cidr").get_attribute("value") == "198.18.0.10"
     browser.find_element(By.NAME, "owner").send_keys("dba team")
-    browser.find_element(By.CSS_SELECTOR, "button[name=preview]").click()
+    navigate_by(browser, browser.find_element(By.CSS_SELECTOR, "button[name=preview]"))
     assert "1 event of the last 7 days match" in browser.find_element(By.TAG_NAME, "h2").text
     shot(browser, tmp_path, "rule-dry-run")
-    browser.find_element(By.CSS_SELECTOR, "button[name=save]").click()
+    navigate_by(browser, browser.find_element(By.CSS_SELECTOR, "button[name=save]"))
     rule = Rule.objects.get(owner="dba team")
     assert browser.find_element(By.ID, f"rule-{rule.pk}")
     shot(browser, tmp_path, "rules")
@@ -118,6 +133,10 @@ def test_it_refuses_a_state_change_to_a_viewer(browser, live_server, users, worl
     log_in(browser, live_server, "viewer", "/events/")
     assert browser.find_elements(By.ID, "bulk") == []  # no triage controls for a viewer
     # A hand-made form post (the page offers none) is refused too.
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element(By.TAG_NAME, "html")
     browser.execute_script(
         """const f = document.createElement('form'); f.method = 'post';
         f.action = arguments[0];
@@ -128,6 +147,7 @@ def test_it_refuses_a_state_change_to_a_viewer(browser, live_server, users, worl
         document.body.appendChild(f); f.submit();""",
         f"/events/{world['ssh'].pk}/transition/",
     )
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
     assert "Not allowed" in browser.find_element(By.TAG_NAME, "h1").text
     shot(browser, tmp_path, "viewer-403")
     assert AlertEvent.objects.get(pk=world["ssh"].pk).state == "new"
