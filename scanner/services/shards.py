@@ -154,20 +154,11 @@ def shards_reap() -> int:
     dead = list(
         sweeping.filter(state=ShardState.RUNNING)
         .filter(Q(heartbeat_at__lt=stale_before()) | Q(heartbeat_at=None))
-        .values_list("pk", "run__zone", "attempts")
+        .values_list("pk", flat=True)
     )
-    handled = 0
-    for shard_id, zone, attempts in dead:
-        if attempts >= settings.PORTMON_SHARD_MAX_ATTEMPTS:
-            shard_fail(
-                shard_id=shard_id,
-                error=f"gave up after {attempts} attempts (worker lost or time limit)",
-            )
-        elif ScanShard.objects.filter(pk=shard_id, state=ShardState.RUNNING).update(
-            state=ShardState.PENDING, error="worker lost or hard time limit; retrying"
-        ):
-            publish.shards_publish(zone=zone, shard_ids=[shard_id])
-        handled += 1
+    for shard_id in dead:
+        shard_lost(shard_id=shard_id, reason="worker lost or hard time limit")
+    handled = len(dead)
     requeue_before = now - timedelta(seconds=settings.PORTMON_REQUEUE_AFTER)
     pending = sweeping.filter(state=ShardState.PENDING).filter(
         Q(queued_at=None, run__created_at__lt=requeue_before) | Q(queued_at__lt=requeue_before)
