@@ -11,6 +11,7 @@ not identity: a restarted daemon is the same owner.
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from agents.schema import Socket
 
@@ -60,8 +61,7 @@ class HostAddresses:
         raise AddressRefused(field, address)
 
 
-@dataclass(frozen=True)
-class Seen:
+class Seen(NamedTuple):
     """What a report says about one owner of one port."""
 
     key: PortKey

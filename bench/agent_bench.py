@@ -5,12 +5,13 @@ Usage (the database is created, filled, timed and dropped):
         .venv/bin/python bench/agent_bench.py [--agents 100] [--reports 3000] [--keep]
 
 The benchmark uses its own database, portmon_bench_agents (never the one in DATABASE_URL),
-and one gunicorn process with one sync worker on a free loopback port: the whole path of
-POST /api/agents/report (token check, rate-limit counter on the shared cache, parsing,
-replay checks, inventory, events); with --threads it is one gthread process (the
-transactions of concurrent reports then share MariaDB's log flushes). Each report lists
-50 sockets (addresses 127.x: the agents are enrolled on loopback addresses; nothing is
-scanned or connected to but the app). Loaders in this process keep requests in flight.
+and one gunicorn process on a free loopback port, with Redis as broker and shared cache as
+in production (--redis): the whole path of POST /api/agents/report (token check,
+rate-limit counter on the shared cache, parsing, replay checks, inventory, events). The
+worker is gthread with --threads threads (the transactions of concurrent reports then
+share MariaDB's log flushes), --threads 1 for a sync worker. Each report lists 50 sockets
+(addresses 127.x: the agents are enrolled on loopback addresses; nothing is scanned or
+connected to but the app). Loaders in this process keep requests in flight.
 The server's CPU time per report (gunicorn's worker, from /proc) is printed too: on a
 busy machine it says what one core could do.
 - steady state: every agent reports the same 50 sockets it reported before (after one
@@ -154,6 +155,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per phase")
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="broker and shared cache (the rate-limit counter) as in production; 'none' for "
+        "the embedded defaults (filesystem broker, database cache)",
+    )
     args = parser.parse_args()
 
     source = os.environ.get("DATABASE_URL", "")
@@ -165,8 +172,12 @@ def main() -> None:
         "DATABASE_URL": url,
         # Counted on the shared cache like in production, never reached.
         "PORTMON_AGENT_RATE": "1000000",
+        "PORTMON_CACHE_URL": "",
         "LOG_LEVEL": "WARNING",
     }
+    env.pop("CELERY_BROKER_URL", None)
+    if args.redis != "none":
+        env["CELERY_BROKER_URL"] = args.redis
     gunicorn = None
     try:
         manage(env, "migrate", "-v0")
@@ -239,12 +250,13 @@ def main() -> None:
         ).split()  # fmt: skip
         print(f"rows: {counts[0]} reports, {counts[1]} inventory rows, {counts[2]} events")
         worker = f"gthread, {args.threads} threads" if args.threads > 1 else "sync"
+        cache = "the database cache" if args.redis == "none" else args.redis
         for phase, rates in results.items():
             print(
                 f"{phase}: median {statistics.median(rates):.0f} reports/s "
                 f"(rounds: {', '.join(f'{r:.0f}' for r in rates)}), {SOCKETS} sockets each, "
                 f"1 gunicorn process ({worker}), {args.loaders} requests in flight, "
-                f"{args.agents} agents"
+                f"{args.agents} agents, rate counter on {cache}"
             )
     finally:
         if gunicorn is not None:
