@@ -11,6 +11,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBadRequest,
     HttpResponseNotAllowed,
     JsonResponse,
     StreamingHttpResponse,
@@ -57,7 +58,7 @@ from dashboard.metrics import metrics_text
 from dashboard.models import Visit
 from dashboard.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
 from dashboard.services import event_note, events_triage, policy_run_now
-from scanner.models import Host, Network, Port, ScanPolicy, ScanRun
+from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
 from scanner.targets import TargetError
 
 PAGE_SIZE = 50
@@ -208,13 +209,24 @@ class _Echo:
         return value
 
 
+# A cell starting with one of these is a formula to a spreadsheet: a banner such as
+# "=HYPERLINK(...)" from a scanned service must reach the analyst as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
 
     def lines():
         yield writer.writerow(header)
         for row in rows:
-            yield writer.writerow(row)
+            yield writer.writerow([_csv_cell(value) for value in row])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -283,25 +295,13 @@ def host_detail(request: HttpRequest, ip: str) -> HttpResponse:
 
 @role_required(VIEWER)
 def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
-    state = request.GET.get("state", "open")
-    qs = Port.objects.order_by("host__ip", "proto", "port")
-    if state in ("open", "closed"):
-        qs = qs.filter(state=state)
-    fields = [
-        "host__ip",
-        "proto",
-        "port",
-        "state",
-        "service",
-        "product",
-        "version",
-        "first_seen",
-        "last_seen",
-        "seen_count",
-        "missed_runs",
-    ]
-    rows = qs.values_list(*fields).iterator(chunk_size=CSV_CHUNK)
-    return _csv_response("ports.csv", ["ip", *fields[1:]], rows)
+    """Open ports (default), closed ones (?state=closed) or every port (?state=all)."""
+    state = request.GET.get("state", PortState.OPEN)
+    if state not in (PortState.OPEN, PortState.CLOSED, "all"):
+        message = "state must be open, closed or all"
+        return HttpResponseBadRequest(message, content_type="text/plain")
+    rows = selectors.ports_csv_rows(state=None if state == "all" else state)
+    return _csv_response("ports.csv", ["ip", *selectors.PORT_CSV_FIELDS], rows)
 
 
 # --- Runs, policies, networks -----------------------------------------------------------

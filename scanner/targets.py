@@ -335,3 +335,12 @@ def plan_shards(targets: GuardedTargets, ports: PortRanges, *, max_probes: int) 
 
 def format_targets(networks: Iterable[IPNetwork]) -> str:
     return ",".join(str(n.network_address) if n.num_addresses == 1 else str(n) for n in networks)
+
+
+def address_order(ip: str) -> tuple[int, int, str]:
+    """Sort key for addresses: numeric (10.0.0.9 before 10.0.0.10), IPv4 before IPv6."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:  # not expected from Host.ip; still sorted, after every address
+        return (99, 0, ip)
+    return (address.version, int(address), "")

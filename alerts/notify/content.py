@@ -1,9 +1,10 @@
 """What a digest or an alert says, from plain data (no database, no templates)."""
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from scanner.targets import address_order
 
 # Retry policy of the outbox: 1, 2, 4, 8, 16, then every 30 minutes. MAX_ATTEMPTS covers
 # a bit more than a day of retries, so an SMTP outage of hours loses nothing.
@@ -181,15 +182,6 @@ class Digest:
     @property
     def counts(self) -> dict[str, int]:
         return {s.key: s.total for s in self.sections}
-
-
-def address_order(ip: str) -> tuple[int, int, str]:
-    """Sort key for addresses: numeric (10.0.0.9 before 10.0.0.10), IPv4 before IPv6."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:  # not expected from Host.ip; still sorted, after every address
-        return (99, 0, ip)
-    return (address.version, int(address), "")
 
 
 def sections_build(items: Iterable[Item], *, limit: int = SECTION_LIMIT) -> tuple[Section, ...]:
