@@ -81,7 +81,7 @@ def report_ingest(
 
 # The two statements every report runs are plain SQL built once per process and backend
 # from the models' table and column names: the ORM compiled each UPDATE and INSERT anew,
-# 0.7 ms of a steady-state report's 3.5 ms of CPU (bench/agent_bench.py, py-spy).
+# ~0.6 ms of a steady-state report's 3.5 ms of CPU (bench/agent_bench.py, py-spy).
 
 
 @functools.cache
