@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from agents.diff import HostAddresses
-from agents.models import AgentHost, ProcessSocket
+from agents.models import Agent, AgentHost, ProcessSocket
 from agents.services.enrollment import token_hash
 from scanner.models import Host, Port, PortState
 
@@ -86,6 +86,45 @@ def agent_for_token(token: str) -> AgentHosts | None:
     if not rows or not ok or not rows[0][1]:
         return None
     return _agent_hosts([row[2:] for row in rows])
+
+
+# --- Dashboard ------------------------------------------------------------------------
+# Owners that went away, listed on the host page after the current ones.
+HOST_HISTORY = 20
+
+
+def host_processes(*, host_id: int, history: int = HOST_HISTORY) -> list[dict]:
+    """The host page's "Processes" rows: what its agent reports listening now (by port),
+    then the last `history` owners that went away. Flat dicts whose keys are the columns
+    (the dashboard's slot contract, dashboard/slots.py)."""
+    rows = ProcessSocket.objects.filter(host_id=host_id).select_related("agent")
+    current = rows.filter(gone_at=None).order_by("proto", "port", "name")
+    gone = rows.exclude(gone_at=None).order_by("-gone_at", "-id")[:history]
+    return [
+        {
+            "port": f"{r.port}/{r.proto}",
+            "process": r.name,
+            "exe": r.exe,
+            "pid": "" if r.pid is None else r.pid,
+            "user": r.user,
+            "listening on": ", ".join(r.addresses),
+            "first seen": r.first_seen,
+            "last seen": r.last_seen,
+            "state": "listening" if r.gone_at is None else "gone",
+            "gone at": r.gone_at or "",
+            "agent": r.agent.name,
+        }
+        for r in [*current, *gone]
+    ]
+
+
+def agents_list() -> QuerySet:
+    """Every agent with its addresses and how many sockets it reports now."""
+    return (
+        Agent.objects.annotate(listening=Count("sockets", filter=Q(sockets__gone_at=None)))
+        .prefetch_related("addresses__host")
+        .order_by("name")
+    )
 
 
 # --- Cross-check with scans ----------------------------------------------------------

@@ -25,6 +25,7 @@ urlpatterns = [
     path("rules/<int:rule_id>/", views.rule_edit, name="rule_edit"),
     path("rules/<int:rule_id>/expire/", views.rule_expire_view, name="rule_expire"),
     path("networks/", views.networks_list, name="networks"),
+    path("agents/", views.agents_page, name="agents"),
     path("policies/", views.policies_list, name="policies"),
     path("policies/<int:policy_id>/run/", views.policy_run, name="policy_run"),
     path("audit/", views.audit_log, name="audit"),

@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agents import selectors as agents_selectors
 from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
 from alerts.rule_files import (
     MAX_BYTES,
@@ -350,6 +351,13 @@ def policy_run(request: HttpRequest, policy_id: int) -> HttpResponse:
 @role_required(VIEWER)
 def networks_list(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/networks.html", {"networks": selectors.networks_list()})
+
+
+@role_required(VIEWER)
+def agents_page(request: HttpRequest) -> HttpResponse:
+    """Host agents and the cross-check of their reports with the scans."""
+    context = {"agents": agents_selectors.agents_list(), "checks": agents_selectors.cross_check()}
+    return render(request, "dashboard/agents.html", context)
 
 
 # --- Rules ------------------------------------------------------------------------------

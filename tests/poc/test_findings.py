@@ -189,3 +189,26 @@ def test_two_checks_positive_on_one_port_each_keep_one_open_finding(loopback_sco
     assert opened[0] != opened[1] and opened[2] == opened[0]
     by_check = {e.detail["check"]: e.state for e in findings()}
     assert by_check == {"redis_noauth": EventState.NEW, "http_dirlist": EventState.NEW}
+
+
+def test_the_host_page_shows_the_latest_verdict_of_each_check(redis_open, loopback_scope, client):
+    from django.contrib.auth.models import Group, User
+
+    host = loopback_scope(redis_open.ip)
+    run_now(host, redis_open.port)
+    redis_open.restart(password="s3cret")
+    run_now(host, redis_open.port, reason=PocReason.RECHECK, token="t2")
+    pocs_queue(targets=[PocTarget(host.pk, "tcp", 6380, "redis_noauth")], reason=PocReason.MANUAL)
+    user = User.objects.create_user("v", password="x")
+    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    client.force_login(user)
+
+    slot = client.get(f"/hosts/{host.ip}/").context["slots"][1]
+    assert slot["key"] == "poc" and slot["available"]
+    rows = [(r["port"], r["check"], r["verdict"]) for r in slot["rows"]]
+    # One row per (port, check): the queued one, then the latest verdict (fixed now).
+    assert rows == [
+        ("6380/tcp", "redis_noauth", "pending"),
+        (f"{redis_open.port}/tcp", "redis_noauth", "not vulnerable"),
+    ]
+    assert "NOAUTH" in slot["rows"][1]["evidence"]
