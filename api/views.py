@@ -89,6 +89,17 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
             Prefetch("audit", EventAudit.objects.select_related("actor")),
         )
 
+    def list(self, request, *args, **kwargs):
+        # The page's ids from the events table alone, then its rows by id, as the
+        # dashboard's list does (dashboard.selectors.events_page): paging the joined query
+        # had MariaDB sort the whole join (100,000 events: 370 ms a page, 30 ms now;
+        # bench/dashboard_bench.py).
+        ids = self.get_queryset().select_related(None).values_list("pk", flat=True)
+        page_ids = list(self.paginate_queryset(ids))
+        by_id = AlertEvent.objects.select_related("host").in_bulk(page_ids)
+        events = [by_id[pk] for pk in page_ids if pk in by_id]
+        return self.get_paginated_response(self.get_serializer(events, many=True).data)
+
     @extend_schema(request=s.TransitionSerializer, responses=s.EventDetailSerializer)
     @action(detail=True, methods=["post"])
     def transition(self, request, pk=None):

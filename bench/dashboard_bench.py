@@ -271,6 +271,12 @@ def measure(args) -> None:
         ("hosts, search 198.19.", "/hosts/?q=198.19."),
         ("host page", f"/hosts/{host_ip}/"),
         ("overview", "/"),
+        ("API: events", "/api/events/"),
+        ("API: events, page 500", "/api/events/?page=500"),
+        ("API: events, state=new kind=high_risk", "/api/events/?state=new&kind=high_risk"),
+        ("API: hosts", "/api/hosts/"),
+        ("API: ports", "/api/ports/"),
+        ("API: ports, page 500", "/api/ports/?page=500"),
     ]
     worst = 0.0
     print(f"\n{'page':<40} {'median':>9} {'p95':>9} {'queries':>8}")

@@ -54,7 +54,12 @@ def test_it_filters_and_pages_events(api, world):
         event(world["a"], 10000 + port, "new_port")
     first = client.get("/api/events/").json()
     assert first["count"] == 54 and len(first["results"]) == 50 and first["next"]
-    assert len(client.get(first["next"]).json()["results"]) == 4
+    second = client.get(first["next"]).json()["results"]
+    newest_first = AlertEvent.objects.order_by("-created_at", "-id")
+    assert [e["id"] for e in first["results"] + second] == list(
+        newest_first.values_list("pk", flat=True)
+    )
+    assert {e["ip"] for e in second} == {"198.18.0.10", "198.18.1.20"}
     run = client.get(f"/api/runs/{world['run'].pk}/").json()
     assert [s["state"] for s in run["shards"]] == ["done", "failed"]
 
