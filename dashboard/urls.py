@@ -13,6 +13,7 @@ urlpatterns = [
     path("events/<int:event_id>/", views.event_detail, name="event"),
     path("events/<int:event_id>/transition/", views.event_transition, name="event_transition"),
     path("events/<int:event_id>/note/", views.event_note_view, name="event_note"),
+    path("events/<int:event_id>/recheck/", views.event_recheck, name="event_recheck"),
     path("hosts/", views.hosts_list, name="hosts"),
     path("hosts/<str:ip>/", views.host_detail, name="host"),
     path("ports/export.csv", views.ports_csv, name="ports_csv"),

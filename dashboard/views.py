@@ -59,6 +59,7 @@ from dashboard.metrics import metrics_text
 from dashboard.models import Visit
 from dashboard.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
 from dashboard.services import event_note, events_triage, policy_run_now
+from poc.services import RecheckRefused, poc_recheck
 from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
 from scanner.targets import TargetError
 
@@ -185,6 +186,26 @@ def event_transition(request: HttpRequest, event_id: int) -> HttpResponse:
             messages.error(request, why)
         if changed:
             messages.success(request, f"event {event_id} is now {form.cleaned_data['to_state']}")
+    return redirect("dashboard:event", event_id=event_id)
+
+
+@role_required(TRIAGER)
+def event_recheck(request: HttpRequest, event_id: int) -> HttpResponse:
+    """Re-run a PoC finding's check now (the verdict fixes or reopens the finding)."""
+    if response := _post_only(request):
+        return response
+    if not AlertEvent.objects.filter(pk=event_id).exists():
+        raise Http404("no such event")
+    try:
+        check_id = poc_recheck(event_id=event_id)
+    except RecheckRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:event", event_id=event_id)
+    if check_id is None:
+        messages.info(request, "a run of this check on this port is queued or running already")
+    else:
+        event_note(event_id=event_id, author=request.user, text=f"PoC re-check {check_id} queued")
+        messages.success(request, f"re-check queued (PoC run {check_id}): reload for the verdict")
     return redirect("dashboard:event", event_id=event_id)
 
 

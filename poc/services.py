@@ -89,6 +89,25 @@ def pocs_publish(*, check_ids: list[int]) -> None:
         transaction.on_commit(send)
 
 
+class RecheckRefused(ValueError):
+    """A re-check that cannot be queued (not a PoC finding, no check named)."""
+
+
+def poc_recheck(*, event_id: int) -> int | None:
+    """Queue a re-check of a PoC finding now (a triager's button), whatever its state: the
+    verdict fixes, keeps or reopens it as the daily re-check would. Returns the run's id,
+    or None when a run of that check on that port is queued or running already."""
+    event = AlertEvent.objects.filter(pk=event_id, kind=EventKind.POC_FINDING).first()
+    if event is None:
+        raise RecheckRefused("only a PoC finding can be re-checked")
+    check = event.detail.get("check") if isinstance(event.detail, dict) else None
+    if check not in checks_load():
+        raise RecheckRefused(f"this finding's check {check!r} is not installed")
+    target = PocTarget(event.host_id, event.proto, event.port, check, event.pk)
+    ids = pocs_queue(targets=[target], reason=PocReason.MANUAL)
+    return ids[0] if ids else None
+
+
 # --- chain -----------------------------------------------------------------------------
 
 

@@ -212,3 +212,58 @@ def test_the_host_page_shows_the_latest_verdict_of_each_check(redis_open, loopba
         (f"{redis_open.port}/tcp", "redis_noauth", "not vulnerable"),
     ]
     assert "NOAUTH" in slot["rows"][1]["evidence"]
+
+
+def test_a_triager_rechecks_a_finding_from_its_page_and_the_verdict_fixes_it(
+    redis_open, loopback_scope, client, django_capture_on_commit_callbacks, monkeypatch
+):
+    from django.contrib.auth.models import Group, User
+
+    from poc import services
+    from tests.dashboard.conftest import event as event_of
+
+    host = loopback_scope(redis_open.ip)
+    run_now(host, redis_open.port)
+    [event] = findings()
+    viewer = User.objects.create_user("v", password="x")
+    viewer.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    triager = User.objects.create_user("t", password="x")
+    triager.groups.add(Group.objects.get_or_create(name="triager")[0])
+    client.force_login(viewer)
+    page = client.get(f"/events/{event.pk}/").content.decode()
+    assert "redis_noauth" in page and "redis_version:" in page and 'id="recheck"' not in page
+    assert client.post(f"/events/{event.pk}/recheck/").status_code == 403
+
+    published = []
+    monkeypatch.setattr(services, "task_by_name", lambda name: FakeTask(published))
+    client.force_login(triager)
+    assert 'id="recheck"' in client.get(f"/events/{event.pk}/").content.decode()
+    redis_open.restart(password="s3cret")  # the team fixed it
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/events/{event.pk}/recheck/", follow=True)
+    check = PocCheck.objects.latest("id")
+    assert (check.state, check.event_id) == (PocState.PENDING, event.pk)
+    assert published == [check.pk] and "re-check queued" in response.content.decode()
+    # A second press while that run is pending queues nothing more.
+    again = client.post(f"/events/{event.pk}/recheck/", follow=True).content.decode()
+    assert "queued or running already" in again and PocCheck.objects.count() == 2
+
+    poc_run(check_id=check.pk, token="worker")  # what the poc worker does with the message
+    event.refresh_from_db()
+    assert event.state == EventState.FIXED
+    assert "PoC re-check" in client.get(f"/events/{event.pk}/").content.decode()
+    other = event_of(host, 8080, "new_port")
+    refused = client.post(f"/events/{other.pk}/recheck/", follow=True).content.decode()
+    assert "only a PoC finding can be re-checked" in refused
+    assert client.post("/events/999999/recheck/").status_code == 404
+
+
+class FakeTask:
+    """Stands in for the broker hop only (the poc queue's worker is tested in
+    tests/poc/test_lab_chain.py): records what would be sent."""
+
+    def __init__(self, sent: list) -> None:
+        self.sent = sent
+
+    def apply_async(self, args) -> None:
+        self.sent.extend(args)
