@@ -129,6 +129,11 @@ class BulkResultSerializer(serializers.Serializer):
     refused = serializers.DictField(child=serializers.CharField())
 
 
+class RecheckSerializer(serializers.Serializer):
+    poc_run = serializers.IntegerField(allow_null=True, help_text="null: one is pending already")
+    detail = serializers.CharField()
+
+
 class NoteCreateSerializer(serializers.Serializer):
     text = serializers.CharField(max_length=5000)
 

@@ -18,6 +18,7 @@ from dashboard import selectors
 from dashboard.filters import event_filters_parse
 from dashboard.roles import ADMIN, TRIAGER
 from dashboard.services import event_note, events_triage, policy_run_now
+from poc.services import RecheckRefused, poc_recheck
 from scanner.models import Host, Network, Port, ScanPolicy, ScanRun
 from scanner.scope import ScopeError
 from scanner.services.runs import run_start
@@ -73,7 +74,9 @@ class PortViewSet(viewsets.ReadOnlyModelViewSet):
 
 @extend_schema_view(list=extend_schema(parameters=EVENT_FILTERS))
 class EventViewSet(viewsets.ReadOnlyModelViewSet):
-    action_roles = {"transition": TRIAGER, "bulk_transition": TRIAGER, "notes": TRIAGER}
+    action_roles = {
+        "transition": TRIAGER, "bulk_transition": TRIAGER, "notes": TRIAGER, "recheck": TRIAGER,
+    }  # fmt: skip
 
     def get_serializer_class(self):
         return s.EventDetailSerializer if self.action == "retrieve" else s.EventSerializer
@@ -128,6 +131,22 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
             note=data.get("note", ""),
         )
         return Response({"changed": changed, "refused": {str(k): v for k, v in refused.items()}})
+
+    @extend_schema(request=None, responses={202: s.RecheckSerializer, 200: s.RecheckSerializer})
+    @action(detail=True, methods=["post"])
+    def recheck(self, request, pk=None):
+        """Re-run a PoC finding's check now: its verdict fixes, keeps or reopens it."""
+        event = self.get_object()
+        try:
+            check_id = poc_recheck(event_id=event.pk)
+        except RecheckRefused as exc:
+            raise _bad_request(exc) from None
+        if check_id is None:
+            body = {"poc_run": None, "detail": "a run of this check is queued or running already"}
+            return Response(body)
+        event_note(event_id=event.pk, author=request.user, text=f"PoC re-check {check_id} queued")
+        body = {"poc_run": check_id, "detail": "queued"}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=s.NoteCreateSerializer, responses={201: s.NoteSerializer})
     @action(detail=True, methods=["post"])

@@ -267,3 +267,35 @@ class FakeTask:
 
     def apply_async(self, args) -> None:
         self.sent.extend(args)
+
+
+def test_the_api_rechecks_a_finding_for_triagers(redis_open, loopback_scope, monkeypatch):
+    from django.contrib.auth.models import Group, User
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from poc import services
+    from tests.dashboard.conftest import event as event_of
+
+    host = loopback_scope(redis_open.ip)
+    run_now(host, redis_open.port)
+    [event] = findings()
+    monkeypatch.setattr(services, "task_by_name", lambda name: FakeTask([]))
+
+    def api(role: str) -> APIClient:
+        user = User.objects.create_user(role, password="x")
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        return client
+
+    url = f"/api/events/{event.pk}/recheck/"
+    assert api("viewer").post(url).status_code == 403
+    triager = api("triager")
+    first = triager.post(url)
+    assert first.status_code == 202
+    assert PocCheck.objects.get(pk=first.json()["poc_run"]).state == PocState.PENDING
+    assert triager.post(url).json()["poc_run"] is None  # pending already
+    other = event_of(host, 8080, "new_port")
+    refused = triager.post(f"/api/events/{other.pk}/recheck/")
+    assert refused.status_code == 400 and "only a PoC finding" in refused.json()["detail"]
