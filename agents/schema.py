@@ -137,7 +137,7 @@ _TEXT = (("name", NAME_MAX), ("exe", EXE_MAX), ("cmdline", CMDLINE_MAX), ("user"
 def _socket_quick(item) -> Socket | None:
     """A socket as the client sends it, in one pass with no error handling; None when
     anything at all is unusual (then _socket checks it and names the field). Never more
-    lenient than _socket: tests/agents/test_schema.py compares the two on random input.
+    lenient than _socket: tests/agents/test_logic.py compares the two on random input.
     A report has hundreds of sockets: this halved the time to parse one."""
     if type(item) is not dict or not SOCKET_FIELDS.issuperset(item):
         return None
