@@ -14,6 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("PORTMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hasher():
+    """Users made by the tests get a cheap hash: Django's PBKDF2 (1.2M rounds) costs over a
+    second per password on a slow 2-core VM, and no test here is about password hashing.
+    Processes the tests start (bin/run, workers) keep the product's hashers."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 def database_url_for_subprocess() -> str:
     """The URL of the database the tests use, for processes started by the tests."""
     from django.db import connection

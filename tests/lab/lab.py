@@ -251,7 +251,8 @@ def install_guard(table: str, interfaces: list[str], netns: str | None = None) -
 
     masscan writes raw frames that no route, blackhole or inet-family firewall stops; the
     egress hook of the device sees them (DESIGN.md "Network safety"). One chain per device,
-    in the lab's own table: the lab removes its table only, never another's (pmsafety).
+    in the lab's own table: the lab removes its table only, never another's (an operator's
+    own safety net).
     """
     chains = "".join(
         f' chain out{i} {{\n  type filter hook egress device "{name}" priority 0; '

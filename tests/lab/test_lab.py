@@ -255,8 +255,22 @@ def test_it_guards_the_default_route_interface_and_no_veth(lab):
 
     assert {route["dev"] for route in default} <= set(drops)
     assert lab.interface not in drops and not any(d.startswith("pmlab") for d in drops)
-    assert "pmsafety" in netdev_tables()  # the session's own guard is left alone
+    assert lab.guard in netdev_tables()
     assert sum(drops.values()) == 0
+
+
+@pytest.mark.lab
+def test_its_teardown_removes_its_own_guard_and_leaves_another_table_alone():
+    """An operator's own netdev table (a safety net of their own) outlives every lab."""
+    foreign = f"pmtest_foreign_{os.getpid()}"
+    subprocess.run(["nft", "add", "table", "netdev", foreign], check=True)
+    try:
+        with Lab(hosts=1, ports_per_host=(1, 1), seed=7) as lab:
+            guard = lab.guard
+            assert {foreign, guard} <= set(netdev_tables())
+        assert foreign in netdev_tables() and guard not in netdev_tables()
+    finally:
+        subprocess.run(["nft", "delete", "table", "netdev", foreign], check=False)
 
 
 @pytest.mark.lab
