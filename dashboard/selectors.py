@@ -89,10 +89,15 @@ def events_page(f: EventFilters, *, number, size: int) -> Page:
     """
     ids = events_filtered(f).select_related(None).values_list("pk", flat=True)
     page = Paginator(ids, size).get_page(number)
-    page_ids = list(page.object_list)
-    by_id = AlertEvent.objects.select_related(*EVENT_ROW_RELATED).in_bulk(page_ids)
-    page.object_list = [by_id[pk] for pk in page_ids if pk in by_id]
+    page.object_list = events_by_ids(list(page.object_list), EVENT_ROW_RELATED)
     return page
+
+
+def events_by_ids(ids: list[int], related: tuple[str, ...]) -> list[AlertEvent]:
+    """The events of a page of ids, in that order, with `related` joined; an id deleted
+    since it was read is left out."""
+    by_id = AlertEvent.objects.select_related(*related).in_bulk(ids)
+    return [by_id[pk] for pk in ids if pk in by_id]
 
 
 # Events the CSV export reads per query.

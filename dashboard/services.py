@@ -1,10 +1,12 @@
-"""Dashboard writes: triage in bulk, notes, visits, a policy's run started by hand."""
+"""Dashboard writes: triage in bulk, notes, PoC re-checks, visits, a policy's run started
+by hand."""
 
 from django.db import transaction
 from django.utils import timezone
 
 from alerts.services.events import event_note_add, events_transition
 from dashboard.models import Visit
+from poc.services import poc_recheck
 from scanner.models import ScanPolicy, ScanRun
 from scanner.services.runs import policy_start
 
@@ -21,6 +23,16 @@ def events_triage(
 
 def event_note(*, event_id: int, author, text: str):
     return event_note_add(event_id=event_id, author=author, text=text.strip()[:NOTE_MAX])
+
+
+def finding_recheck(*, event_id: int, author) -> int | None:
+    """Re-run a PoC finding's check now (a triager's button, page or API) and note it on the
+    event; the run's id, or None when that check is queued or running already.
+    poc.services.RecheckRefused when the event is not a PoC finding."""
+    check_id = poc_recheck(event_id=event_id)
+    if check_id is not None:
+        event_note(event_id=event_id, author=author, text=f"PoC re-check {check_id} queued")
+    return check_id
 
 
 def visit_record(*, user, at=None) -> Visit:

@@ -58,14 +58,17 @@ from dashboard.forms import (
 from dashboard.metrics import metrics_text
 from dashboard.models import Visit
 from dashboard.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
-from dashboard.services import event_note, events_triage, policy_run_now
-from poc.services import RecheckRefused, poc_recheck
+from dashboard.services import (
+    event_note,
+    events_triage,
+    finding_recheck,
+    policy_run_now,
+)
+from poc.services import RecheckRefused
 from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
 from scanner.targets import TargetError
 
 PAGE_SIZE = 50
-# Rows the CSV export reads per query: flat memory, few round trips.
-CSV_CHUNK = 2000
 
 
 def _page(request: HttpRequest, qs, size: int = PAGE_SIZE):
@@ -197,14 +200,13 @@ def event_recheck(request: HttpRequest, event_id: int) -> HttpResponse:
     if not AlertEvent.objects.filter(pk=event_id).exists():
         raise Http404("no such event")
     try:
-        check_id = poc_recheck(event_id=event_id)
+        check_id = finding_recheck(event_id=event_id, author=request.user)
     except RecheckRefused as exc:
         messages.error(request, str(exc))
         return redirect("dashboard:event", event_id=event_id)
     if check_id is None:
         messages.info(request, "a run of this check on this port is queued or running already")
     else:
-        event_note(event_id=event_id, author=request.user, text=f"PoC re-check {check_id} queued")
         messages.success(request, f"re-check queued (PoC run {check_id}): reload for the verdict")
     return redirect("dashboard:event", event_id=event_id)
 
