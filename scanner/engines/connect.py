@@ -163,21 +163,21 @@ def _check_options(concurrency: int, timeout: float, retries: int, deadline: flo
 
 
 def _host_ranges(targets: list[IPTarget]) -> list[tuple[int, int, int]]:
-    """(family, first, last) integer ranges; networks lose their network/broadcast address."""
+    """(family, first, last) integer ranges: every address of every target.
+
+    A target is an address set, not a subnet: a CIDR the user wrote, or a block the shard
+    planner or the route plan cut, has no network or broadcast address of its own (the
+    first and last address of 198.18.42.0/27 are hosts of the /24 link). nmap and masscan
+    probe every address too. The link's own broadcast address costs one probe, which the
+    kernel refuses at once (ENETUNREACH: an answer, counted closed).
+    """
     ranges = []
     for target in targets:
         family = socket.AF_INET if target.version == 4 else socket.AF_INET6
         if isinstance(target, ipaddress.IPv4Address | ipaddress.IPv6Address):
             ranges.append((family, int(target), int(target)))
-            continue
-        first, last = int(target.network_address), int(target.broadcast_address)
-        if target.num_addresses > 2:
-            # Same choice as ipaddress.hosts(): IPv4 drops network and broadcast addresses,
-            # IPv6 drops the subnet-router anycast address.
-            first += 1
-            if target.version == 4:
-                last -= 1
-        ranges.append((family, first, last))
+        else:
+            ranges.append((family, int(target.network_address), int(target.broadcast_address)))
     return ranges
 
 

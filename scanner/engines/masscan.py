@@ -163,12 +163,7 @@ def sweep(
     deadline = time.monotonic() + timeout
     if plan is None:
         plan = routes.plan(checked, interface=interface, source_ip=source_ip, router_mac=router_mac)
-    on_link = _subtract(plan.connect, excluded)
-    jobs: list[tuple[Sequence[ipaddress.IPv4Network], routes.Egress | None]] = [
-        (egress.targets, egress) for egress in plan.masscan
-    ]
-    if on_link:
-        jobs.append((on_link, None))
+    jobs = sweep_jobs(plan, excluded)
     # Progress is shared out by addresses: every group sweeps the same ports.
     sizes = [sum(network.num_addresses for network in networks) for networks, _ in jobs]
     total = sum(sizes) or 1
@@ -227,6 +222,19 @@ def sweep(
     if on_progress:
         on_progress(100.0, len(findings))
     return findings
+
+
+Job = tuple[Sequence[ipaddress.IPv4Network], "routes.Egress | None"]
+
+
+def sweep_jobs(plan: routes.SweepPlan, excluded: list[ipaddress.IPv4Network]) -> list[Job]:
+    """The engine runs of a sweep: one masscan per egress (its exclude file takes the
+    exclusions), then the on-link targets minus the exclusions for the connect scanner."""
+    jobs: list[Job] = [(egress.targets, egress) for egress in plan.masscan]
+    on_link = _subtract(plan.connect, excluded)
+    if on_link:
+        jobs.append((on_link, None))
+    return jobs
 
 
 def _run_masscan(

@@ -334,16 +334,16 @@ def plan(
     result = SweepPlan()
     for target, piece, route in resolve(targets, ip=ip):
         whole = piece == target
-        if not whole and route.type == "local":
-            result.connect.append(piece)  # this machine's address inside a larger target
+        if route.type == "local":
+            # This machine's own address (alone, as a shard can cut it, or inside a larger
+            # target): masscan cannot reach it, the connect scanner can.
+            result.connect.append(piece)
             continue
-        if not whole and route.type == "broadcast":
-            continue  # a subnet's broadcast address: no host to find there
         label = _label(target) if whole else f"{_label(piece)} (in {target})"
         check_route(label, route, interface=interface)
-        if route.type == "broadcast":
-            raise EngineError(f"{label} is a broadcast address; nothing to sweep")
         if route.gateway is None:
+            # On-link, including the link's broadcast address: a target is every address
+            # in it, and a connect to a broadcast address is refused at once (ENETUNREACH).
             result.connect.append(piece)
             continue
         groups.setdefault((route.dev, route.src, route.gateway), []).append(piece)

@@ -139,18 +139,9 @@ def test_it_groups_targets_by_route_and_sends_on_link_ones_to_the_connect_scanne
         (net("198.18.251.0/25"),),
         (net("198.18.251.128/25"),),
     ]
-    # On-link hosts: this machine's own .1 included (connects reach it), the broadcast not.
-    assert plan.connect == [
-        net("198.18.250.0/25"),
-        net("198.18.250.128/26"),
-        net("198.18.250.192/27"),
-        net("198.18.250.224/28"),
-        net("198.18.250.240/29"),
-        net("198.18.250.248/30"),
-        net("198.18.250.252/31"),
-        net("198.18.250.254/32"),
-        net("198.19.250.16/28"),
-    ]
+    # On-link hosts: every address, this machine's own .1 (connects reach it) and the
+    # link's broadcast (one probe, refused at once) included.
+    assert plan.connect == [net("198.18.250.0/24"), net("198.19.250.16/28")]
     # One ip process resolves every piece, whatever their number.
     assert sum(1 for argv, _ in ip.calls if "-batch" in argv) == 1
 
@@ -167,9 +158,11 @@ def test_it_refuses_a_target_without_any_route():
         routes.plan([net("198.51.100.7/32")], ip=FakeIp(), probe=no_probe)
 
 
-def test_it_refuses_this_machines_own_address_as_a_whole_target():
-    with pytest.raises(EngineError, match=r"198\.18\.250\.1 routes through lo .*connect engine"):
-        routes.plan([net("198.18.250.1/32")], ip=FakeIp(), probe=no_probe)
+def test_it_gives_this_machines_own_address_as_a_whole_target_to_the_connect_scanner():
+    # A shard can be cut down to one address, the scanner's own: masscan cannot reach it.
+    plan = routes.plan([net("198.18.250.1/32")], ip=FakeIp(), probe=no_probe)
+
+    assert plan.masscan == [] and plan.connect == [net("198.18.250.1/32")]
 
 
 @pytest.mark.parametrize(

@@ -114,11 +114,9 @@ def test_it_splits_a_target_that_spans_an_on_link_subnet_and_a_routed_one(netns)
     assert [(m["interface"], m["router_mac"], m["targets"]) for m in plan["masscan"]] == [
         ("a0", macs["a0"], ["198.18.241.0/24"])
     ]
-    # The on-link half goes to the connect scanner, never to a gateway's MAC; only its
-    # broadcast address is left out.
-    assert plan["connect"][0] == "198.18.240.0/25"
-    assert plan["connect"][-1] == "198.18.240.254/32"
-    assert "198.18.240.255/32" not in plan["connect"]
+    # The on-link half goes to the connect scanner, never to a gateway's MAC: all of it,
+    # its first and last address included (a target is every address in it).
+    assert plan["connect"] == ["198.18.240.0/24"]
 
 
 @pytest.mark.parametrize(
@@ -130,11 +128,6 @@ def test_it_splits_a_target_that_spans_an_on_link_subnet_and_a_routed_one(netns)
         ("198.18.246.1", "198.18.246.1: its route is throw; refusing to sweep it"),
         ("198.18.247.1", "198.18.247.1: no route to it; refusing to sweep it"),
         (
-            "198.18.240.1",
-            "198.18.240.1 routes through lo (an address of this machine): masscan cannot scan "
-            "it; use the connect engine",
-        ),
-        (
             "198.18.242.0/23",
             "198.18.243.0/24 (in 198.18.242.0/23): its route is blackhole; refusing to sweep it",
         ),
@@ -142,6 +135,11 @@ def test_it_splits_a_target_that_spans_an_on_link_subnet_and_a_routed_one(netns)
 )
 def test_it_refuses_targets_whose_route_is_not_a_way_out(netns, target, error):
     assert plan_in(netns[0], target) == {"error": error}
+
+
+def test_it_gives_this_machines_own_address_to_the_connect_scanner(netns):
+    # A shard can be cut down to the scanner's own address alone: masscan cannot reach it.
+    assert plan_in(netns[0], "198.18.240.1") == {"masscan": [], "connect": ["198.18.240.1/32"]}
 
 
 def test_it_refuses_an_override_interface_that_the_route_does_not_use(netns):

@@ -43,16 +43,23 @@ def test_it_finds_exactly_the_open_ports_on_several_loopback_hosts(listeners):
     assert progress[-1] == (100.0, 4)
 
 
-def test_it_scans_a_network_target_without_its_network_and_broadcast_addresses(listeners):
+def test_it_scans_every_address_of_a_network_target_its_first_and_last_included(listeners):
+    # A block is an address set, not a subnet: 127.0.0.4/30 as a planner cut it from a
+    # larger target has hosts at .4 and .7 (the old code skipped both).
     base = free_port_block(3)
-    listeners("127.0.0.2", base)
-    listeners("127.0.0.3", base + 2)
+    listeners("127.0.0.4", base)
+    listeners("127.0.0.6", base + 1)
+    listeners("127.0.0.7", base + 2)
 
     found = connect.scan(
-        targets=[ipaddress.ip_network("127.0.0.0/30")], ports=[(base, base + 2)], timeout=1.0
+        targets=[ipaddress.ip_network("127.0.0.4/30")], ports=[(base, base + 2)], timeout=1.0
     )
 
-    assert [(f.ip, f.port) for f in found] == [("127.0.0.2", base)]  # .3 is the broadcast
+    assert [(f.ip, f.port) for f in found] == [
+        ("127.0.0.4", base),
+        ("127.0.0.6", base + 1),
+        ("127.0.0.7", base + 2),
+    ]
 
 
 def test_it_scans_ipv6_targets(listeners):
