@@ -20,6 +20,12 @@ let the test fail with it, do not skip)::
         lab.close_port(ip, port); lab.open_port(ip, port, service="http")
 
     Lab(**BENCHMARK_LAB)  # the DESIGN.md "Accuracy" lab: 62 hosts, 211 open ports, 0.5% loss
+    Lab(on_link=True, offsets=[4, 7, 31])  # hosts .4 .7 .31 on the scanner's own /24
+
+On-link labs (on_link=True) give the root side 198.18.N.254/24 on the veth instead of the
+routed /30 link: the kernel's route to the hosts has no gateway, so Portmon scans them with
+its connect scanner (scanner.engines.routes), as it does a network its scanner sits on.
+A routed lab tests masscan only and an on-link one the connect scanner only: test both.
 
 Layout: one network namespace per Lab (`pmlab-N`) joined to the root namespace by a veth pair
 (`pmlabN` in the root namespace, `lab0` inside). Hosts are 198.18.N.0/24 addresses on `lab0`;

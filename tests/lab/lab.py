@@ -7,6 +7,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -30,6 +31,7 @@ SLOTS = range(1, 251)
 PREFIX = "pmlab"
 GUARD_PREFIX = "pmlab_guard_"
 LAB_IFACE = "lab0"
+ON_LINK_SOURCE = 254  # the scanner's last octet on an on-link lab's /24
 STATE_DIR = Path("/run/portmon-lab")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT = 20.0
@@ -327,11 +329,19 @@ class Lab:
         loss: float = 0.0,
         seed: int = 1,
         offloads: bool = False,
+        on_link: bool = False,
+        offsets: list[int] | None = None,
     ) -> None:
         # offloads=True keeps TSO/GSO on the root veth, as on most real NICs; masscan then
         # loses replies in its capture ring (see disable_offloads).
+        # on_link=True puts the hosts on the scanner's own subnet (see _build): Portmon then
+        # scans them with its connect scanner, not masscan. offsets: the hosts' last octets.
         self._validate_loss(loss)
         self.offloads = offloads
+        self.on_link = on_link
+        self.offsets = list(offsets) if offsets is not None else None
+        if on_link and self.offsets and ON_LINK_SOURCE in self.offsets:
+            raise LabError(f"offset {ON_LINK_SOURCE} is the scanner's address on an on-link lab")
         self.host_count = hosts
         self.ports_per_host = tuple(ports_per_host)
         self.loss = loss
@@ -351,7 +361,10 @@ class Lab:
             hosts=hosts,
             ports_per_host=self.ports_per_host,
             seed=seed,
+            offsets=self.offsets,
         )
+        if on_link and self.offsets is None and hosts > ON_LINK_SOURCE - 1:
+            raise LabError(f"an on-link lab has at most {ON_LINK_SOURCE - 1} random hosts")
 
     # public read-only views
     @property
@@ -556,14 +569,21 @@ class Lab:
         self.namespace, self.interface = names["namespace"], names["interface"]
         self.cidr, self.source_ip = names["cidr"], names["source_ip"]
         ns, root_if, peer_ip = self.namespace, self.interface, names["peer_ip"]
+        if self.on_link:
+            self.source_ip = str(ipaddress.ip_network(self.cidr).network_address + ON_LINK_SOURCE)
         # Before anything could send to the lab: see install_guard.
         self._guarded = install_guard(names["guard"], guarded_interfaces())
         self.guard = names["guard"]
+        offsets = self.offsets
+        if self.on_link and offsets is None:
+            # Random hosts never take the scanner's own address (.254): draw from .1-.253.
+            offsets = random.Random(self.seed).sample(range(1, ON_LINK_SOURCE), self.host_count)
         self.truth = plan_truth(
             network=ipaddress.ip_network(self.cidr),
             hosts=self.host_count,
             ports_per_host=self.ports_per_host,
             seed=self.seed,
+            offsets=offsets,
         )
 
         _run(["ip", "netns", "add", ns])
@@ -572,22 +592,32 @@ class Lab:
         Path(f"/proc/sys/net/ipv6/conf/{root_if}/disable_ipv6").write_text("1")
         if not self.offloads:
             disable_offloads(root_if)
-        _run(["ip", "addr", "add", f"{self.source_ip}/30", "dev", root_if])
+        if self.on_link:
+            # The scanner's side is .254/24 of the hosts' subnet: the kernel's route to them
+            # has no gateway (on-link), each host answers ARP for its own address.
+            _run(["ip", "addr", "add", f"{self.source_ip}/24", "dev", root_if])
+        else:
+            _run(["ip", "addr", "add", f"{self.source_ip}/30", "dev", root_if])
         _run(["ip", "link", "set", root_if, "up"])
-        # The lab knows only its /30 link: it can answer the root side and nothing else.
+        # The lab knows only its link: it can answer the root side and nothing else.
         lab_batch = [
-            f"addr add {peer_ip}/30 dev {LAB_IFACE}",
             *(f"addr add {ip}/32 dev {LAB_IFACE}" for ip in self.truth),
             f"link set {LAB_IFACE} up",
             "link set lo up",
         ]
+        if self.on_link:  # the way back to the scanner: on the link, no gateway
+            lab_batch.append(f"route add {self.source_ip}/32 dev {LAB_IFACE}")
+        else:
+            lab_batch.insert(0, f"addr add {peer_ip}/30 dev {LAB_IFACE}")
         _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
         _run(["ip", "-n", ns, "-batch", "-"], stdin="\n".join(lab_batch) + "\n")
-        _run(
-            ["ip", "route", "add", self.cidr, "via", peer_ip, "dev", root_if, "src", self.source_ip]
-        )
-        link = json.loads(_run(["ip", "-j", "-n", ns, "link", "show", LAB_IFACE]))
-        self.router_mac = link[0]["address"]
+        if not self.on_link:
+            _run(
+                ["ip", "route", "add", self.cidr, "via", peer_ip]
+                + ["dev", root_if, "src", self.source_ip]
+            )
+            link = json.loads(_run(["ip", "-j", "-n", ns, "link", "show", LAB_IFACE]))
+            self.router_mac = link[0]["address"]
 
         chain = (
             f"table inet {PREFIX} {{\n chain inbound {{\n"
@@ -612,7 +642,9 @@ class Lab:
             [ip, port, name] for ip, ports in self.truth.items() for port, name in ports.items()
         ]
         broadcast = ipaddress.ip_network(f"{self.source_ip}/30", strict=False).broadcast_address
-        spec_path.write_text(json.dumps({"listen": listen, "heartbeat": str(broadcast)}))
+        # The heartbeat is for masscan on a routed lab; an on-link lab is the connect scanner's.
+        heartbeat = "" if self.on_link else str(broadcast)
+        spec_path.write_text(json.dumps({"listen": listen, "heartbeat": heartbeat}))
         self._log = open(self._state_path(".log"), "w")
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         self._server = subprocess.Popen(

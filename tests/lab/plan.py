@@ -19,18 +19,27 @@ def plan_truth(
     hosts: int,
     ports_per_host: tuple[int, int],
     seed: int,
+    offsets: list[int] | None = None,
 ) -> dict[str, dict[int, str]]:
-    """ip -> {port: service name}; the same seed gives the same offsets and ports."""
+    """ip -> {port: service name}; the same seed gives the same offsets and ports.
+
+    offsets, if given, are the hosts' offsets in network (hosts is then their number).
+    """
     low, high = ports_per_host
     if not 0 <= low <= high <= 64:
         raise ValueError(f"ports_per_host must be 0 <= low <= high <= 64, got {ports_per_host}")
-    offsets = range(1, network.num_addresses - 1)
-    if not 1 <= hosts <= len(offsets):
-        raise ValueError(f"hosts must be between 1 and {len(offsets)}, got {hosts}")
+    allowed = range(1, network.num_addresses - 1)
+    if offsets is not None:
+        if not offsets or len(set(offsets)) != len(offsets) or not set(offsets) <= set(allowed):
+            raise ValueError(f"offsets must be distinct numbers in 1-{allowed[-1]}: {offsets}")
+        hosts = len(offsets)
+    if not 1 <= hosts <= len(allowed):
+        raise ValueError(f"hosts must be between 1 and {len(allowed)}, got {hosts}")
     rng = random.Random(seed)
     names = sorted(SERVICES)
     truth: dict[str, dict[int, str]] = {}
-    for offset in sorted(rng.sample(offsets, hosts)):
+    chosen = offsets if offsets is not None else rng.sample(allowed, hosts)
+    for offset in sorted(chosen):
         ports: dict[int, str] = {}
         for _ in range(rng.randint(low, high)):
             name = rng.choice(names)
