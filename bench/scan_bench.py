@@ -2,6 +2,11 @@
 
     sudo .venv/bin/python bench/scan_bench.py [--hosts 62] [--rate 300000] [--loss 0.005]
                                              [--skip-nmap] [--portmon-runs 1] [--portmon-only]
+                                             [--on-link] [--ports 1-65535]
+
+--on-link puts the lab's hosts on the scanner's own subnet: Portmon then scans them with its
+connect scanner (masscan cannot: one destination MAC per frame), so the plain masscan pass
+is left out and Portmon is compared with nmap -sS -sV on the same ports.
 
 Prints, for each contender: wall time, open ports found / truth, fingerprints correct,
 peak memory. The lab lives in 198.18.0.0/15 (blackholed in the root namespace) and is torn
@@ -25,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scanner.targets import parse_ports, port_list  # noqa: E402
 from tests.lab import BENCHMARK_LAB, Lab  # noqa: E402
 
 PY = sys.executable
@@ -65,9 +71,9 @@ def peak_rss_mib(pid: int) -> int:
     return total // 1024
 
 
-def masscan_argv(lab: Lab, rate: int, out: Path) -> list[str]:
+def masscan_argv(lab: Lab, rate: int, out: Path, ports: str) -> list[str]:
     return [
-        "masscan", ",".join(lab.hosts), "-p1-65535", "--rate", str(rate), "--wait", "3",
+        "masscan", ",".join(lab.hosts), f"-p{ports}", "--rate", str(rate), "--wait", "3",
         "--adapter", lab.interface, "--adapter-ip", lab.source_ip,
         "--router-mac", lab.router_mac, "-oJ", str(out),
     ]  # fmt: skip
@@ -98,9 +104,9 @@ def score(lab: Lab, found: set, services: dict) -> str:
     )
 
 
-def bench_masscan(lab: Lab, rate: int, tmp: Path) -> dict:
+def bench_masscan(lab: Lab, rate: int, tmp: Path, ports: str) -> dict:
     out = tmp / "masscan.json"
-    wall, rss, res = timed(masscan_argv(lab, rate, out))
+    wall, rss, res = timed(masscan_argv(lab, rate, out, ports))
     if res.returncode != 0:
         raise SystemExit(f"masscan failed: {res.stderr.decode()[-2000:]}")
     found = parse_masscan(out)
@@ -115,9 +121,9 @@ def bench_masscan(lab: Lab, rate: int, tmp: Path) -> dict:
     return {"sweep": wall, "fingerprint": fp_wall, "rss": rss, "found": found, "services": services}
 
 
-def bench_nmap(lab: Lab, tmp: Path) -> dict:
+def bench_nmap(lab: Lab, tmp: Path, ports: str) -> dict:
     out = tmp / "nmap.xml"
-    argv = ["nmap", "-sS", "-sV", "-p-", "-T4", "-Pn", "-n", "-oX", str(out), *lab.hosts]
+    argv = ["nmap", "-sS", "-sV", f"-p{ports}", "-T4", "-Pn", "-n", "-oX", str(out), *lab.hosts]
     wall, rss, res = timed(argv)
     from scanner.engines import nmap
 
@@ -166,17 +172,17 @@ print(f"  phases: {len(shards)} shard(s), sweep done at {at(max(s.finished_at fo
 """
 
 
-def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str) -> dict:
+def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str, ports: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
     if broker:
         env["CELERY_BROKER_URL"] = broker
-    env.update(
-        PORTMON_DATA_DIR=str(tmp / "portmon"),
-        PORTMON_MASSCAN_ADAPTER=lab.interface,
-        PORTMON_MASSCAN_ADAPTER_IP=lab.source_ip,
-        PORTMON_MASSCAN_ROUTER_MAC=lab.router_mac,
-        LOG_LEVEL="WARNING",
-    )
+    env.update(PORTMON_DATA_DIR=str(tmp / "portmon"), LOG_LEVEL="WARNING")
+    if not lab.on_link:
+        env.update(
+            PORTMON_MASSCAN_ADAPTER=lab.interface,
+            PORTMON_MASSCAN_ADAPTER_IP=lab.source_ip,
+            PORTMON_MASSCAN_ROUTER_MAC=lab.router_mac,
+        )
     manage = [PY, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([*manage, "scope", "add", lab.cidr, "--zone", "internal"], cwd=ROOT, env=env,
@@ -200,7 +206,7 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str) -> dict:
                 "scan",
                 ",".join(lab.hosts),
                 "--ports",
-                "1-65535",
+                ports,
                 "--rate",
                 str(rate),
                 "--json",
@@ -248,6 +254,10 @@ def main() -> None:
     )
     parser.add_argument("--skip-nmap", action="store_true", help="skip nmap -sS -sV -p- (slow)")
     parser.add_argument(
+        "--on-link", action="store_true", help="hosts on the scanner's subnet (connect path)"
+    )
+    parser.add_argument("--ports", default="1-65535", help="ports to scan (default all)")
+    parser.add_argument(
         "--portmon-only", action="store_true", help="skip both baselines (quick tuning runs)"
     )
     args = parser.parse_args()
@@ -260,26 +270,44 @@ def main() -> None:
         django.setup()
         ports_per_host = BENCHMARK_LAB["ports_per_host"]
         with Lab(
-            hosts=args.hosts, ports_per_host=ports_per_host, loss=args.loss, seed=args.seed
+            hosts=args.hosts,
+            ports_per_host=ports_per_host,
+            loss=args.loss,
+            seed=args.seed,
+            on_link=args.on_link,
         ) as lab:
+            if args.ports != "1-65535":  # the truth: open ports inside the scanned range
+                wanted = set(port_list(parse_ports(args.ports)))
+                lab.truth = {ip: {p: s for p, s in ports.items() if p in wanted}
+                             for ip, ports in lab.truth.items()}  # fmt: skip
             truth = len(lab.open_ports)
-            print(f"lab: {len(lab.hosts)} hosts, {truth} open ports, {args.loss:.1%} loss, "
-                  f"ports 1-65535, rate {args.rate} pps")  # fmt: skip
+            print(f"lab: {len(lab.hosts)} hosts {'on-link' if args.on_link else 'routed'}, "
+                  f"{truth} open ports, {args.loss:.1%} loss, ports {args.ports}, "
+                  f"rate {args.rate} pps")  # fmt: skip
             for i in range(args.portmon_runs):
-                pm = bench_portmon(lab, args.rate, tmp / f"pm{i}", args.broker)
+                pm = bench_portmon(lab, args.rate, tmp / f"pm{i}", args.broker, args.ports)
                 result = score(lab, pm["found"], pm["services"])
                 print(f"portmon            : {pm['wall']:7.1f} s  {result}  "
                       f"workers peak {pm['rss']} MiB")  # fmt: skip
             if args.portmon_only:
                 return
-            ms = bench_masscan(lab, args.rate, tmp)
+            if args.on_link:
+                # No masscan pass: on-link hosts each have their own MAC, masscan uses one.
+                if not args.skip_nmap:
+                    nm = bench_nmap(lab, tmp, args.ports)
+                    result = score(lab, nm["found"], nm["services"])
+                    print(f"nmap -sS -sV -T4   : {nm['wall']:7.1f} s  {result}  "
+                          f"peak {nm['rss']} MiB")  # fmt: skip
+                    print(f"portmon / nmap     : {pm['wall'] / nm['wall']:.2f}")
+                return
+            ms = bench_masscan(lab, args.rate, tmp, args.ports)
             base = ms["sweep"] + ms["fingerprint"]
             print(f"masscan 1 pass     : {ms['sweep']:7.1f} s  "
                   f"{score(lab, ms['found'], {})}  peak {ms['rss']} MiB")  # fmt: skip
             print(f"masscan + nmap -sV : {base:7.1f} s  "
                   f"{score(lab, ms['found'], ms['services'])}")  # fmt: skip
             if not args.skip_nmap:
-                nm = bench_nmap(lab, tmp)
+                nm = bench_nmap(lab, tmp, args.ports)
                 result = score(lab, nm["found"], nm["services"])
                 print(f"nmap -sS -sV -p- -T4: {nm['wall']:6.1f} s  {result}  "
                       f"peak {nm['rss']} MiB")  # fmt: skip

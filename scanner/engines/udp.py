@@ -1,0 +1,355 @@
+"""Built-in asynchronous UDP prober: no root, works on loopback, on-link networks and IPv6.
+
+UDP has no handshake, so a port's state comes only from what answers a request:
+- a UDP reply from the port: **open**;
+- ICMP port unreachable (ECONNREFUSED on a connected socket): **closed**;
+- other ICMP unreachables (host, network, administratively prohibited): **filtered**;
+- silence after every try: **open|filtered**. A firewall that drops, a service that ignores
+  a malformed request and a lost datagram look the same; it is never reported or diffed as
+  open (masscan #182 and naabu #603 are what calling silence "open" gives).
+
+Each probe is a connected, non-blocking socket with IP_RECVERR: the kernel then delivers only
+the target's own replies and every ICMP error about it to this socket. Requests come from
+Debian nmap's `nmap-payloads` (the payloads nmap -sU sends, meant to draw an answer without
+changing state or tripping IDS rules), read at run time, plus a few built-ins for services
+that file lacks; a port with no known request gets an empty datagram, which few services
+answer (their ports then stay open|filtered, as with nmap -sU).
+"""
+
+import asyncio
+import errno
+import functools
+import ipaddress
+import re
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.findings import Finding
+
+from .base import (
+    EngineError,
+    EngineTimeout,
+    IPTarget,
+    PortRange,
+    Progress,
+    check_number,
+    check_ports,
+    check_targets,
+    merge_ports,
+)
+
+OPEN, CLOSED, FILTERED, OPEN_FILTERED = "open", "closed", "filtered", "open|filtered"
+NMAP_PAYLOADS = Path("/usr/share/nmap/nmap-payloads")
+PROGRESS_EVERY = 0.5
+MAX_HOSTS = 1 << 16  # UDP probing is slow (ICMP rate limits): bigger jobs are the planner's
+REPLY_KEEP = 512  # bytes of a reply kept as evidence
+# IP_RECVERR / IPV6_RECVERR: every ICMP error about the flow is reported, not only the "hard"
+# ones (port unreachable). Missing from older socket modules: Linux's values.
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+
+# The curated default: services with a known request that answers, and that a security team
+# fears exposed (amplifiers, management planes, unauthenticated reads).
+DEFAULT_PORTS = (
+    "53,69,111,123,137,161,177,389,500,520,623,1194,1900,3478,3702,5060,5351,5353,5683,"
+    "10001,11211,17185"
+)
+
+# Requests nmap-payloads does not carry (or a machine without nmap): read-only and harmless.
+BUILTIN_PAYLOADS: dict[int, tuple[bytes, ...]] = {
+    # DNS: a standard query for the root's NS records (any resolver or server answers).
+    53: (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01",),
+    # TFTP: read request for a file that does not exist (an error packet is an answer).
+    69: (b"\x00\x01portmon-probe.txt\x00octet\x00",),
+    # NTP: a client (mode 3) request.
+    123: (b"\xe3" + b"\x00" * 47,),
+    # SNMP v2c get-request of sysDescr.0 with community "public": a read.
+    161: (
+        bytes.fromhex(
+            "302902010104067075626c6963a01c0204504d4f4e020100020100300e300c06082b060102010101000500"
+        ),
+    ),
+    # SSDP: M-SEARCH for all devices.
+    1900: (
+        b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\n'
+        b"MX: 1\r\nST: ssdp:all\r\n\r\n",
+    ),
+    # WS-Discovery: a Probe with no type filter.
+    3702: (
+        b'<?xml version="1.0" encoding="utf-8"?><soap:Envelope '
+        b'xmlns:soap="http://www.w3.org/2003/05/soap-envelope" '
+        b'xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+        b'xmlns:wsd="http://schemas.xmlsoap.org/ws/2005/04/discovery"><soap:Header>'
+        b"<wsa:To>urn:schemas-xmlsoap-org:ws:2005:04:discovery</wsa:To>"
+        b"<wsa:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/Probe</wsa:Action>"
+        b"<wsa:MessageID>urn:uuid:00000000-0000-4000-8000-706f72746d6f</wsa:MessageID>"
+        b"</soap:Header><soap:Body><wsd:Probe/></soap:Body></soap:Envelope>",
+    ),
+    # SIP: OPTIONS (what every SIP scanner and monitor sends).
+    5060: (
+        b"OPTIONS sip:portmon@invalid SIP/2.0\r\nVia: SIP/2.0/UDP invalid;branch=z9hG4bKpm\r\n"
+        b"Max-Forwards: 0\r\nTo: <sip:portmon@invalid>\r\nFrom: <sip:portmon@invalid>;tag=pm\r\n"
+        b"Call-ID: portmon-probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    ),
+    # memcached UDP: frame header + "version" (shorter reply than stats).
+    11211: (b"\x00\x01\x00\x00\x00\x01\x00\x00version\r\n",),
+}
+
+
+@dataclass(frozen=True)
+class UdpResult:
+    ip: str
+    port: int
+    state: str
+    reply: bytes = b""
+
+
+# --- nmap-payloads ---------------------------------------------------------------------------
+_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(#.*)|(\S+)')
+_ESCAPES = {"0": b"\x00", "a": b"\x07", "b": b"\x08", "f": b"\x0c", "n": b"\n", "r": b"\r"}
+_ESCAPES |= {"t": b"\t", "v": b"\x0b", "\\": b"\\", '"': b'"', "'": b"'"}
+
+
+def _unescape(text: str) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\":
+            out += char.encode("latin-1")
+            i += 1
+            continue
+        code = text[i + 1 : i + 2]
+        if code == "x":
+            out.append(int(text[i + 2 : i + 4], 16))
+            i += 4
+        elif code in _ESCAPES:
+            out += _ESCAPES[code]
+            i += 2
+        else:
+            raise ValueError(f"unknown escape \\{code}")
+    return bytes(out)
+
+
+def _ports(spec: str) -> list[tuple[int, int]]:
+    ranges = []
+    for item in spec.split(","):
+        lo, _, hi = item.partition("-")
+        ranges.append((int(lo), int(hi or lo)))
+    return ranges
+
+
+def parse_payloads(text: str) -> list[tuple[list[tuple[int, int]], bytes]]:
+    """Entries of an nmap-payloads file: (port ranges, payload). Unknown keywords skipped."""
+    entries: list[tuple[list[tuple[int, int]], bytes]] = []
+    current: tuple[list[tuple[int, int]], bytearray] | None = None
+    expect_ports = False
+    for line in text.splitlines():
+        for match in _TOKEN.finditer(line):
+            quoted, comment, word = match.groups()
+            if comment is not None:
+                break
+            if quoted is not None:
+                if current is None:
+                    raise ValueError(f"payload outside an entry: {line!r}")
+                current[1].extend(_unescape(quoted))
+            elif expect_ports:
+                current = (_ports(word), bytearray())
+                expect_ports = False
+            elif word == "udp":
+                if current is not None:
+                    entries.append((current[0], bytes(current[1])))
+                current = None
+                expect_ports = True
+            else:
+                break  # a keyword such as "source 5678": the rest of the line is its own
+    if current is not None:
+        entries.append((current[0], bytes(current[1])))
+    return entries
+
+
+@functools.lru_cache(maxsize=4)
+def _nmap_payloads(path: Path) -> tuple[tuple[tuple[tuple[int, int], ...], bytes], ...]:
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError:
+        return ()
+    try:
+        return tuple((tuple(ports), payload) for ports, payload in parse_payloads(text))
+    except (ValueError, IndexError):
+        return ()  # a file we cannot read right: the built-ins still work
+
+
+def payloads_for(port: int, path: Path = NMAP_PAYLOADS) -> tuple[bytes, ...]:
+    """The requests sent to a UDP port: nmap's for it, then ours; an empty datagram if none."""
+    found = [p for ranges, p in _nmap_payloads(path) if any(lo <= port <= hi for lo, hi in ranges)]
+    for payload in BUILTIN_PAYLOADS.get(port, ()):
+        if payload not in found:
+            found.append(payload)
+    return tuple(found) or (b"",)
+
+
+# --- probing ---------------------------------------------------------------------------------
+async def _probe(
+    loop: asyncio.AbstractEventLoop,
+    ip: str,
+    port: int,
+    *,
+    timeout: float,
+    retries: int,
+    payloads: tuple[bytes, ...],
+) -> UdpResult:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+    try:
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.SOL_IP, _IP_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+        try:
+            sock.connect((ip, port))
+        except OSError as exc:
+            return UdpResult(ip, port, _error_state(exc.errno))
+        for _attempt in range(retries + 1):
+            waiter = loop.create_future()
+
+            def readable(waiter: asyncio.Future = waiter) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            loop.add_reader(sock.fileno(), readable)
+            try:
+                for payload in payloads:
+                    try:
+                        sock.send(payload)
+                    except BlockingIOError:
+                        pass  # the send buffer is full: the next try sends again
+                    except OSError as exc:  # an ICMP error queued by an earlier try
+                        return UdpResult(ip, port, _error_state(exc.errno))
+                try:
+                    await asyncio.wait_for(waiter, timeout)
+                except TimeoutError:
+                    continue
+            finally:
+                loop.remove_reader(sock.fileno())
+            try:
+                reply = sock.recv(65535)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                return UdpResult(ip, port, _error_state(exc.errno))
+            return UdpResult(ip, port, OPEN, reply[:REPLY_KEEP])
+        return UdpResult(ip, port, OPEN_FILTERED)
+    finally:
+        sock.close()
+
+
+def _error_state(code: int | None) -> str:
+    """ICMP port unreachable means closed; any other refusal on the way means filtered."""
+    return CLOSED if code == errno.ECONNREFUSED else FILTERED
+
+
+def probe(
+    *,
+    targets: Iterable[IPTarget],
+    ports: Sequence[PortRange],
+    timeout: float = 1.5,
+    retries: int = 2,
+    concurrency: int = 256,
+    on_progress: Progress | None = None,
+    deadline: float | None = None,
+    payloads_path: Path = NMAP_PAYLOADS,
+) -> list[UdpResult]:
+    """Probe every address of targets on the UDP ports; a result per (address, port).
+
+    A silent port is tried retries more times (a lost request or reply), each try sending
+    every known request for the port. `deadline` is a time.monotonic() value: past it
+    EngineTimeout is raised with the open ports so far (as Findings) in `.partial`.
+    """
+    checked = check_targets(targets)
+    port_ranges = merge_ports(check_ports(ports))
+    check_number("timeout", timeout, 0.05, 60)
+    check_number("retries", retries, 0, 10, integer=True)
+    check_number("concurrency", concurrency, 1, 10_000, integer=True)
+    addresses = [str(a) for t in checked for a in _addresses(t)]
+    if len(addresses) > MAX_HOSTS:
+        raise EngineError(f"{len(addresses)} addresses in one UDP probe; split the targets")
+    jobs = [(ip, port) for lo, hi in port_ranges for port in range(lo, hi + 1) for ip in addresses]
+    requests = {port: payloads_for(port, payloads_path) for _ip, port in jobs}
+    return asyncio.run(
+        _run(
+            jobs,
+            requests,
+            timeout=timeout,
+            retries=retries,
+            concurrency=concurrency,
+            on_progress=on_progress,
+            deadline=deadline,
+        )
+    )
+
+
+def scan(**kwargs) -> list[Finding]:
+    """probe(), keeping the open ports only, as Findings (proto "udp")."""
+    return [Finding(ip=r.ip, port=r.port, proto="udp") for r in probe(**kwargs) if r.state == OPEN]
+
+
+def _addresses(target: IPTarget) -> Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    if isinstance(target, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return [target]
+    return iter(target)  # every address: a target is an address set, not a subnet
+
+
+async def _run(
+    jobs: list[tuple[str, int]],
+    requests: dict[int, tuple[bytes, ...]],
+    *,
+    timeout: float,
+    retries: int,
+    concurrency: int,
+    on_progress: Progress | None,
+    deadline: float | None,
+) -> list[UdpResult]:
+    loop = asyncio.get_running_loop()
+    results: list[UdpResult] = []
+    pending = iter(jobs)
+    timed_out = False
+
+    async def worker() -> None:
+        nonlocal timed_out
+        for ip, port in pending:
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+                return
+            results.append(
+                await _probe(
+                    loop, ip, port, timeout=timeout, retries=retries, payloads=requests[port]
+                )
+            )
+
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            opened = sum(1 for r in results if r.state == OPEN)
+            on_progress(100.0 * len(results) / max(len(jobs), 1), opened)  # type: ignore[misc]
+
+    ticker = asyncio.create_task(reporter()) if on_progress else None
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, max(len(jobs), 1)))))
+    finally:
+        if ticker:
+            ticker.cancel()
+    results.sort(key=lambda r: (ipaddress.ip_address(r.ip), r.port))
+    if timed_out:
+        raise EngineTimeout(
+            f"UDP probe stopped at its deadline after {len(results)} of {len(jobs)} probes",
+            partial=[
+                Finding(ip=r.ip, port=r.port, proto="udp") for r in results if r.state == OPEN
+            ],
+        )
+    if on_progress:
+        on_progress(100.0, sum(1 for r in results if r.state == OPEN))
+    return results
