@@ -15,7 +15,8 @@ import resource
 import socket
 import struct
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from scanner.findings import Finding
 
@@ -56,13 +57,19 @@ def scan(
     timeout: float = 1.0,
     retries: int = 1,
     on_progress: Progress | None = None,
+    on_finding: Callable[[Finding], None] | None = None,
     deadline: float | None = None,
 ) -> list[Finding]:
     """Connect-scan every host of targets on ports; return the open ones.
 
     A probe that times out is tried again up to `retries` times; a refused port is closed and
     is not retried. `deadline` is a time.monotonic() value: past it EngineTimeout is raised
-    with the findings so far in `.partial`.
+    with the findings so far in `.partial`. on_finding, if given, gets each open port as
+    soon as it is seen (e.g. to start its fingerprint while the scan goes on).
+
+    The callbacks run one at a time in a helper thread, never inside the scan's event loop:
+    they may use the database (Django refuses that from a thread running an event loop).
+    An exception in one stops the scan and is raised here.
     """
     checked = check_targets(targets)
     port_ranges = merge_ports(check_ports(ports))
@@ -81,6 +88,7 @@ def scan(
             timeout=timeout,
             retries=retries,
             on_progress=on_progress,
+            on_finding=on_finding,
             deadline=deadline,
             guard_loop=True,
         )
@@ -294,6 +302,7 @@ async def _run(
     retries: int,
     on_progress: Progress | None,
     deadline: float | None,
+    on_finding: Callable[[Finding], None] | None = None,
     guard_loop: bool = False,
 ) -> list[Finding]:
     loop = asyncio.get_running_loop()
@@ -302,6 +311,7 @@ async def _run(
     timed_out = False
     workers = min(_raise_fd_limit(concurrency), max(total, 1))
     expiry = _Expiry(loop, timeout)
+    callbacks = _Callbacks() if on_progress or on_finding else None
 
     async def worker() -> None:
         nonlocal done, timed_out
@@ -310,7 +320,10 @@ async def _run(
                 timed_out = True
                 return
             if await _probe(loop, family, ip, port, expiry, retries) == OPEN:
-                found.append(Finding(ip=ip, port=port, proto="tcp"))
+                finding = Finding(ip=ip, port=port, proto="tcp")
+                found.append(finding)
+                if on_finding:
+                    callbacks.call(on_finding, finding)  # type: ignore[union-attr]
             done += 1
 
     failure: list[BaseException] = []
@@ -324,11 +337,13 @@ async def _run(
     async def reporter() -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY)
-            try:
-                on_progress(100.0 * done / total if total else 100.0, len(found))  # type: ignore[misc]
-            except Exception as exc:  # e.g. the caller's progress write failed: stop the scan
-                fail(exc)
+            if callbacks.error:  # type: ignore[union-attr]
+                # e.g. the caller's progress or finding write failed: stop the scan
+                fail(callbacks.error)  # type: ignore[union-attr]
                 return
+            if on_progress:
+                percent = 100.0 * done / total if total else 100.0
+                callbacks.call(on_progress, percent, len(found))  # type: ignore[union-attr]
 
     def on_loop_error(_loop: asyncio.AbstractEventLoop, context: dict) -> None:
         # asyncio logs and swallows exceptions raised in callbacks. Celery's
@@ -339,7 +354,7 @@ async def _run(
     previous_handler = loop.get_exception_handler()
     if guard_loop:
         loop.set_exception_handler(on_loop_error)
-    ticker = asyncio.create_task(reporter()) if on_progress else None
+    ticker = asyncio.create_task(reporter()) if callbacks else None
     expirer = asyncio.create_task(expiry.run())
     try:
         # Generators are not thread-safe but are fine to share between coroutines: only one
@@ -354,6 +369,12 @@ async def _run(
             ticker.cancel()
         if guard_loop:
             loop.set_exception_handler(previous_handler)
+    if callbacks:
+        if on_progress and not failure and not timed_out:
+            callbacks.call(on_progress, 100.0, len(found))
+        await loop.run_in_executor(None, callbacks.close)
+        if callbacks.error and not failure:
+            failure.append(callbacks.error)
     if failure:
         raise failure[0]
     found.sort(key=lambda f: (ipaddress.ip_address(f.ip), f.port))
@@ -361,6 +382,27 @@ async def _run(
         raise EngineTimeout(
             f"connect scan stopped at its deadline after {done} of {total} probes", partial=found
         )
-    if on_progress:
-        on_progress(100.0, len(found))
     return found
+
+
+class _Callbacks:
+    """The caller's callbacks, run in order in one helper thread; the first error is kept."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connect-callback")
+        self.error: BaseException | None = None
+
+    def call(self, function: Callable[..., None], *args: object) -> None:
+        if self.error is None:
+            self.pool.submit(self._run, function, *args)
+
+    def _run(self, function: Callable[..., None], *args: object) -> None:
+        if self.error is not None:
+            return
+        try:
+            function(*args)
+        except Exception as exc:  # handed to the scan, which raises it
+            self.error = exc
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

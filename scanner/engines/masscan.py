@@ -192,11 +192,9 @@ def sweep(
                     ports=ports,
                     retries=1,
                     on_progress=progress,
+                    on_finding=on_finding,  # as found: fingerprints start during the scan
                     deadline=deadline,
                 )
-                for finding in group:
-                    if on_finding:
-                        on_finding(finding)
             else:
                 group = _run_masscan(
                     targets=networks,

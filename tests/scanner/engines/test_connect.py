@@ -225,23 +225,66 @@ def test_it_stops_when_the_progress_callback_fails():
     assert time.monotonic() - started < 5
 
 
-def test_it_does_not_let_an_exception_in_an_event_loop_callback_vanish():
+def test_it_does_not_let_an_exception_in_an_event_loop_callback_vanish(monkeypatch):
     # A signal-raised exception can land inside an asyncio callback, where asyncio would only
     # log it; the scan must stop with it instead of running on.
     def raise_in_callback():
         raise SoftTimeLimit("soft time limit")
 
-    def schedule(percent, count):
-        import asyncio
+    add = connect._Expiry.add
+    calls = []
 
-        asyncio.get_running_loop().call_soon(raise_in_callback)
+    def add_and_schedule(self, waiter):
+        calls.append(1)
+        if len(calls) == 1000:  # well into the scan, from inside the event loop
+            self.loop.call_soon(raise_in_callback)
+        add(self, waiter)
+
+    monkeypatch.setattr(connect._Expiry, "add", add_and_schedule)
+    started = time.monotonic()
+    with pytest.raises(SoftTimeLimit):
+        connect.scan(targets=[ipaddress.ip_network("127.0.0.0/24")], ports=[(1, 65535)])
+    assert time.monotonic() - started < 10
+
+
+def test_it_hands_each_open_port_over_as_found_outside_the_event_loop(listeners):
+    # A finding callback writes to the database (Django refuses that inside an event loop)
+    # and starts fingerprints while the scan goes on.
+    import asyncio
+
+    base = free_port_block(2)
+    listeners("127.0.0.2", base)
+    seen = []
+
+    def on_finding(finding):
+        with pytest.raises(RuntimeError):
+            asyncio.get_running_loop()  # no event loop in this thread
+        seen.append((finding.ip, finding.port, time.monotonic()))
+
+    # Port-major order: 127.0.0.2's port is among the first probes of ~32k.
+    found = connect.scan(
+        targets=[addr("127.0.0.2"), ipaddress.ip_network("127.0.64.0/18")],
+        ports=[(base, base + 1)],
+        timeout=1.0,
+        on_finding=on_finding,
+    )
+    ended = time.monotonic()
+
+    assert [(f.ip, f.port) for f in found] == [("127.0.0.2", base)]
+    assert [(ip, port) for ip, port, _at in seen] == [("127.0.0.2", base)]
+    handed_at = seen[0][2]
+    assert ended - handed_at > 0.5, "the open port was handed over only at the scan's end"
+
+
+def test_it_stops_when_the_finding_callback_fails(listeners):
+    base = free_port_block(1)
+    listeners("127.0.0.2", base)
+
+    def broken(finding):
+        raise SoftTimeLimit("observation write failed")
 
     with pytest.raises(SoftTimeLimit):
-        connect.scan(
-            targets=[ipaddress.ip_network("127.0.0.0/24")],
-            ports=[(1, 65535)],
-            on_progress=schedule,
-        )
+        connect.scan(targets=[addr("127.0.0.2")], ports=[(base, base)], on_finding=broken)
 
 
 def test_it_refuses_a_target_too_big_for_one_scan():
