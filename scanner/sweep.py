@@ -113,10 +113,12 @@ class FindingStream:
     def release(self) -> None:
         """Record the held hosts whose answers now show them to be real hosts."""
         for ip in list(self.held):
-            if synproxy.stream_ready(
+            if ip in self.held and synproxy.stream_ready(
                 open_count=self.open[ip], answered=self.answers[ip], threshold=self.threshold
             ):
                 self.ready.add(ip)
+                # record() ticks, and a tick releases too: this host may be gone by the time
+                # the loop gets to the next one (hence the membership test above).
                 self.record(self.held.pop(ip))
 
     def tick(self) -> None:
@@ -167,6 +169,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
                 router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
                 on_finding=stream,
+                on_link_answers=stream.answered,
             )
 
             def progress(percent: float, found: int) -> None:

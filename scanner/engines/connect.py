@@ -58,6 +58,7 @@ def scan(
     retries: int = 1,
     on_progress: Progress | None = None,
     on_finding: Callable[[Finding], None] | None = None,
+    on_answers: Callable[[list[tuple[str, int]]], None] | None = None,
     deadline: float | None = None,
 ) -> list[Finding]:
     """Connect-scan every host of targets on ports; return the open ones.
@@ -65,7 +66,10 @@ def scan(
     A probe that times out is tried again up to `retries` times; a refused port is closed and
     is not retried. `deadline` is a time.monotonic() value: past it EngineTimeout is raised
     with the findings so far in `.partial`. on_finding, if given, gets each open port as
-    soon as it is seen (e.g. to start its fingerprint while the scan goes on).
+    soon as it is seen (e.g. to start its fingerprint while the scan goes on). on_answers,
+    if given, gets batches of (ip, port), one per probe that drew an answer (open or
+    refused), as masscan's on_answers does: a caller can tell a real host (mostly refusals)
+    from a SYN proxy (all open) before the scan ends.
 
     The callbacks run one at a time in a helper thread, never inside the scan's event loop:
     they may use the database (Django refuses that from a thread running an event loop).
@@ -89,6 +93,7 @@ def scan(
             retries=retries,
             on_progress=on_progress,
             on_finding=on_finding,
+            on_answers=on_answers,
             deadline=deadline,
             guard_loop=True,
         )
@@ -303,6 +308,7 @@ async def _run(
     on_progress: Progress | None,
     deadline: float | None,
     on_finding: Callable[[Finding], None] | None = None,
+    on_answers: Callable[[list[tuple[str, int]]], None] | None = None,
     guard_loop: bool = False,
 ) -> list[Finding]:
     loop = asyncio.get_running_loop()
@@ -311,7 +317,8 @@ async def _run(
     timed_out = False
     workers = min(_raise_fd_limit(concurrency), max(total, 1))
     expiry = _Expiry(loop, timeout)
-    callbacks = _Callbacks() if on_progress or on_finding else None
+    callbacks = _Callbacks() if on_progress or on_finding or on_answers else None
+    answered: list[tuple[str, int]] = []  # since the last on_answers batch
 
     async def worker() -> None:
         nonlocal done, timed_out
@@ -319,7 +326,10 @@ async def _run(
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
                 return
-            if await _probe(loop, family, ip, port, expiry, retries) == OPEN:
+            state = await _probe(loop, family, ip, port, expiry, retries)
+            if on_answers and state != FILTERED:
+                answered.append((ip, port))
+            if state == OPEN:
                 finding = Finding(ip=ip, port=port, proto="tcp")
                 found.append(finding)
                 if on_finding:
@@ -334,9 +344,15 @@ async def _run(
             failure.append(exc)
         main.cancel()
 
+    def answers_flush() -> None:
+        if answered:
+            callbacks.call(on_answers, answered.copy())  # type: ignore[union-attr,arg-type]
+            answered.clear()
+
     async def reporter() -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY)
+            answers_flush()
             if callbacks.error:  # type: ignore[union-attr]
                 # e.g. the caller's progress or finding write failed: stop the scan
                 fail(callbacks.error)  # type: ignore[union-attr]
@@ -370,6 +386,7 @@ async def _run(
         if guard_loop:
             loop.set_exception_handler(previous_handler)
     if callbacks:
+        answers_flush()
         if on_progress and not failure and not timed_out:
             callbacks.call(on_progress, 100.0, len(found))
         await loop.run_in_executor(None, callbacks.close)

@@ -126,6 +126,7 @@ def sweep(
     on_progress: Progress | None = None,
     on_finding: Callable[[Finding], None] | None = None,
     on_answers: Callable[[list[tuple[str, int]]], None] | None = None,
+    on_link_answers: Callable[[list[tuple[str, int]]], None] | None = None,
     plan: routes.SweepPlan | None = None,
 ) -> list[Finding]:
     """Sweep targets x ports with masscan; return open TCP ports.
@@ -144,7 +145,8 @@ def sweep(
     overrides checked against the route. Targets on a directly attached subnet (no gateway)
     go to the connect scanner instead: masscan puts one destination MAC in every frame, and
     on-link hosts each have their own. Their answers are not reported to on_answers (the
-    connect scanner retries timeouts itself), so a re-probe treats them as silent. plan, if
+    connect scanner retries timeouts itself), so a re-probe treats them as silent; they go to
+    on_link_answers instead, if given (e.g. to tell a SYN proxy from a real host early). plan, if
     given, is routes.plan() of these very targets, made by the caller (who checked it).
 
     On timeout masscan's process group is killed and EngineTimeout carries the findings
@@ -193,6 +195,7 @@ def sweep(
                     retries=1,
                     on_progress=progress,
                     on_finding=on_finding,  # as found: fingerprints start during the scan
+                    on_answers=on_link_answers,
                     deadline=deadline,
                 )
             else:

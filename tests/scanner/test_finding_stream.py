@@ -77,3 +77,23 @@ def test_a_run_without_fingerprints_only_records(run, clock, queued):
 
     assert queued == []
     assert PortObservation.objects.filter(run=run).count() == 30
+
+
+def test_held_hosts_released_together_are_each_recorded_once(run, clock, queued):
+    # A batch of answers (the connect scanner's, every half second) can show several held
+    # hosts to be real hosts at once; recording one ticks, and the tick releases the others.
+    threshold = sweep.synproxy.Threshold(min_ports=1000, min_share=0.05)
+    stream = sweep.FindingStream(run_id=run.pk, fingerprint=True, threshold=threshold)
+    hosts = [f"198.18.0.{i}" for i in range(1, 6)]
+    for ip in hosts:
+        stream(Finding(ip, 22))
+    assert PortObservation.objects.filter(run=run).count() == 0  # held: no answers yet
+    clock[0] += sweep.STREAM_FINGERPRINT_EVERY_S  # so that the first record flushes
+
+    stream.answered([(ip, port) for ip in hosts for port in range(1, 500)])
+    stream.tick()
+
+    recorded = PortObservation.objects.filter(run=run).values_list("host__ip", "port")
+    assert sorted(recorded) == [(ip, 22) for ip in hosts]
+    stream.flush()
+    assert sorted(ip for batch in queued for ip in batch) == hosts

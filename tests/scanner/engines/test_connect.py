@@ -290,3 +290,15 @@ def test_it_stops_when_the_finding_callback_fails(listeners):
 def test_it_refuses_a_target_too_big_for_one_scan():
     with pytest.raises(EngineError, match="split"):
         connect.scan(targets=[ipaddress.ip_network("2001:db8::/64")], ports=[(80, 80)])
+
+
+def test_it_reports_every_answered_probe_open_or_refused(listeners):
+    # As masscan's on_answers: a caller tells a real host (mostly refusals) from a SYN proxy.
+    base = free_port_block(3)
+    listeners("127.0.0.2", base + 1)
+    batches = []
+
+    connect.scan(targets=[addr("127.0.0.2")], ports=[(base, base + 2)], on_answers=batches.append)
+
+    answered = sorted(pair for batch in batches for pair in batch)
+    assert answered == [("127.0.0.2", base), ("127.0.0.2", base + 1), ("127.0.0.2", base + 2)]
