@@ -45,5 +45,9 @@ def run_progress(*, run_id: int) -> dict:
         "shards_failed": sum(s["state"] == ShardState.FAILED for s in shards),
         "ports_found": PortObservation.objects.filter(run_id=run_id).count(),
         "fingerprinted": PortObservation.objects.filter(run_id=run_id, fingerprinted=True).count(),
+        # Ports nmap has named (a port that timed out is fingerprinted but unnamed).
+        "named": PortObservation.objects.filter(run_id=run_id)
+        .exclude(service="", product="")
+        .count(),
         "error": run.error,
     }

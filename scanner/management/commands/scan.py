@@ -157,7 +157,9 @@ class Command(BaseCommand):
                 f"{p['shards_done']}/{p['shards']} shards, {p['ports_found']} open port(s)"
             )
             if p["state"] == RunState.FINGERPRINTING:
-                line += f", {p['fingerprinted']}/{p['ports_found']} fingerprinted"
+                line += (
+                    f", {p['fingerprinted']}/{p['ports_found']} fingerprinted ({p['named']} named)"
+                )
             if line != last:
                 sys.stderr.write(line + "\n")
                 last = line
