@@ -156,7 +156,8 @@ class Command(BaseCommand):
                 f"run {run_id}: {p['state']} {p['percent']:5.1f}% swept, "
                 f"{p['shards_done']}/{p['shards']} shards, {p['ports_found']} open port(s)"
             )
-            if p["state"] == RunState.FINGERPRINTING:
+            # nmap starts on ports found while the sweep still runs (FindingStream).
+            if p["state"] == RunState.FINGERPRINTING or p["fingerprinted"]:
                 line += (
                     f", {p['fingerprinted']}/{p['ports_found']} fingerprinted ({p['named']} named)"
                 )
