@@ -1,11 +1,14 @@
 """A fingerprint task: claims a run's waiting ports, runs nmap over batches, records each port
 as nmap names it, completes the run."""
 
+import io
+import sys
 import threading
 import time
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -198,3 +201,56 @@ def test_a_port_whose_fingerprint_timed_out_is_fingerprinted_again_by_the_next_r
     assert named_ports(second) == {port: "ssh"}
     current = Port.objects.get(host__ip="127.0.0.14", port=port)
     assert (current.service, current.seen_count) == ("ssh", 2)
+
+
+class TimedLines(io.StringIO):
+    """sys.stderr for the scan command: each line it writes, with when."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = time.monotonic()
+        self.lines: list[tuple[float, str]] = []
+
+    def write(self, text: str) -> int:
+        self.lines.extend((time.monotonic() - self.started, t) for t in text.splitlines())
+        return super().write(text)
+
+
+@pytest.mark.celery
+def test_scan_shows_ports_named_while_nmap_waits_on_slow_services(
+    celery_workers, services, monkeypatch
+):
+    # The whole path as an operator sees it: manage.py scan, real workers, the connect sweep.
+    call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
+    ssh = services.start("ssh", "127.0.0.15")
+    http = services.start("http", "127.0.0.15")
+    slow = services.start("slow", "127.0.0.15")
+    silent = services.start("silent", "127.0.0.16")
+    timeout = {"PORTMON_NMAP_PORT_TIMEOUT": "12"}
+    celery_workers.start("sweep", "sweep.internal", extra_env=timeout)
+    celery_workers.start("fp", "default,fingerprint", concurrency=2, extra_env=timeout)
+    stderr, out = TimedLines(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+
+    call_command(
+        "scan",
+        "127.0.0.15,127.0.0.16",
+        "--ports",
+        ",".join(map(str, sorted({ssh, http, slow, silent}))),
+        "--engine",
+        "connect",
+        "--timeout",
+        "120",
+        stdout=out,
+    )
+
+    progress = [(at, line) for at, line in stderr.lines if "fingerprinted" in line]
+    named_two = [at for at, line in progress if line.endswith("(2 named)")]
+    done = [at for at, line in progress if "4/4 fingerprinted" in line]
+    assert named_two and done, stderr.lines
+    # The fast ones showed up named at least 5 s before the slow ones gave up.
+    assert named_two[0] + 5 < done[0], progress
+    rows = {int(line.split()[1].split("/")[0]): line for line in out.getvalue().splitlines()[:-1]}
+    assert "ssh OpenSSH" in rows[ssh] and "http nginx" in rows[http]
+    assert rows[slow].split()[2:] == [] and rows[silent].split()[2:] == []  # open, unnamed
+    assert out.getvalue().splitlines()[-1] == "4 open port(s) on 2 host(s)"
