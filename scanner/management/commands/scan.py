@@ -150,6 +150,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         hinted = False
         last = ""
+        counted, counted_at = None, started
         while True:
             p = run_progress(run_id=run_id)
             line = (
@@ -161,6 +162,13 @@ class Command(BaseCommand):
                 line += (
                     f", {p['fingerprinted']}/{p['ports_found']} fingerprinted ({p['named']} named)"
                 )
+                if (p["fingerprinted"], p["named"]) != counted:
+                    counted, counted_at = (p["fingerprinted"], p["named"]), time.monotonic()
+                if p["in_nmap"]:
+                    # nmap waits on slow ports: say so every 10 s, not one frozen line.
+                    quiet = 10 * int((time.monotonic() - counted_at) // 10)
+                    line += f", {p['in_nmap']} in nmap"
+                    line += f", none done for {quiet}s" if quiet else ""
             if line != last:
                 sys.stderr.write(line + "\n")
                 last = line
