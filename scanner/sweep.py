@@ -113,7 +113,8 @@ class FindingStream:
     def release(self) -> None:
         """Record the held hosts whose answers now show them to be real hosts."""
         for ip in list(self.held):
-            if synproxy.stream_ready(
+            # record() ticks, and a tick releases again: a host may be gone already.
+            if ip in self.held and synproxy.stream_ready(
                 open_count=self.open[ip], answered=self.answers[ip], threshold=self.threshold
             ):
                 self.ready.add(ip)

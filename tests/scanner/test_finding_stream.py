@@ -77,3 +77,22 @@ def test_a_run_without_fingerprints_only_records(run, clock, queued):
 
     assert queued == []
     assert PortObservation.objects.filter(run=run).count() == 30
+
+
+def test_hosts_that_become_real_at_once_are_each_recorded_once(run, clock, queued):
+    # Seen on the bench lab: two held hosts found real by one batch of answers; recording
+    # the first checks the held hosts again (tick), which recorded the second, and the
+    # outer loop then failed the whole shard on it (KeyError on its address).
+    from scanner import synproxy
+
+    threshold = synproxy.Threshold(min_ports=1000, min_share=0.05)
+    stream = sweep.FindingStream(run_id=run.pk, fingerprint=True, threshold=threshold)
+    stream(Finding("198.18.0.5", 22))
+    stream(Finding("198.18.0.6", 22))
+    assert PortObservation.objects.filter(run=run).count() == 0  # held: not known real yet
+    stream.answered([(ip, port) for ip in ("198.18.0.5", "198.18.0.6") for port in range(200)])
+
+    stream(Finding("198.18.0.7", 80))
+
+    recorded = PortObservation.objects.filter(run=run).values_list("host__ip", "port")
+    assert sorted(recorded) == [("198.18.0.5", 22), ("198.18.0.6", 22)]
