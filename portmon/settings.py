@@ -348,10 +348,16 @@ if not 0 < PORTMON_SYNPROXY_MIN_SHARE < 1:
     raise SettingError("PORTMON_SYNPROXY_MIN_SHARE must be a number between 0 and 1 (e.g. 0.05)")
 # Ports seen open in the last N days but missing from a run are re-probed before the run ends.
 PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
-PORTMON_NMAP_HOST_TIMEOUT = env_int("PORTMON_NMAP_HOST_TIMEOUT", 300, lo=5)
-# A fingerprint task runs its nmap batches side by side, each within the host timeout.
-FINGERPRINT_SOFT_TIME_LIMIT = PORTMON_NMAP_HOST_TIMEOUT + 60
-FINGERPRINT_TIME_LIMIT = PORTMON_NMAP_HOST_TIMEOUT + 120
+# Each port's nmap -sV budget (--host-timeout; all ports of a run are probed at once). A
+# service that speaks first is named in under a second, an HTTP server on an odd port after
+# nmap's 6 s NULL probe, redis after ~14 s; past that nmap only waits out 5 s probes on a
+# port that says nothing it knows (28 of them: 164 s measured). 60 s waits out the first
+# 11 probes, up to TLS; a port still unnamed then stays open and unnamed this run.
+PORTMON_NMAP_PORT_TIMEOUT = env_int("PORTMON_NMAP_PORT_TIMEOUT", 60, lo=5)
+# A fingerprint task runs its nmap batches side by side, each within the port timeout
+# (nmap notices it at its next probe's end: up to ~8 s late) plus its own margin.
+FINGERPRINT_SOFT_TIME_LIMIT = PORTMON_NMAP_PORT_TIMEOUT + 60
+FINGERPRINT_TIME_LIMIT = PORTMON_NMAP_PORT_TIMEOUT + 120
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the
 # fingerprints streamed during a sweep use idle CPU instead of slowing masscan's pace.
 PORTMON_NMAP_NICE = env_int("PORTMON_NMAP_NICE", 10, lo=0, hi=19)

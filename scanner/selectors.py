@@ -1,6 +1,7 @@
 """Reads of the scanner's state for the CLI, the reaper and the dashboard."""
 
 from scanner.models import HostFinding, PortObservation, ScanRun, ScanShard, ShardState
+from scanner.services.liveness import stale_before
 
 
 def run_hosts_unfingerprinted(*, run_id: int) -> list[str]:
@@ -45,5 +46,13 @@ def run_progress(*, run_id: int) -> dict:
         "shards_failed": sum(s["state"] == ShardState.FAILED for s in shards),
         "ports_found": PortObservation.objects.filter(run_id=run_id).count(),
         "fingerprinted": PortObservation.objects.filter(run_id=run_id, fingerprinted=True).count(),
+        # Ports in a live fingerprint task's hands (its heartbeat writes them every 2 s).
+        "in_nmap": PortObservation.objects.filter(
+            run_id=run_id, fingerprinted=False, fingerprint_claimed_at__gte=stale_before()
+        ).count(),
+        # Ports nmap has named (a port that timed out is fingerprinted but unnamed).
+        "named": PortObservation.objects.filter(run_id=run_id)
+        .exclude(service="", product="")
+        .count(),
         "error": run.error,
     }

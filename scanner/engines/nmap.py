@@ -7,13 +7,25 @@ get_command_line). It also has no timeout, no process group, and reads stderr on
 exit (a chatty nmap can block on a full pipe). So nmap runs through our run_process with an
 argv list (target after "--", from an ipaddress object), and python-libnmap is used for
 what it does well: NmapParser.
+
+Results as nmap has them: nmap writes a host's XML only when its whole host group is done,
+so one slow service (it answers after nmap's 5 s probe window, or accepts and never speaks:
+nmap then tries ~28 probes, 164 s measured on loopback) held every port of its run. Each run
+now has --version-trace, whose "Service scan match" line nmap prints (and flushes) the moment
+a port is named; fingerprint_many hands those to on_finding while nmap goes on, and the XML
+(written to a private file, since stdout carries the trace) completes them at the end (CPE,
+NSE refinements). --min-parallelism covers every port of a run, so all start probing at
+once and --host-timeout is each port's own budget, not a share of the slowest's.
 """
 
 import ipaddress
+import re
 import shutil
+import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from libnmap.parser import NmapParser, NmapParserException
@@ -48,6 +60,21 @@ IPLike = ipaddress.IPv4Address | ipaddress.IPv6Address | str
 # the other hosts' ports; batches keep that (hosts x union of ports) small.
 BATCH_MAX_HOSTS = 32
 BATCH_MAX_PROBES = 8192
+# Ports (services) one run fingerprints, all at once (--min-parallelism): each holds one
+# connection at a time, so this also bounds a run's sockets. 256 keeps a task's nmap runs
+# few (the bench lab's 211 ports fit one) and far below a worker's 1024 file descriptors.
+BATCH_MAX_SERVICES = 256
+# nmap -sV's own service parallelism at -T3 (service_scan.cc): below it, nothing to raise.
+NMAP_DEFAULT_PARALLELISM = 20
+# "Service scan match (Probe GetRequest matched with GetRequest line 6948): 127.0.0.1:80 is
+# http.  Version: |nginx|1.22.1||", or, without product/version/info, "Service scan hard
+# match (Probe NULL matched with NULL): 127.0.0.1:22 is ssh" (nmap 7.x, service_scan.cc).
+# Soft matches are not final (nmap goes on probing) and are left to the XML.
+_TRACE_MATCH = re.compile(
+    r"^Service scan (?:hard )?match \(Probe [^()]* matched with [^()]*\): "
+    r"(?P<ip>[0-9A-Fa-f:.]+):(?P<port>\d{1,5}) is (?P<ssl>SSL/)?(?P<service>[^\s.|]+)"
+    r"(?:\.  Version: \|(?P<product>[^|]*)\|(?P<version>[^|]*)\|(?P<extrainfo>.*)\|)?\s*$"
+)
 # NSE scripts a caller may ask for (PoC checks): read-only ones from nmap's "safe"
 # category that only ask a service about itself. Anything else is refused by name, so no
 # intrusive, brute-force or file-writing script (or a path, or a category) gets on argv.
@@ -74,9 +101,13 @@ def build_argv(
     intensity: int | None = None,
     proto: str = "tcp",
     scripts: Iterable[str] = (),
+    parallelism: int | None = None,
+    xml_path: Path | None = None,
 ) -> list[str]:
     """The nmap command line for one host (ip) or several of one IP version (ips);
-    scripts: NSE script names from NSE_ALLOWLIST only."""
+    scripts: NSE script names from NSE_ALLOWLIST only. parallelism: ports probed at once
+    (--min-parallelism). xml_path: an absolute path (a file of our own temporary directory)
+    for the XML report, which then leaves stdout to --version-trace's match lines."""
     addresses = _check_ips([ip] if ip is not None else ips)
     port_list = _check_port_list(ports)
     check_number("timeout", timeout, 1, 24 * 3600)
@@ -84,6 +115,12 @@ def build_argv(
         check_number("intensity", intensity, 0, 9, integer=True)
     if proto not in ("tcp", "udp"):
         raise EngineError(f"protocol must be tcp or udp, got {proto!r}")
+    if parallelism is not None:
+        check_number("parallelism", parallelism, 1, BATCH_MAX_SERVICES, integer=True)
+    if xml_path is not None and not (
+        isinstance(xml_path, Path) and xml_path.is_absolute() and ".." not in xml_path.parts
+    ):
+        raise EngineError("the XML report path must be an absolute pathlib.Path")
     if isinstance(scripts, str | bytes):
         raise EngineError("scripts must be a list of NSE script names")
     scripts = list(dict.fromkeys(scripts))
@@ -98,12 +135,18 @@ def build_argv(
     argv += ["-sU" if proto == "udp" else "-sT", "-sV", "-Pn", "-n"]
     if intensity is not None:
         argv += ["--version-intensity", str(intensity)]
+    if parallelism is not None and parallelism > NMAP_DEFAULT_PARALLELISM:
+        argv += ["--min-parallelism", str(parallelism)]
     # All hosts in one group, so that they run side by side within --host-timeout.
     if scripts:
         argv += ["--script", ",".join(sorted(scripts))]
     argv += ["--min-hostgroup", str(len(addresses))]
     argv += ["--host-timeout", f"{int(timeout * 1000)}ms", "-p", _format_port_list(port_list)]
-    argv += ["-oX", "-", "--", *(str(address) for address in addresses)]
+    if xml_path is None:
+        argv += ["-oX", "-"]
+    else:
+        argv += ["--version-trace", "-oX", str(xml_path)]
+    argv += ["--", *(str(address) for address in addresses)]
     return argv
 
 
@@ -131,45 +174,108 @@ def fingerprint_many(
     intensity: int | None = None,
     proto: str = "tcp",
     nice: int = 0,
+    on_finding: Callable[[Finding], None] | None = None,
 ) -> dict[str, HostResult]:
     """One nmap -sV run over several hosts (see batches()); a result per host, keyed by IP.
 
-    Each host's findings are limited to the ports asked for it. A host nmap gave up on, and
-    every host of a run that failed, is "unknown" with the reason in error.
+    timeout is each port's budget: all ports of the run are probed at once. on_finding, if
+    given, gets each port nmap names the moment it prints the match (from the thread that
+    runs nmap; it must not block), before the run ends; the results then repeat and
+    complete them. Each host's findings are limited to the ports asked for it. A host nmap
+    gave up on (timeout) keeps the ports named before it, is "unknown", and its other ports
+    unnamed; every host of a run that failed is "unknown", with the reason in error.
     """
     wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
     if not wanted:
         raise EngineError("no hosts to fingerprint")
     union = set().union(*wanted.values())
-    argv = build_argv(
-        ips=list(wanted), ports=union, timeout=timeout, intensity=intensity, proto=proto
-    )
+    services = sum(len(ports) for ports in wanted.values())
+    streamed: dict[tuple[str, int], Finding] = {}
 
-    def all_unknown(error: str) -> dict[str, HostResult]:
-        return {ip: HostResult(ip=ip, status="unknown", error=error) for ip in wanted}
+    def on_line(stream: str, line: str) -> None:
+        if stream != "stdout":
+            return
+        finding = parse_trace_line(line, proto=proto)
+        if finding is None or finding.port not in wanted.get(finding.ip, ()):
+            return
+        streamed[(finding.ip, finding.port)] = finding
+        if on_finding is not None:
+            on_finding(finding)
 
-    try:
-        result = run_process(argv, timeout=timeout + PROCESS_MARGIN, nice=nice)
-    except EngineError as exc:  # EngineTimeout included
-        return all_unknown(str(exc))
-    if result.returncode != 0:
-        message = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
-        return all_unknown(f"nmap failed: {message[0]}")
-    try:
-        parsed = {host.ip: host for host in parse_xml(result.stdout)}
-    except EngineError as exc:
-        return all_unknown(str(exc))
+    def unknown(error: str) -> dict[str, HostResult]:
+        # Whatever nmap named before it failed stays named.
+        return {
+            ip: HostResult(
+                ip=ip,
+                status="unknown",
+                error=error,
+                findings=[f for (host, _), f in sorted(streamed.items()) if host == ip],
+            )
+            for ip in wanted
+        }
+
+    with tempfile.TemporaryDirectory(prefix="portmon-nmap-") as tmp:
+        xml_path = Path(tmp) / "report.xml"
+        argv = build_argv(
+            ips=list(wanted),
+            ports=union,
+            timeout=timeout,
+            intensity=intensity,
+            proto=proto,
+            parallelism=min(services, BATCH_MAX_SERVICES),
+            xml_path=xml_path,
+        )
+        try:
+            result = run_process(argv, timeout=timeout + PROCESS_MARGIN, nice=nice, on_line=on_line)
+        except EngineError as exc:  # EngineTimeout included
+            return unknown(str(exc))
+        if result.returncode != 0:
+            message = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
+            return unknown(f"nmap failed: {message[0]}")
+        try:
+            parsed = {host.ip: host for host in parse_xml(xml_path.read_text())}
+        except (OSError, EngineError) as exc:
+            return unknown(str(exc))
     results = {}
     for ip, ports in wanted.items():
         host = parsed.get(ip)
         if host is None:
-            results[ip] = HostResult(ip=ip, status="unknown", error="nmap reported nothing")
-            continue
-        host.findings = [f for f in host.findings if f.port in ports and f.proto == proto]
+            host = HostResult(ip=ip, status="unknown", error="nmap reported nothing")
+        found = {f.port: f for f in host.findings if f.port in ports and f.proto == proto}
+        for (streamed_ip, port), finding in streamed.items():
+            # A timed-out host's XML has no ports: what nmap named before stays named.
+            if streamed_ip == ip and not found.get(port, Finding(ip, port)).has_fingerprint:
+                found[port] = finding
+        host.findings = [found[port] for port in sorted(found)]
         if host.status == "unknown" and not host.error:
             host.error = "nmap host timeout"
         results[ip] = host
     return results
+
+
+def parse_trace_line(line: str, *, proto: str = "tcp") -> Finding | None:
+    """A port nmap has just named, from one --version-trace line; None for any other line."""
+    match = _TRACE_MATCH.match(line)
+    if match is None or match["service"] == "ssl" and not match["ssl"]:
+        # "ssl" alone: nmap found a TLS tunnel and now probes again through it.
+        return None
+    try:
+        ip = str(ipaddress.ip_address(match["ip"]))
+    except ValueError:
+        return None
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        return None
+    service = match["service"]
+    return Finding(
+        ip=ip,
+        port=port,
+        proto=proto,
+        service=f"ssl/{service}" if match["ssl"] else service,
+        product=match["product"] or "",
+        version=match["version"] or "",
+        extrainfo=match["extrainfo"] or "",
+    )
 
 
 def batches(
@@ -177,23 +283,34 @@ def batches(
     *,
     max_hosts: int = BATCH_MAX_HOSTS,
     max_probes: int = BATCH_MAX_PROBES,
+    max_services: int = BATCH_MAX_SERVICES,
 ) -> list[dict[str, list[int]]]:
-    """Group hosts into nmap runs: one IP version per run, at most max_hosts hosts, and at
-    most max_probes connects (hosts x union of their ports; a bigger host runs alone)."""
-    checked = [(_check_ip(ip), sorted(set(ports))) for ip, ports in hosts.items()]
+    """Group hosts into nmap runs: one IP version per run, at most max_hosts hosts, at most
+    max_probes connects (hosts x union of their ports) and at most max_services ports to
+    name (a host with more has its ports split over runs of their own)."""
+    checked = []
+    for ip, ports in hosts.items():
+        address, ports = _check_ip(ip), sorted(set(ports))
+        for start in range(0, len(ports), max_services):
+            checked.append((address, ports[start : start + max_services]))
     groups: list[dict[str, list[int]]] = []
     for version in (4, 6):
         current: dict[str, list[int]] = {}
         union: set[int] = set()
+        services = 0
         for address, ports in sorted(a for a in checked if a[0].version == version):
             grown = union.union(ports)
             if current and (
-                len(current) >= max_hosts or (len(current) + 1) * len(grown) > max_probes
+                len(current) >= max_hosts
+                or (len(current) + 1) * len(grown) > max_probes
+                or services + len(ports) > max_services
+                or str(address) in current
             ):
                 groups.append(current)
-                current, grown = {}, set(ports)
+                current, grown, services = {}, set(ports), 0
             current[str(address)] = ports
             union = grown
+            services += len(ports)
         if current:
             groups.append(current)
     return groups

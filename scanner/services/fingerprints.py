@@ -2,7 +2,8 @@
 
 import logging
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -13,11 +14,14 @@ from django.utils import timezone
 from scanner.findings import Finding
 from scanner.models import PortObservation, RunState, ScanRun
 from scanner.services import publish
-from scanner.services.liveness import Heartbeat, stale_before
+from scanner.services.liveness import HEARTBEAT_EVERY_S, Heartbeat, stale_before
 from scanner.services.results import FINGERPRINT_FIELDS
 from scanner.services.runs import run_advance
 
 logger = logging.getLogger(__name__)
+
+# How often a task writes the ports nmap has named so far (its progress) while nmap runs.
+RECORD_EVERY_S = HEARTBEAT_EVERY_S
 
 
 class ClaimHeartbeat(Heartbeat):
@@ -33,12 +37,71 @@ class ClaimHeartbeat(Heartbeat):
         self.ports.update(fingerprint_claimed_at=timezone.now())
 
 
+class FingerprintLedger:
+    """Ports of one task: what nmap has named or finished, written by the task's own thread.
+
+    nmap's threads only note results here (no database access there); record() writes the
+    new ones every RECORD_EVERY_S while nmap runs, so a port named in the first second is
+    on the run's page then, not when the slowest port of its batch is done.
+    """
+
+    def __init__(self, pending: list[PortObservation]):
+        self.by_key = {(obs.host.ip, obs.port): obs for obs in pending}
+        self.lock = threading.Lock()
+        self.named: dict[tuple[str, int], Finding] = {}  # named by nmap, not written yet
+        self.finished: list[tuple[dict[str, list[int]], dict]] = []  # not written yet
+        self.done: set[tuple[str, int]] = set()
+
+    def name(self, finding: Finding) -> None:
+        """A port nmap has named while it runs (on_finding)."""
+        with self.lock:
+            self.named[(finding.ip, finding.port)] = finding
+
+    def finish(self, batch: dict[str, list[int]], results: dict) -> None:
+        """A batch's nmap run has ended: every port of it gets its final result."""
+        with self.lock:
+            self.finished.append((batch, results))
+
+    def record(self) -> int:
+        """Write what nmap said since the last call; returns the number of ports written."""
+        with self.lock:
+            named, self.named = self.named, {}
+            finished, self.finished = self.finished, []
+        final: dict[tuple[str, int], Finding | None] = {}
+        for batch, results in finished:
+            for ip, ports in batch.items():
+                result = results[ip]
+                if result.error:
+                    # Unknown, never closed: the port stays open in this run, just unnamed;
+                    # the next run fingerprints it again (every run starts unfingerprinted).
+                    logger.warning("fingerprint of %s %s: %s", ip, ports, result.error)
+                final.update(((ip, port), None) for port in ports)
+                final.update(((f.ip, f.port), f) for f in result.findings if f.port in ports)
+        changed = []
+        for key, finding in [*named.items(), *final.items()]:
+            obs = self.by_key.get(key)
+            if obs is None or (key in self.done and key not in final):
+                continue
+            if finding is not None:
+                for name in FINGERPRINT_FIELDS:
+                    setattr(obs, name, getattr(finding, name)[:500])
+            obs.fingerprinted = True
+            self.done.add(key)
+            changed.append(obs)
+        changed = list({obs.pk: obs for obs in changed}.values())
+        if changed:
+            PortObservation.objects.bulk_update(changed, [*FINGERPRINT_FIELDS, "fingerprinted"])
+        return len(changed)
+
+
 def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> int:
     """nmap -sV the ports this run found open on these hosts; returns ports fingerprinted.
 
-    claim (at most 32 characters) is the task's own token: a redelivered task (its worker
-    died) takes back the ports its first delivery had claimed, and the reaper hands
-    abandoned ports to a new task under a token of its own (fingerprints_reap).
+    Each port is written as soon as nmap names it; a port still unnamed after
+    PORTMON_NMAP_PORT_TIMEOUT stays open and unnamed. claim (at most 32 characters) is the
+    task's own token: a redelivered task (its worker died) takes back the ports its first
+    delivery had claimed, and the reaper hands abandoned ports to a new task under a token
+    of its own (fingerprints_reap).
     """
     from scanner.engines import nmap
 
@@ -60,34 +123,27 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
     ports_by_host: dict[str, list[int]] = {}
     for obs in pending:
         ports_by_host.setdefault(obs.host.ip, []).append(obs.port)
-    found: dict[tuple[str, int], Finding] = {}
+    ledger = FingerprintLedger(pending)
     batches = nmap.batches(ports_by_host)
     run_batch = partial(
         nmap.fingerprint_many,
-        timeout=settings.PORTMON_NMAP_HOST_TIMEOUT,
+        timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
         nice=settings.PORTMON_NMAP_NICE,
+        on_finding=ledger.name,
     )
-    # Usually one batch; several (hosts with many ports) run side by side, so that the task
-    # still ends within nmap's host timeout and its own time limit.
+    # Batches run side by side (each probes all its ports at once), so that every port has
+    # its whole timeout and the task ends within about one timeout, as its limits assume.
     with (
         ClaimHeartbeat(run_id=run_id, token=token),
         ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool,
     ):
-        outcomes = list(pool.map(lambda batch: run_batch(hosts=batch), batches))
-    for results in outcomes:
-        for ip, result in results.items():
-            if result.error:
-                # Unknown, never closed: the port stays open in this run, just without a name.
-                logger.warning("run %s: fingerprint of %s failed: %s", run_id, ip, result.error)
-            found.update(((f.ip, f.port), f) for f in result.findings)
-    for obs in pending:
-        finding = found.get((obs.host.ip, obs.port))
-        if finding is not None:
-            for name in FINGERPRINT_FIELDS:
-                setattr(obs, name, getattr(finding, name)[:500])
-        obs.fingerprinted = True
-    if pending:
-        PortObservation.objects.bulk_update(pending, [*FINGERPRINT_FIELDS, "fingerprinted"])
+        running = {pool.submit(run_batch, hosts=batch): batch for batch in batches}
+        while running:
+            done, _ = wait(running, timeout=RECORD_EVERY_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                ledger.finish(running.pop(future), future.result())
+            ledger.record()
+    ledger.record()
     run_advance(run_id=run_id)
     return len(pending)
 

@@ -2,7 +2,7 @@
 
 Shards and fingerprint batches are published without time limits in the message: Celery
 would otherwise send this process's values, and the worker's own settings
-(PORTMON_SHARD_*_TIME_LIMIT, PORTMON_NMAP_HOST_TIMEOUT) would be ignored.
+(PORTMON_SHARD_*_TIME_LIMIT, PORTMON_NMAP_PORT_TIMEOUT) would be ignored.
 """
 
 import importlib

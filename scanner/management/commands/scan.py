@@ -150,14 +150,25 @@ class Command(BaseCommand):
         started = time.monotonic()
         hinted = False
         last = ""
+        counted, counted_at = None, started
         while True:
             p = run_progress(run_id=run_id)
             line = (
                 f"run {run_id}: {p['state']} {p['percent']:5.1f}% swept, "
                 f"{p['shards_done']}/{p['shards']} shards, {p['ports_found']} open port(s)"
             )
-            if p["state"] == RunState.FINGERPRINTING:
-                line += f", {p['fingerprinted']}/{p['ports_found']} fingerprinted"
+            # nmap starts on ports found while the sweep still runs (FindingStream).
+            if p["state"] == RunState.FINGERPRINTING or p["fingerprinted"]:
+                line += (
+                    f", {p['fingerprinted']}/{p['ports_found']} fingerprinted ({p['named']} named)"
+                )
+                if (p["fingerprinted"], p["named"]) != counted:
+                    counted, counted_at = (p["fingerprinted"], p["named"]), time.monotonic()
+                if p["in_nmap"]:
+                    # nmap waits on slow ports: say so every 10 s, not one frozen line.
+                    quiet = 10 * int((time.monotonic() - counted_at) // 10)
+                    line += f", {p['in_nmap']} in nmap"
+                    line += f", none done for {quiet}s" if quiet else ""
             if line != last:
                 sys.stderr.write(line + "\n")
                 last = line

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
+SLOW_REPLY_S = 8
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
 HTTP_REPLY = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nContent-Type: text/html\r\n"
@@ -66,8 +67,9 @@ class ServiceThread:
         self.thread.start()
         self.servers = []
 
-    def start(self, kind: str, host: str, port: int = 0) -> int:
-        handler = {"ssh": _ssh, "http": _http, "silent": _silent}[kind]
+    def start(self, kind, host: str, port: int = 0) -> int:
+        """kind: a name below, or an asyncio connection handler of the test's own."""
+        handler = kind if callable(kind) else KINDS[kind]
         server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(handler, host, port), self.loop
         ).result(5)
@@ -103,11 +105,25 @@ async def _http(reader, writer):
     writer.close()
 
 
+async def _slow(reader, writer):
+    # An HTTP server that answers each request after SLOW_REPLY_S: later than nmap waits
+    # for any probe's answer (5-7.5 s), so nmap goes through all its probes (164 s).
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        await asyncio.sleep(SLOW_REPLY_S)
+        writer.write(HTTP_REPLY)
+        await writer.drain()
+    writer.close()
+
+
 async def _silent(reader, writer):
     # Accepts and never speaks: nmap -sV waits for it until its host timeout.
     with contextlib.suppress(Exception):
         await asyncio.sleep(3600)
     writer.close()
+
+
+KINDS = {"ssh": _ssh, "http": _http, "silent": _silent, "slow": _slow}
 
 
 @pytest.fixture

@@ -1,15 +1,24 @@
-"""A fingerprint task: claims a run's waiting ports, runs nmap over batches, completes the run."""
+"""A fingerprint task: claims a run's waiting ports, runs nmap over batches, records each port
+as nmap names it, completes the run."""
 
+import io
+import sys
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from scanner.engines import nmap
 from scanner.findings import Finding
-from scanner.models import PortObservation, RunState, ScanRun
+from scanner.models import Port, PortObservation, RunState, ScanRun
+from scanner.selectors import run_progress
 from scanner.services import fingerprints, publish
 from scanner.services.results import observations_record
+from tests.scanner.engines.conftest import ServiceThread
 
 
 @pytest.mark.django_db
@@ -103,3 +112,148 @@ def test_the_reaper_queues_ports_whose_task_message_was_lost(monkeypatch):
     (call,) = queued
     assert (call["run_id"], call["ips"]) == (lost.pk, ["127.0.0.4"])
     assert PortObservation.objects.get(run=lost).fingerprint_claim == call["claim"]
+
+
+def fingerprint_in_background(run_id: int, ips: list[str]) -> threading.Thread:
+    def work():
+        try:
+            fingerprints.fingerprint_run_hosts(run_id=run_id, ips=ips)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread
+
+
+def named_ports(run: ScanRun) -> dict[int, str]:
+    rows = PortObservation.objects.filter(run=run, fingerprinted=True)
+    return dict(rows.values_list("port", "service"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fast_ports_are_named_in_the_run_while_slow_and_silent_ones_still_run(services, settings):
+    # The issue's tail on loopback: a fast HTTP server and an ssh banner next to an HTTP
+    # server that answers after 8 s (too late for any nmap probe) and a silent port.
+    settings.PORTMON_NMAP_PORT_TIMEOUT = 10
+    ssh = services.start("ssh", "127.0.0.12")
+    http = services.start("http", "127.0.0.12")
+    slow = services.start("slow", "127.0.0.12")
+    silent = services.start("silent", "127.0.0.13")
+    run = ScanRun.objects.create(targets="127.0.0.0/24", state=RunState.FINGERPRINTING)
+    ports = [("127.0.0.12", ssh), ("127.0.0.12", http), ("127.0.0.12", slow)]
+    ports.append(("127.0.0.13", silent))
+    observations_record(
+        run_id=run.pk, findings=[Finding(ip, port) for ip, port in ports], seen_at=timezone.now()
+    )
+    started = time.monotonic()
+    progress = []  # (seconds, fingerprinted, named) whenever it changed
+
+    task = fingerprint_in_background(run.pk, ["127.0.0.12", "127.0.0.13"])
+    while True:
+        running = task.is_alive()
+        p = run_progress(run_id=run.pk)
+        if not progress or progress[-1][1:] != (p["fingerprinted"], p["named"]):
+            progress.append((time.monotonic() - started, p["fingerprinted"], p["named"]))
+        if not running:
+            break
+        time.sleep(0.2)
+    took = time.monotonic() - started
+
+    # Both fast ports were on the run's page within a few seconds, while nmap still ran.
+    first_named = next(at for at, _done, named in progress if named == 2)
+    assert first_named < 10 < took, progress
+    assert named_ports(run) == {ssh: "ssh", http: "http", slow: "", silent: ""}
+    assert progress[-1][1:] == (4, 2)
+    assert len(progress) >= 3  # 0 -> the fast ones -> all four: it moved
+    assert took < 10 + 15  # each port's budget, not nmap's 164 s on a silent one
+    # Timed out is unnamed, never closed: both stay open ports of the finished run.
+    run.refresh_from_db()
+    assert run.state == RunState.FINISHED
+    assert Port.objects.filter(host__ip="127.0.0.12", port=slow, state="open").exists()
+    assert Port.objects.get(host__ip="127.0.0.12", port=slow).service == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_port_whose_fingerprint_timed_out_is_fingerprinted_again_by_the_next_run(
+    services, settings
+):
+    settings.PORTMON_NMAP_PORT_TIMEOUT = 5
+    silent_services = ServiceThread()
+    port = silent_services.start("silent", "127.0.0.14")
+
+    def run_once() -> ScanRun:
+        run = ScanRun.objects.create(targets="127.0.0.0/24", state=RunState.FINGERPRINTING)
+        observations_record(
+            run_id=run.pk, findings=[Finding("127.0.0.14", port)], seen_at=timezone.now()
+        )
+        fingerprints.fingerprint_run_hosts(run_id=run.pk, ips=["127.0.0.14"])
+        run.refresh_from_db()
+        return run
+
+    first = run_once()
+    silent_services.stop()  # the service wakes up: same port, now an ssh server
+    services.start("ssh", "127.0.0.14", port=port)
+    second = run_once()
+
+    assert first.state == second.state == RunState.FINISHED
+    assert named_ports(first) == {port: ""}
+    assert named_ports(second) == {port: "ssh"}
+    current = Port.objects.get(host__ip="127.0.0.14", port=port)
+    assert (current.service, current.seen_count) == ("ssh", 2)
+
+
+class TimedLines(io.StringIO):
+    """sys.stderr for the scan command: each line it writes, with when."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = time.monotonic()
+        self.lines: list[tuple[float, str]] = []
+
+    def write(self, text: str) -> int:
+        self.lines.extend((time.monotonic() - self.started, t) for t in text.splitlines())
+        return super().write(text)
+
+
+@pytest.mark.celery
+def test_scan_shows_ports_named_while_nmap_waits_on_slow_services(
+    celery_workers, services, monkeypatch
+):
+    # The whole path as an operator sees it: manage.py scan, real workers, the connect sweep.
+    call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
+    ssh = services.start("ssh", "127.0.0.15")
+    http = services.start("http", "127.0.0.15")
+    slow = services.start("slow", "127.0.0.15")
+    silent = services.start("silent", "127.0.0.16")
+    timeout = {"PORTMON_NMAP_PORT_TIMEOUT": "20"}
+    celery_workers.start("sweep", "sweep.internal", extra_env=timeout)
+    celery_workers.start("fp", "default,fingerprint", concurrency=2, extra_env=timeout)
+    stderr, out = TimedLines(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+
+    call_command(
+        "scan",
+        "127.0.0.15,127.0.0.16",
+        "--ports",
+        ",".join(map(str, sorted({ssh, http, slow, silent}))),
+        "--engine",
+        "connect",
+        "--timeout",
+        "120",
+        stdout=out,
+    )
+
+    progress = [(at, line) for at, line in stderr.lines if "fingerprinted" in line]
+    named_two = [at for at, line in progress if "2/4 fingerprinted (2 named)" in line]
+    done = [at for at, line in progress if "4/4 fingerprinted" in line]
+    assert named_two and done, stderr.lines
+    # The fast ones showed up named at least 10 s before the slow ones gave up, and the
+    # line kept moving while nmap waited on those.
+    assert named_two[0] + 10 < done[0], progress
+    waiting = [line for at, line in progress if named_two[0] < at < done[0]]
+    assert any(line.endswith(", 2 in nmap, none done for 10s") for line in waiting), progress
+    rows = {int(line.split()[1].split("/")[0]): line for line in out.getvalue().splitlines()[:-1]}
+    assert "ssh OpenSSH" in rows[ssh] and "http nginx" in rows[http]
+    assert rows[slow].split()[2:] == [] and rows[silent].split()[2:] == []  # open, unnamed
+    assert out.getvalue().splitlines()[-1] == "4 open port(s) on 2 host(s)"

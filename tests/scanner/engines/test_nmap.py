@@ -1,6 +1,11 @@
 """nmap fingerprints against real loopback services, and parsing of real nmap XML."""
 
+import asyncio
+import contextlib
 import ipaddress
+import random
+import time
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +86,136 @@ def test_it_batches_hosts_by_ip_version_count_and_probe_budget():
     ]
 
 
+def test_it_hands_over_each_port_the_moment_nmap_names_it_not_when_the_slowest_ends(services):
+    # The issue's tail: one slow and one silent service next to two fast ones on one host.
+    ssh = services.start("ssh", "127.0.0.8")
+    http = services.start("http", "127.0.0.8")
+    slow = services.start("slow", "127.0.0.8")
+    silent = services.start("silent", "127.0.0.8")
+    started = time.monotonic()
+    named_at = {}
+
+    def on_finding(finding):
+        named_at[finding.port] = (time.monotonic() - started, fields(finding))
+
+    results = nmap.fingerprint_many(
+        hosts={"127.0.0.8": [ssh, http, slow, silent]}, timeout=12, on_finding=on_finding
+    )
+    took = time.monotonic() - started
+
+    assert set(named_at) == {ssh, http}
+    assert named_at[ssh][1] == OPENSSH and named_at[ssh][0] < 3  # a banner: at once
+    assert named_at[http][1] == NGINX and named_at[http][0] < 9  # after the 6 s NULL probe
+    assert took >= 12  # the slow ones had their whole budget, and no more than about it:
+    assert took < 12 + 10  # nmap -sV alone spends 164 s on each of them
+    result = results["127.0.0.8"]
+    assert result.status == "unknown" and "timeout" in result.error  # never "closed"
+    assert {f.port: fields(f) for f in result.findings} == {ssh: OPENSSH, http: NGINX}
+
+
+def test_it_probes_every_port_of_a_run_at_once_past_nmaps_own_parallelism(services):
+    # nmap -sV probes 20 services at a time by default: 25 silent ports would hold the
+    # fast one back by a whole probe round. With all of them at once it is named at once.
+    silent = [services.start("silent", "127.0.0.9") for _ in range(25)]
+    ssh = services.start("ssh", "127.0.0.10")
+    named_at = {}
+    started = time.monotonic()
+
+    nmap.fingerprint_many(
+        hosts={"127.0.0.9": silent, "127.0.0.10": [ssh]},
+        timeout=8,
+        on_finding=lambda f: named_at.setdefault(f.port, time.monotonic() - started),
+    )
+
+    assert list(named_at) == [ssh] and named_at[ssh] < 3
+
+
+def test_a_crafted_banner_cannot_name_another_port(services):
+    # nmap copies the comment of an Apache Server header into the trace line: pipes and a
+    # fake match in it must neither name another port nor shift the fields of its own.
+    comment = "(x|y|z 127.0.0.11:1 is ssh.  Version: |Fake|1|)"
+    fake = (
+        b"HTTP/1.1 200 OK\r\nServer: Apache/2.4.1 " + comment.encode() + b"\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\nok"
+    )
+
+    async def crafted(reader, writer):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.write(fake)
+            await writer.drain()
+        writer.close()
+
+    http = services.start(crafted, "127.0.0.11")
+    ssh = services.start("ssh", "127.0.0.11")
+    streamed = []
+
+    results = nmap.fingerprint_many(
+        hosts={"127.0.0.11": [http, ssh]}, timeout=30, on_finding=streamed.append
+    )
+
+    apache = {"service": "http", "product": "Apache httpd", "version": "2.4.1"}
+    assert {f.port: fields(f) for f in streamed} == {http: apache, ssh: OPENSSH}
+    assert [f.extrainfo for f in streamed if f.port == http] == [comment]
+    final = {f.port: f for f in results["127.0.0.11"].findings}
+    assert set(final) == {http, ssh} and final[http].extrainfo == comment  # the XML agrees
+
+
+TRACE = "Service scan match (Probe GetRequest matched with GetRequest line 6948): "
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            TRACE + "127.0.0.1:8080 is http.  Version: |nginx|1.22.1||",
+            Finding("127.0.0.1", 8080, "tcp", "http", "nginx", "1.22.1"),
+        ),
+        (
+            TRACE + "::1:22 is ssh.  Version: |OpenSSH|9.2p1|protocol 2.0|",
+            Finding("::1", 22, "tcp", "ssh", "OpenSSH", "9.2p1", "protocol 2.0"),
+        ),
+        (
+            TRACE + "127.0.0.1:443 is SSL/http.  Version: |nginx|||",
+            Finding("127.0.0.1", 443, "tcp", "ssl/http", "nginx"),
+        ),
+        (
+            "Service scan hard match (Probe NULL matched with NULL): 127.0.0.1:6379 is redis",
+            Finding("127.0.0.1", 6379, "tcp", "redis"),
+        ),
+        # nmap found TLS and probes again through it: not the answer yet.
+        ("Service scan hard match (Probe SSLSessionReq matched with X): 127.0.0.1:4 is ssl", None),
+        # Soft matches are not final; the XML has what nmap settled on.
+        ("Service scan soft match (Probe NULL matched with NULL): 127.0.0.1:80 is http", None),
+        ("Service scan sending probe NULL to 127.0.0.1:22 (tcp)", None),
+        (TRACE + "127.0.0.1:0 is http.  Version: |a|b|c|", None),
+        (TRACE + "127.0.0.1:99999 is http.  Version: |a|b|c|", None),
+        (TRACE + "localhost:80 is http.  Version: |a|b|c|", None),
+        ("  " + TRACE + "127.0.0.1:80 is http.  Version: |a|b|c|", None),
+    ],
+)
+def test_it_reads_the_ports_nmap_names_from_its_trace(line, expected):
+    assert nmap.parse_trace_line(line) == expected
+
+
+def test_no_trace_line_breaks_the_reader_or_names_a_port_it_does_not_say():
+    # Lines built from the trace's own pieces, cut and shuffled: parse_trace_line never
+    # raises, and any port it returns is one the line really begins with.
+    rng = random.Random(24)
+    pieces = [
+        "Service scan ", "hard ", "soft ", "match ", "(Probe GetRequest ", "matched with ",
+        "NULL line 3", "): ", "127.0.0.1", "::1", ":", "80", "65535", "0", " is ", "SSL/",
+        "http", "ssl", ".  Version: ", "|", "nginx", "1.2", "()", "\x00", "é", " ",
+    ]  # fmt: skip
+    for _ in range(20000):
+        line = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
+        finding = nmap.parse_trace_line(line)
+        if finding is not None:
+            assert line.startswith("Service scan ")
+            assert f"{finding.ip}:{finding.port} is " in line
+            assert 1 <= finding.port <= 65535 and finding.service
+
+
 def test_it_reports_a_host_that_times_out_as_unknown_not_closed(services):
     # A port that accepts but never speaks keeps -sV busy past a 2 s host timeout.
     silent = services.start("silent", "127.0.0.5")
@@ -134,6 +269,46 @@ def test_it_refuses_mixed_ip_versions_in_one_run():
         nmap.build_argv(ips=["127.0.0.1", "::1"], ports=[22], timeout=10)
     with pytest.raises(EngineError):
         nmap.build_argv(ips=["127.0.0.1", "-oN/tmp/x"], ports=[22], timeout=10)
+
+
+def test_it_batches_no_more_ports_than_one_run_probes_at_once():
+    hosts = {"198.18.0.1": list(range(1, 601)), "198.18.0.2": [22, 80], "198.18.0.3": [22]}
+
+    groups = nmap.batches(hosts, max_services=256)
+
+    assert all(sum(map(len, g.values())) <= 256 for g in groups)
+    asked = sorted((ip, p) for g in groups for ip, ports in g.items() for p in ports)
+    assert asked == sorted((ip, p) for ip, ports in hosts.items() for p in ports)
+    assert [len(g["198.18.0.1"]) for g in groups if "198.18.0.1" in g] == [256, 256, 88]
+
+
+def test_it_raises_nmaps_parallelism_to_every_port_of_the_run_and_traces_to_stdout():
+    xml = Path("/tmp/portmon-nmap-x/report.xml")
+
+    argv = nmap.build_argv(ip="127.0.0.1", ports=[22], timeout=9, parallelism=64, xml_path=xml)
+
+    assert argv[argv.index("--min-parallelism") + 1] == "64"
+    assert argv[argv.index("-oX") + 1] == str(xml) and "--version-trace" in argv
+    assert argv[-2:] == ["--", "127.0.0.1"]
+    # At or below nmap's own 20 nothing is raised; the old stdout XML without a path.
+    argv = nmap.build_argv(ip="127.0.0.1", ports=[22], timeout=9, parallelism=20)
+    assert "--min-parallelism" not in argv and argv[argv.index("-oX") + 1] == "-"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"parallelism": 0},
+        {"parallelism": 257},
+        {"parallelism": "64"},
+        {"xml_path": "/tmp/x.xml"},
+        {"xml_path": Path("x.xml")},
+        {"xml_path": Path("/tmp/../etc/x.xml")},
+    ],
+)
+def test_it_refuses_a_bad_parallelism_or_report_path(options):
+    with pytest.raises(EngineError):
+        nmap.build_argv(ip="127.0.0.1", ports=[22], timeout=10, **options)
 
 
 def test_it_puts_several_targets_after_end_of_options_in_one_host_group():
