@@ -8,6 +8,7 @@ SECRET_KEY         unset: generated once into var/secret_key (never committed)
 
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "dashboard",
     "poc",
     "audit",
+    "axes",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -80,6 +82,8 @@ MIDDLEWARE = [
     "audit.context.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a request that hit a login lockout into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portmon.urls"
@@ -130,6 +134,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# --- Login throttling (django-axes) -------------------------------------------------
+# Failed logins are counted per (user name, address): at PORTMON_LOGIN_FAILURES the pair is
+# locked out (429) for PORTMON_LOGIN_LOCKOUT_MINUTES (0: until an admin unlocks it in the
+# admin's "Access attempts" or with `manage.py axes_reset`). Bad API tokens count the same
+# way, per address (api.authentication).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before a check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("PORTMON_LOGIN_FAILURES", 5, lo=1)
+_lockout_minutes = env_int("PORTMON_LOGIN_LOCKOUT_MINUTES", 30, lo=0)
+AXES_COOLOFF_TIME = timedelta(minutes=_lockout_minutes) if _lockout_minutes else None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no banner on every command
+# REMOTE_ADDR, not X-Forwarded-For: a header any client can write would let it pick the
+# address its failures are counted against.
+AXES_CLIENT_IP_CALLABLE = "audit.logins.client_address"
+
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -139,7 +164,7 @@ LOGOUT_REDIRECT_URL = "login"
 # roles as the dashboard (api.permissions).
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.LockoutTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.RolePermission"],
@@ -265,6 +290,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # axes says "login failed" at INFO as well as WARNING; the warnings are enough.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # --- Alerting -----------------------------------------------------------------
