@@ -18,7 +18,7 @@ from portmon.env import SettingError, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PORTMON_DATA_DIR = Path(env_str("PORTMON_DATA_DIR", str(BASE_DIR / "var")))
-PORTMON_DATA_DIR.mkdir(parents=True, exist_ok=True)
+PORTMON_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # new: this user only
 
 
 def _secret_key() -> str:
@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portmon.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
