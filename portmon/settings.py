@@ -306,6 +306,8 @@ if not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", PORTMON_DIGEST_TIME.strip
 PORTMON_WEBHOOK_URL = env_str("PORTMON_WEBHOOK_URL")
 PORTMON_WEBHOOK_SECRET = env_str("PORTMON_WEBHOOK_SECRET")
 PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
+# Loopback, link-local and cloud metadata destinations are refused unless this is set.
+PORTMON_WEBHOOK_ALLOW_LOCAL = env_bool("PORTMON_WEBHOOK_ALLOW_LOCAL", False)
 
 # --- Host agents ----------------------------------------------------------------
 # The shared cache holds the agents' rate-limit counters (every web process counts in one
