@@ -6,7 +6,8 @@ from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
+
+from api.selectors import api_token_find
 
 # The "user name" axes files bad API tokens under: failures count per (this, address).
 TOKEN_CREDENTIALS = {"username": "<api token>"}
@@ -29,13 +30,13 @@ def token_authenticate(request: HttpRequest, *, keywords: tuple[str, ...] = ("to
         return None
     if AxesProxyHandler.is_locked(request, TOKEN_CREDENTIALS):
         raise exceptions.Throttled(detail=LOCKED_OUT)
-    key = parts[1] if len(parts) == 2 else ""
-    token = Token.objects.select_related("user").filter(key=key).first() if key else None
-    if token is None or not token.user.is_active:
+    if len(parts) != 2:
         user_login_failed.send(__name__, credentials=TOKEN_CREDENTIALS, request=request)
-        if len(parts) != 2:
-            raise exceptions.AuthenticationFailed("the header must be: Token <key>, nothing else")
-        raise exceptions.AuthenticationFailed("invalid or inactive token")
+        raise exceptions.AuthenticationFailed("the header must be: Token <key>, nothing else")
+    token, why = api_token_find(parts[1])
+    if token is None:
+        user_login_failed.send(__name__, credentials=TOKEN_CREDENTIALS, request=request)
+        raise exceptions.AuthenticationFailed(why)
     return token.user, token
 
 

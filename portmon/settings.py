@@ -174,6 +174,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
+# API tokens expire after this many days unless issued with another (`--days 0`: never).
+PORTMON_API_TOKEN_DAYS = env_int("PORTMON_API_TOKEN_DAYS", 365, lo=0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Portmon API",
     "DESCRIPTION": "Hosts, ports, alert events, rules, networks, scan policies and runs.",

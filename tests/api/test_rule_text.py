@@ -5,11 +5,11 @@ import json
 import random
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from alerts.models import Rule
 from alerts.rule_files import rules_document_parse
+from api.services import api_token_issue
 
 DRAFT = {"action": "allow", "proto": "tcp", "reason": "dba", "owner": "dba", "port_lo": 3306}
 # Control characters (C0, DEL, C1), a lone surrogate, and text that is fine: bidi
@@ -23,8 +23,8 @@ ALPHABET = [
 @pytest.fixture
 def admin(users):
     client = APIClient()
-    token = Token.objects.create(user=users["admin"])
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    token = api_token_issue(user=users["admin"]).token
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 

@@ -4,8 +4,8 @@ tokens lock out their address, an admin unlocks either; each lockout is in the a
 import pytest
 from axes.models import AccessAttempt
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 
+from api.services import api_token_issue
 from audit.models import AuditEntry
 from tests.dashboard.conftest import PASSWORD
 
@@ -76,7 +76,7 @@ def test_it_unlocks_from_the_admin_as_the_admin(client, users):
 
 
 def test_it_locks_out_an_address_that_guesses_api_tokens(client, users):
-    good = Token.objects.create(user=users["viewer"]).key
+    good = api_token_issue(user=users["viewer"]).token
 
     def api(key, address=ATTACKER, path="/api/hosts/", scheme="Token"):
         return client.get(path, HTTP_AUTHORIZATION=f"{scheme} {key}", REMOTE_ADDR=address)
@@ -94,7 +94,7 @@ def test_it_locks_out_an_address_that_guesses_api_tokens(client, users):
 
 @pytest.mark.parametrize("junk", ["x", "'; DROP TABLE x", " extra", "\t2"])
 def test_it_refuses_a_token_with_trailing_junk_on_the_api_and_metrics(client, users, junk):
-    good = Token.objects.create(user=users["viewer"]).key
+    good = api_token_issue(user=users["viewer"]).token
 
     for scheme, path in [("Token", "/api/hosts/"), ("Bearer", "/metrics"), ("Token", "/metrics")]:
         answer = client.get(path, HTTP_AUTHORIZATION=f"{scheme} {good}{junk}")
