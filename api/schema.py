@@ -10,6 +10,10 @@ ERROR = {
     "properties": {"detail": {}},
     "additionalProperties": True,
 }
+TOO_LONG = {
+    "description": "the URL is longer than the server takes",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
 # Operations that answer 409 (a refused state change, a busy policy).
 CONFLICTS = {"events_transition_create", "policies_run_create"}
 
@@ -36,4 +40,7 @@ def error_responses(result, generator, request, public):
             responses = operation.setdefault("responses", {})
             for status, why in answers.items():
                 responses.setdefault(status, {"description": why, "content": ref})
+            if queried:
+                # gunicorn's own answer (an HTML page) to a request line over 4094 bytes.
+                responses.setdefault("414", TOO_LONG)
     return result

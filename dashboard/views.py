@@ -19,6 +19,7 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.exceptions import APIException
 
@@ -538,6 +539,21 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+def page_not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    """JSON under /api/ (what the API's clients and its schema expect), else Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
+    """A request Django refused before any view (a malformed multipart body, too many
+    fields): JSON under /api/, else Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
 
 
 def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
