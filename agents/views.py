@@ -32,6 +32,26 @@ def _token(request: HttpRequest) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def _body(request: HttpRequest, limit: int) -> bytes:
+    """The body, read up to one byte past the limit (to notice a longer one).
+
+    A chunked body comes without Content-Length, and Django then reads nothing from it;
+    a server that de-chunks and ends the input for us (gunicorn: wsgi.input_terminated)
+    lets the view read it up to the limit instead.
+    """
+    stream = request
+    if not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated"):
+        stream = request.META["wsgi.input"]
+    parts, size = [], 0
+    while size <= limit:
+        part = stream.read(limit + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
 @csrf_exempt
 @require_POST
 def report(request: HttpRequest) -> JsonResponse:
@@ -52,8 +72,7 @@ def report(request: HttpRequest) -> JsonResponse:
         return _error(429, "too many reports", Retry_After=str(retry))
     if request.content_type != "application/json":
         return _error(415, "Content-Type must be application/json")
-    # A chunked body has no length: read one byte past the limit to notice.
-    body = request.read(limit + 1)
+    body = _body(request, limit)
     if len(body) > limit:
         return _error(413, f"report larger than {limit} bytes")
     try:

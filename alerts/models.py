@@ -180,8 +180,17 @@ class Rule(models.Model):
         return f"{self.action} #{self.pk}: {self.reason}"
 
     def clean(self) -> None:
-        from alerts.rules import RuleError, rule_spec_validate
+        from alerts.rules import RuleError, rule_spec_validate, text_error
 
+        # The same text rule as rule files: what the API or admin saves, export writes and
+        # import must read back.
+        bad = {
+            name: f"{name}: {text_error(getattr(self, name))}"
+            for name in ("ip_cidr", "process", "reason", "owner")
+            if text_error(getattr(self, name))
+        }
+        if bad:
+            raise ValidationError(bad)
         try:
             rule_spec_validate(
                 ip_cidr=self.ip_cidr,

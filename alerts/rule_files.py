@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from alerts.rules import RuleError, RuleSpec, rule_spec_validate
+from alerts.rules import RuleError, RuleSpec, rule_spec_validate, text_error
 
 FORMAT = "portmon-rules"
 VERSION = 1
@@ -155,8 +155,8 @@ def _text(data: dict, name: str, where: str) -> str:
         value = ""
     if not isinstance(value, str):
         raise RuleFileError(f"{where}.{name}: must be a string")
-    if any(ord(c) < 32 or c == "\x7f" for c in value):
-        raise RuleFileError(f"{where}.{name}: control characters are not allowed")
+    if text_error(value):
+        raise RuleFileError(f"{where}.{name}: {text_error(value)}")
     value = value.strip()
     if name in MAX_LEN and len(value) > MAX_LEN[name]:
         raise RuleFileError(f"{where}.{name}: longer than {MAX_LEN[name]} characters")

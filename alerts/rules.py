@@ -11,6 +11,7 @@ process (host-agent reports); scan results have none, so it never matches them.
 
 import fnmatch
 import ipaddress
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,6 +96,18 @@ class Decision:
 NO_MATCH = Decision(None)
 
 
+def text_error(value: str) -> str | None:
+    """Why text cannot be part of a rule, or None: what `rules export` writes must read
+    back (rule_files refuses control characters), and a lone surrogate cannot be written."""
+    for c in value:
+        category = unicodedata.category(c)
+        if category == "Cc":
+            return "control characters are not allowed"
+        if category == "Cs":
+            return "lone surrogates are not allowed"
+    return None
+
+
 def rule_spec_validate(
     *, ip_cidr: str = "", port_lo: int | None = None, port_hi: int | None = None, process=""
 ) -> None:
@@ -113,6 +126,8 @@ def rule_spec_validate(
         raise RuleError(f"port range {port_lo}-{port_hi} is reversed")
     if process and any(c in process for c in "/\0\n"):
         raise RuleError("a process glob is a name, not a path")
+    if text_error(process):
+        raise RuleError(f"process: {text_error(process)}")
 
 
 def rules_decide(rules: Iterable[RuleSpec], subject: Subject, *, at: datetime) -> Decision:

@@ -28,10 +28,12 @@ class NetworkSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["created_at"]
+        extra_kwargs = {"cidr": {"min_length": 1}}
 
 
 class HostSerializer(serializers.ModelSerializer):
-    network = serializers.PrimaryKeyRelatedField(read_only=True)
+    # NULL: a host outside every network in scope (an import, a network removed since).
+    network = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = Host
@@ -61,7 +63,9 @@ class PortSerializer(serializers.ModelSerializer):
 
 
 class NoteSerializer(serializers.ModelSerializer):
-    author = serializers.CharField(source="author.username", read_only=True, default=None)
+    author = serializers.CharField(
+        source="author.username", read_only=True, default=None, allow_null=True
+    )
 
     class Meta:
         model = EventNote
@@ -70,7 +74,10 @@ class NoteSerializer(serializers.ModelSerializer):
 
 
 class AuditSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
+    # NULL: the system (the diff, a command line).
+    actor = serializers.CharField(
+        source="actor.username", read_only=True, default=None, allow_null=True
+    )
 
     class Meta:
         model = EventAudit

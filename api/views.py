@@ -65,7 +65,9 @@ class PortViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         qs = Port.objects.select_related("host").order_by("host__ip", "proto", "port")
         state = self.request.query_params.get("state", "")
-        if state in ("open", "closed"):
+        if state not in ("", "open", "closed"):
+            raise ValidationError({"detail": f"state: {state[:40]!r} is not open or closed"})
+        if state:
             qs = qs.filter(state=state)
         if self.request.query_params.get("host"):
             qs = qs.filter(host__ip=self.request.query_params["host"].strip())
@@ -185,8 +187,10 @@ class RuleViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Rea
     def expire(self, request, pk=None):
         return Response(s.RuleSerializer(rule_expire(rule_id=self.get_object().pk)).data)
 
+    # A plain list (the last 7 days' matches), not a page: pagination_class=None says so
+    # in the schema too.
     @extend_schema(request=None, responses=s.EventSerializer(many=True))
-    @action(detail=True, methods=["post"], url_path="dry-run")
+    @action(detail=True, methods=["post"], url_path="dry-run", pagination_class=None)
     def dry_run(self, request, pk=None):
         """Events of the last 7 days this saved rule matches."""
         return Response(
@@ -198,7 +202,7 @@ class RuleViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Rea
         responses=s.EventSerializer(many=True),
         operation_id="rules_draft_dry_run",
     )
-    @action(detail=False, methods=["post"], url_path="dry-run")
+    @action(detail=False, methods=["post"], url_path="dry-run", pagination_class=None)
     def preview(self, request):
         """Events of the last 7 days a draft rule would match (nothing is saved)."""
         body = s.RuleSerializer(data=request.data)

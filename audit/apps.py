@@ -7,6 +7,7 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from audit import receivers
+        from audit import logins, receivers
 
         receivers.connect()
+        logins.connect()

@@ -19,7 +19,9 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from prometheus_client import CONTENT_TYPE_LATEST
+from rest_framework.exceptions import APIException
 
 from agents import selectors as agents_selectors
 from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
@@ -44,6 +46,7 @@ from alerts.services.rules import (
     rules_import,
 )
 from alerts.severity import Severity
+from api.authentication import token_authenticate
 from audit.models import AuditEntry
 from dashboard import selectors, slots
 from dashboard.filters import event_filters_parse
@@ -514,7 +517,14 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus scrape: a logged-in viewer, or an API token (Authorization: Bearer|Token)."""
-    user = request.user if request.user.is_authenticated else _token_user(request)
+    user = request.user if request.user.is_authenticated else None
+    if user is None:
+        try:
+            user = (token_authenticate(request, keywords=("bearer", "token")) or (None,))[0]
+        except APIException as exc:  # a bad token (401) or an address locked out (429)
+            return HttpResponse(
+                f"{exc.detail}\n", status=exc.status_code, content_type="text/plain"
+            )
     if user is None:
         response = HttpResponse("authentication required\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="portmon"'
@@ -524,21 +534,26 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
 
 
-def _token_user(request: HttpRequest):
-    from rest_framework.authtoken.models import Token
-
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() not in ("bearer", "token") or not key.strip():
-        return None
-    token = Token.objects.select_related("user").filter(key=key.strip()[:40]).first()
-    return token.user if token and token.user.is_active else None
-
-
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers: no login, no data, just 'the database answers'."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+def page_not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    """JSON under /api/ (what the API's clients and its schema expect), else Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
+    """A request Django refused before any view (a malformed multipart body, too many
+    fields): JSON under /api/, else Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
 
 
 def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:

@@ -8,6 +8,7 @@ SECRET_KEY         unset: generated once into var/secret_key (never committed)
 
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -17,7 +18,7 @@ from portmon.env import SettingError, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PORTMON_DATA_DIR = Path(env_str("PORTMON_DATA_DIR", str(BASE_DIR / "var")))
-PORTMON_DATA_DIR.mkdir(parents=True, exist_ok=True)
+PORTMON_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # new: this user only
 
 
 def _secret_key() -> str:
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "dashboard",
     "poc",
     "audit",
+    "axes",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -72,6 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portmon.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -80,6 +83,8 @@ MIDDLEWARE = [
     "audit.context.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a request that hit a login lockout into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portmon.urls"
@@ -130,6 +135,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# --- Login throttling (django-axes) -------------------------------------------------
+# Failed logins are counted per (user name, address): at PORTMON_LOGIN_FAILURES the pair is
+# locked out (429) for PORTMON_LOGIN_LOCKOUT_MINUTES (0: until an admin unlocks it in the
+# admin's "Access attempts" or with `manage.py axes_reset`). Bad API tokens count the same
+# way, per address (api.authentication).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before a check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("PORTMON_LOGIN_FAILURES", 5, lo=1)
+_lockout_minutes = env_int("PORTMON_LOGIN_LOCKOUT_MINUTES", 30, lo=0)
+AXES_COOLOFF_TIME = timedelta(minutes=_lockout_minutes) if _lockout_minutes else None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no banner on every command
+# REMOTE_ADDR, not X-Forwarded-For: a header any client can write would let it pick the
+# address its failures are counted against.
+AXES_CLIENT_IP_CALLABLE = "audit.logins.client_address"
+
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -139,15 +165,17 @@ LOGOUT_REDIRECT_URL = "login"
 # roles as the dashboard (api.permissions).
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.LockoutTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.RolePermission"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
+# API tokens expire after this many days unless issued with another (`--days 0`: never).
+PORTMON_API_TOKEN_DAYS = env_int("PORTMON_API_TOKEN_DAYS", 365, lo=0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Portmon API",
     "DESCRIPTION": "Hosts, ports, alert events, rules, networks, scan policies and runs.",
@@ -156,6 +184,11 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # The 4xx answers each operation gives (api.schema).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.error_responses",
+    ],
     # Several models have a "state": one named enum each in the schema.
     "ENUM_NAME_OVERRIDES": {
         "EventStateEnum": "alerts.models.EventState",
@@ -265,6 +298,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # axes says "login failed" at INFO as well as WARNING; the warnings are enough.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # --- Alerting -----------------------------------------------------------------
@@ -278,6 +313,8 @@ if not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", PORTMON_DIGEST_TIME.strip
 PORTMON_WEBHOOK_URL = env_str("PORTMON_WEBHOOK_URL")
 PORTMON_WEBHOOK_SECRET = env_str("PORTMON_WEBHOOK_SECRET")
 PORTMON_WEBHOOK_TIMEOUT = env_int("PORTMON_WEBHOOK_TIMEOUT", 10)
+# Loopback, link-local and cloud metadata destinations are refused unless this is set.
+PORTMON_WEBHOOK_ALLOW_LOCAL = env_bool("PORTMON_WEBHOOK_ALLOW_LOCAL", False)
 
 # --- Host agents ----------------------------------------------------------------
 # The shared cache holds the agents' rate-limit counters (every web process counts in one

@@ -16,3 +16,5 @@ urlpatterns = [
 ]
 
 handler403 = "dashboard.views.permission_denied"
+handler404 = "dashboard.views.page_not_found"
+handler400 = "dashboard.views.bad_request"

@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
 
 from scanner.models import (
     Exclusion,
@@ -10,10 +12,28 @@ from scanner.models import (
     ScanRun,
     ScanShard,
 )
+from scanner.scope import find_overlap, parse_network
+
+
+class ExclusionFormSet(BaseInlineFormSet):
+    """Each exclusion is checked by Exclusion.clean; these also against each other."""
+
+    def clean(self) -> None:
+        super().clean()
+        seen: list[str] = []
+        for form in self.forms:
+            cidr = getattr(form, "cleaned_data", {}).get("cidr")
+            if not cidr or form.cleaned_data.get("DELETE"):
+                continue
+            clash = find_overlap(parse_network(cidr), seen)
+            if clash:
+                raise ValidationError(f"exclusions {clash} and {cidr} overlap")
+            seen.append(cidr)
 
 
 class ExclusionInline(admin.TabularInline):
     model = Exclusion
+    formset = ExclusionFormSet
     extra = 0
 
 

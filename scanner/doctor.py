@@ -8,6 +8,7 @@ run masscan, where do packets for this network go) and says how to fix a failure
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import smtplib
 import ssl
@@ -280,6 +281,34 @@ def check_routes(*, cidrs: Iterable[str]) -> list[Check]:
     return checks
 
 
+# --- scope ------------------------------------------------------------------------------------
+def check_scope(*, networks: Iterable[str], exclusions: Iterable[str]) -> list[Check]:
+    """Stored scope rows that scans ignore: written by a path that skipped validation."""
+    from scanner.scope import ScopeError, parse_cidr, stored_network
+
+    networks, exclusions = list(networks), list(exclusions)
+    checks = []
+    for kind, cidr in [("network", c) for c in networks] + [("exclusion", c) for c in exclusions]:
+        try:
+            if kind == "network":
+                parse_cidr(cidr)
+            elif stored_network(cidr) is None:
+                raise ScopeError(f"{cidr!r} is not a CIDR")
+        except ScopeError as exc:
+            checks.append(
+                Check(
+                    f"scope {kind} {cidr!r}",
+                    FAIL,
+                    f"ignored by every scan: {exc}",
+                    f"python manage.py scope remove {shlex.quote(cidr)}",
+                )
+            )
+    if checks:
+        return checks
+    detail = f"{len(networks)} network(s), {len(exclusions)} exclusion(s), all valid"
+    return [Check("scope", OK, detail)]
+
+
 # --- mail, clock, disk -------------------------------------------------------------------------
 def check_smtp(
     *, host: str, port: int, use_ssl: bool = False, use_tls: bool = False, timeout: float = 5.0
@@ -345,15 +374,18 @@ def check_disk(*, path: Path) -> list[Check]:
 
 
 # --- all of them ---------------------------------------------------------------------------
-CHECKS = ("database", "broker", "consumers", "beat", "tools", "routes", "smtp", "clock", "disk")
-_NEEDS_DATABASE = {"consumers", "beat", "routes", "clock"}
+CHECKS = (
+    "database", "broker", "consumers", "beat", "tools", "scope", "routes", "smtp", "clock", "disk",
+)  # fmt: skip
+_NEEDS_DATABASE = {"consumers", "beat", "scope", "routes", "clock"}
 
 
 def run_checks(*, skip: Iterable[str] = ()) -> list[Check]:
     """Every check except those in skip, in the order of CHECKS."""
     from django.conf import settings
 
-    from scanner.models import Network
+    from scanner.models import Exclusion, Network
+    from scanner.scope import stored_network
 
     skipped = set(skip)
     results: list[Check] = []
@@ -374,8 +406,15 @@ def run_checks(*, skip: Iterable[str] = ()) -> list[Check]:
             results += check_beat()
         elif name == "tools":
             results += check_tools()
+        elif name == "scope":
+            results += check_scope(
+                networks=Network.objects.values_list("cidr", flat=True),
+                exclusions=Exclusion.objects.values_list("cidr", flat=True),
+            )
         elif name == "routes":
-            results += check_routes(cidrs=Network.objects.values_list("cidr", flat=True))
+            # Rows that are no network are the scope check's to report.
+            cidrs = Network.objects.values_list("cidr", flat=True)
+            results += check_routes(cidrs=[c for c in cidrs if stored_network(c) is not None])
         elif name == "smtp":
             results += check_smtp(
                 host=settings.EMAIL_HOST,

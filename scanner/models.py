@@ -1,7 +1,10 @@
 """Scope, hosts, scan policies, runs, shards and what they found."""
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from scanner.scope import ScopeError, exclusion_check, network_check
 
 
 class Zone(models.TextChoices):
@@ -42,6 +45,15 @@ class Network(models.Model):
     def __str__(self) -> str:
         return f"{self.cidr} ({self.zone})"
 
+    def clean(self) -> None:
+        # The same check as `scope add` and the API (scanner.scope.network_check), so the
+        # admin cannot store what they refuse.
+        others = Network.objects.exclude(pk=self.pk).values_list("cidr", flat=True)
+        try:
+            self.cidr = str(network_check(self.cidr or "", existing=others))
+        except ScopeError as exc:
+            raise ValidationError({"cidr": str(exc)}) from None
+
 
 class Exclusion(models.Model):
     """A CIDR inside a network that must never be scanned."""
@@ -56,6 +68,20 @@ class Exclusion(models.Model):
 
     def __str__(self) -> str:
         return self.cidr
+
+    def clean(self) -> None:
+        # As `scope exclude` checks it (scanner.scope.exclusion_check); the admin's inline
+        # sets network to the (maybe unsaved) network being edited.
+        network = getattr(self, "network", None)
+        if network is None:
+            return  # the network field reports its own error
+        others = Exclusion.objects.exclude(pk=self.pk).values_list("cidr", flat=True)
+        try:
+            self.cidr = str(
+                exclusion_check(self.cidr or "", parent=network.cidr or "", existing=others)
+            )
+        except ScopeError as exc:
+            raise ValidationError({"cidr": str(exc)}) from None
 
 
 class Host(models.Model):

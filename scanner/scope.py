@@ -89,43 +89,103 @@ def parse_network(text: str) -> IPNetwork:
     return normalise_network(network)
 
 
-def parse_cidr(text: str) -> IPNetwork:
-    """Parse a CIDR for scope: parse_network, then refuse reserved and IPv4-embedding ranges."""
-    network = parse_network(text)
-    reason = embedded_ipv4_error(network)
-    if reason:
-        raise ScopeError(reason)
+def forbidden_error(network: IPNetwork) -> str | None:
+    """Why network may never be scanned (it touches a reserved range), or None."""
     for bad in FORBIDDEN:
         if network.version == bad.version and network.overlaps(bad):
-            raise ScopeError(f"{network} overlaps reserved range {bad} and cannot be scanned")
+            return f"{network} overlaps reserved range {bad} and cannot be scanned"
+    return None
+
+
+def parse_cidr(text: str) -> IPNetwork:
+    """Parse a CIDR for scope: parse_network, then refuse reserved and IPv4-embedding ranges.
+
+    The one validator of scope CIDRs: the CLI, the API, the models' clean() (so the admin)
+    and the scope read back from the database (Scope.from_cidrs) all go through it.
+    """
+    network = parse_network(text)
+    reason = embedded_ipv4_error(network) or forbidden_error(network)
+    if reason:
+        raise ScopeError(reason)
     return network
+
+
+def network_check(text: str, *, existing: Iterable[str]) -> IPNetwork:
+    """A new or edited network: a valid scope CIDR that overlaps no other network."""
+    network = parse_cidr(text)
+    clash = find_overlap(network, existing)
+    if clash:
+        raise ScopeError(f"{network} overlaps network {clash} already in scope")
+    return network
+
+
+def exclusion_check(text: str, *, parent: str, existing: Iterable[str]) -> IPNetwork:
+    """A new or edited exclusion: a valid scope CIDR inside parent, overlapping no other."""
+    excluded = parse_cidr(text)
+    network = stored_network(parent)
+    if network is None or network.version != excluded.version or not excluded.subnet_of(network):
+        raise ScopeError(f"{excluded} is not inside network {parent}")
+    clash = find_overlap(excluded, existing)
+    if clash:
+        raise ScopeError(f"{excluded} overlaps exclusion {clash} already present")
+    return excluded
+
+
+def stored_network(cidr: str) -> IPNetwork | None:
+    """A stored row's CIDR as a network (IPv4-mapped as IPv4); None when it is not one.
+
+    Not parse_cidr: a row saved before a rule existed (an IPv4-mapped or NAT64 network)
+    must still be found, excluded from and removed; and a garbage row (saved through a
+    path that skipped validation) must not make every reader fail.
+    """
+    try:
+        return normalise_network(ipaddress.ip_network(cidr.strip()))
+    except ValueError:
+        return None
 
 
 def find_overlap(network: IPNetwork, existing: Iterable[str]) -> str | None:
     """Return the first existing CIDR that overlaps network, if any."""
     for cidr in existing:
-        other = normalise_network(ipaddress.ip_network(cidr))
-        if other.version == network.version and other.overlaps(network):
+        other = stored_network(cidr)
+        if other is not None and other.version == network.version and other.overlaps(network):
             return cidr
     return None
 
 
 @dataclass(frozen=True)
 class Scope:
-    """Networks in scope (cidr -> zone) minus exclusions; built once, queried per target."""
+    """Networks in scope (cidr -> zone) minus exclusions; built once, queried per target.
+
+    ignored: why stored rows were left out (a network that is no valid scope CIDR, an
+    exclusion that is no CIDR at all); `manage.py doctor` lists them.
+    """
 
     networks: tuple[tuple[IPNetwork, str], ...]
     exclusions: tuple[IPNetwork, ...]
+    ignored: tuple[str, ...] = ()
 
     @classmethod
     def from_cidrs(cls, networks: dict[str, str], exclusions: Iterable[str] = ()) -> "Scope":
-        # Rows written before IPv4-mapped input was normalised still guard what they meant.
-        return cls(
-            networks=tuple(
-                (normalise_network(ipaddress.ip_network(c)), z) for c, z in networks.items()
-            ),
-            exclusions=tuple(normalise_network(ipaddress.ip_network(c)) for c in exclusions),
-        )
+        """The scope from stored rows, each network checked again whatever wrote it.
+
+        A network that parse_cidr refuses (garbage, 0.0.0.0/0, a metadata range) grants
+        nothing; an exclusion only needs to be a network: excluding more is always safe.
+        Rows written before IPv4-mapped input was normalised still guard what they meant.
+        """
+        kept, excluded, ignored = [], [], []
+        for cidr, zone in networks.items():
+            try:
+                kept.append((parse_cidr(cidr), zone))
+            except ScopeError as exc:
+                ignored.append(f"network {cidr!r} ignored: {exc}")
+        for cidr in exclusions:
+            network = stored_network(cidr)
+            if network is None:
+                ignored.append(f"exclusion {cidr!r} ignored: {cidr!r} is not a CIDR")
+            else:
+                excluded.append(network)
+        return cls(networks=tuple(kept), exclusions=tuple(excluded), ignored=tuple(ignored))
 
     def network_of(self, address: IPAddress) -> IPNetwork | None:
         address = normalise_address(address)

@@ -16,6 +16,7 @@ from scanner.scope import (
     Scope,
     ScopeError,
     embedded_ipv4_error,
+    forbidden_error,
     normalise_address,
     normalise_network,
 )
@@ -240,12 +241,17 @@ def guard(networks: Iterable[IPNetwork], scope: Scope) -> GuardedTargets:
     Exclusions inside a target are carried along (engines skip them), and a target wholly
     inside an exclusion is dropped, as a range's excluded piece must be (a range arrives
     here as several CIDRs); an error when nothing is left, or a target is outside scope.
+    Reserved ranges are refused here too, whatever the scope says: this runs at plan time
+    and again in the worker, after every path that could have stored a network.
     """
     kept: list[IPNetwork] = []
     zones = set()
     exclusions = set()
     refusal = ""
     for target in networks:
+        forbidden = forbidden_error(target) or embedded_ipv4_error(target)
+        if forbidden:
+            raise TargetError(forbidden)
         parent = next(
             (
                 (net, zone)
@@ -255,8 +261,14 @@ def guard(networks: Iterable[IPNetwork], scope: Scope) -> GuardedTargets:
             None,
         )
         if parent is None:
+            ignored = (
+                f"; {len(scope.ignored)} invalid stored scope row(s) ignored "
+                "(see: manage.py doctor)"
+                if scope.ignored
+                else ""
+            )
             raise TargetError(
-                f"{target} is outside the configured scope (see: manage.py scope list)"
+                f"{target} is outside the configured scope (see: manage.py scope list){ignored}"
             )
         overlapping = [
             ex for ex in scope.exclusions if ex.version == target.version and ex.overlaps(target)

@@ -40,8 +40,21 @@ NAME_MAX, EXE_MAX, USER_MAX = 128, 512, 64
 # reports older than its replay window anyway; the newest say what is listening now).
 SPOOL_MAX = 1000
 TIMEOUT = 30
-# Answers after which a report is dropped: the server will never accept it as it is.
-PERMANENT = {400, 403, 409, 413, 415}
+# Answers after which a report is dropped: the server will never accept it as it is. Only
+# when Portmon itself says so (its JSON {"error": ...}): the same status from a proxy, a
+# load balancer or a misrouted URL says nothing about the report, which stays spooled.
+PERMANENT = {400, 403, 409, 413}
+
+
+def refused_for_good(status: int, answer: str) -> bool:
+    """Portmon's own verdict on this report's content (schema, address, replay, size)."""
+    if status not in PERMANENT:
+        return False
+    try:
+        body = json.loads(answer)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), str)
 
 
 def log(message: str) -> None:
@@ -227,7 +240,7 @@ def deliver(spool: Spool, sender: Sender) -> tuple[int, int]:
             path.unlink(missing_ok=True)
             delivered += 1
             continue
-        if status in PERMANENT:
+        if refused_for_good(status, answer):
             log(f"{path.name} refused for good ({status}): {answer[:300]}")
             path.unlink(missing_ok=True)
             continue

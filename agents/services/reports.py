@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from agents.diff import NEW_PROCESS, PROCESS_CHANGED, AddressRefused, agent_diff, sockets_by_port
 from agents.models import Agent, AgentReport, ProcessSocket, SocketChange
@@ -50,7 +50,8 @@ def report_ingest(
     """Record a report once. Raises AddressRefused (a socket on another host's address,
     nothing written) and StaleReport (a sequence not above the last, outside the window).
 
-    A report already recorded (same report id: a retried delivery) is a no-op.
+    A report already recorded (same report id: a retried delivery) is a no-op, whatever
+    its sequence says.
     """
     hosts = hosts or agent_hosts(agent_id=agent_id)
     if hosts is None:
@@ -59,6 +60,21 @@ def report_ingest(
     report_window_check(report=report, now=now)
     at = report.collected_at
     digest = inventory_digest(grouped)
+    try:
+        return _ingest(agent_id, report, now, grouped=grouped, hosts=hosts, digest=digest, at=at)
+    except IntegrityError:
+        # The same report id under another (higher) sequence: the claim passed, the
+        # report row's unique key did not, and the whole transaction was rolled back.
+        if _recorded(agent_id, report):
+            return IngestResult(duplicate=True)
+        raise
+
+
+def _recorded(agent_id: int, report: Report) -> bool:
+    return AgentReport.objects.filter(agent_id=agent_id, report_id=report.report_id).exists()
+
+
+def _ingest(agent_id, report, now, *, grouped, hosts, digest, at) -> IngestResult:
     with transaction.atomic():
         # The claim (a conditional UPDATE, exactly one row): this report is the agent's
         # next one. Its row lock holds the agent's other deliveries until the commit, so
@@ -70,7 +86,7 @@ def report_ingest(
         )
         claimed = same or _claim(agent_id, report, now, digest=digest, unchanged=False)
         if not claimed:
-            if AgentReport.objects.filter(agent_id=agent_id, report_id=report.report_id).exists():
+            if _recorded(agent_id, report):
                 return IngestResult(duplicate=True)
             last = Agent.objects.filter(pk=agent_id).values_list("last_seq", flat=True).first()
             raise StaleReport("seq", f"seq {report.seq} is not above the last accepted {last}")

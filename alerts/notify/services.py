@@ -346,6 +346,7 @@ def _deliver(message: Message, connection) -> None:
             body=message.payload.encode(),
             secret=settings.PORTMON_WEBHOOK_SECRET,
             timeout=float(settings.PORTMON_WEBHOOK_TIMEOUT),
+            allow_local=settings.PORTMON_WEBHOOK_ALLOW_LOCAL,
         )
     else:
         raise ValueError(f"unknown channel {message.channel!r}")

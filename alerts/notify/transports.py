@@ -5,6 +5,9 @@ Each returns normally only when the other side accepted the message; anything el
 
 import hashlib
 import hmac
+import http.client
+import ipaddress
+import socket
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -59,15 +62,97 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def webhook_post(*, url: str, body: bytes, secret: str, timeout: float) -> int:
-    """POST a JSON body, signed when a secret is set; returns the 2xx status or raises."""
+# Addresses a webhook never goes to unless PORTMON_WEBHOOK_ALLOW_LOCAL is set: this host's
+# own services (Redis, the database, the admin), link-local (where cloud metadata answers)
+# and the metadata addresses outside it. Private networks are fine: chat servers live there.
+METADATA = {
+    ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+}
+ALLOW_LOCAL_HINT = "set PORTMON_WEBHOOK_ALLOW_LOCAL=1 to allow it"
+
+
+def destination_refusal(address: str) -> str | None:
+    """Why a webhook may not connect to address (an IP), or None when it may."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in METADATA:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return "a loopback address (this host's own services)"
+    if ip.is_link_local:
+        return "a link-local address (cloud metadata answers on 169.254.169.254)"
+    if ip.is_unspecified or ip.is_multicast:
+        return "not a host address"
+    return None
+
+
+def _connect_checked(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+    """socket.create_connection, every resolved address checked before a packet is sent
+    (the addresses checked are the ones connected to: no second lookup to rebind)."""
+    host, port = address
+    error: OSError | None = None
+    for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
+        host, port, 0, socket.SOCK_STREAM
+    ):
+        refusal = destination_refusal(sockaddr[0])
+        if refusal:
+            raise WebhookError(
+                f"webhook host {host} is {sockaddr[0]}, {refusal}; {ALLOW_LOCAL_HINT}"
+            )
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    raise error or OSError(f"{host} resolves to no address")
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _connect_checked
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _connect_checked
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_CheckedHTTPConnection, req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_CheckedHTTPSConnection, req, context=self._context)
+
+
+def webhook_post(
+    *, url: str, body: bytes, secret: str, timeout: float, allow_local: bool = False
+) -> int:
+    """POST a JSON body, signed when a secret is set; returns the 2xx status or raises.
+
+    allow_local: loopback, link-local and metadata destinations too (tests, a relay on
+    this host); otherwise they are refused before any packet is sent.
+    """
     if urlsplit(url).scheme not in ("http", "https"):
         raise WebhookError(f"webhook URL must be http(s): {url!r}")
     headers = {"Content-Type": "application/json", "User-Agent": "portmon-notify"}
     if secret:
         headers[SIGNATURE_HEADER] = signature(body=body, secret=secret)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    opener = urllib.request.build_opener(_NoRedirect)
+    checked = [] if allow_local else [_CheckedHTTPHandler, _CheckedHTTPSHandler]
+    opener = urllib.request.build_opener(_NoRedirect, *checked)
     try:
         with opener.open(request, timeout=timeout) as response:
             status = response.status

@@ -21,8 +21,8 @@ from scanner.models import (
     RunState,
     ScanRun,
 )
-from scanner.scope import Scope, normalise_address, normalise_network
-from scanner.services.scope import scope_load
+from scanner.scope import Scope, normalise_address
+from scanner.services.scope import network_ids, scope_load
 from scanner.signals import run_finished
 
 # Rows per INSERT/UPDATE batch: large enough to keep round trips few on MariaDB.
@@ -49,14 +49,8 @@ def hosts_ensure(*, ips: Iterable[str], seen_at: datetime, scope: Scope | None =
     existing = {h.ip: h for h in Host.objects.filter(ip__in=ips)}
     missing = ips - existing.keys()
     if missing:
-        from scanner.models import Network
-
         scope = scope or scope_load()
-        # Keyed like scope's networks, which normalise rows stored in IPv4-mapped form.
-        net_ids = {
-            str(normalise_network(ipaddress.ip_network(cidr))): pk
-            for cidr, pk in Network.objects.values_list("cidr", "id")
-        }
+        net_ids = network_ids()
         new_hosts = []
         for ip in missing:
             network = scope.network_of(ipaddress.ip_address(ip))

@@ -1,6 +1,6 @@
 """Write services for scope: networks and exclusions."""
 
-import ipaddress
+import logging
 
 from django.db import models, transaction
 
@@ -9,18 +9,15 @@ from scanner.scope import (
     IPNetwork,
     Scope,
     ScopeError,
-    find_overlap,
-    normalise_network,
+    exclusion_check,
+    network_check,
     parse_cidr,
     parse_network,
+    stored_network,
 )
 from scanner.targets import GuardedTargets, TargetError, guard, parse_targets
 
-
-def _stored(cidr: str) -> IPNetwork:
-    # Not parse_cidr: a row saved before a rule existed (an IPv4-mapped or NAT64 network)
-    # must still be found, excluded from and removed, not make every command fail.
-    return normalise_network(ipaddress.ip_network(cidr))
+logger = logging.getLogger(__name__)
 
 
 def _check_length(model: type[models.Model], field: str, value: str, label: str) -> None:
@@ -35,53 +32,82 @@ def network_add(*, cidr: str, zone: str, owner_email: str = "", description: str
         raise ScopeError(f"zone must be one of {', '.join(Zone.values)}, not {zone!r}")
     _check_length(Network, "owner_email", owner_email, "owner")
     _check_length(Network, "description", description, "description")
-    network = parse_cidr(cidr)
     with transaction.atomic():
-        clash = find_overlap(network, Network.objects.values_list("cidr", flat=True))
-        if clash:
-            raise ScopeError(f"{network} overlaps network {clash} already in scope")
+        network = network_check(cidr, existing=Network.objects.values_list("cidr", flat=True))
         return Network.objects.create(
             cidr=str(network), zone=zone, owner_email=owner_email, description=description
         )
 
 
 def network_remove(*, cidr: str) -> None:
-    network = parse_network(cidr)
+    """Remove a network (its exclusions go with it).
+
+    Text that is no CIDR removes the network or exclusion stored with exactly that text:
+    a garbage row must be removable by the same command that lists it.
+    """
+    try:
+        network = parse_network(cidr)
+    except ScopeError:
+        text = cidr.strip()
+        deleted = Network.objects.filter(cidr=text).delete()[0]
+        deleted += Exclusion.objects.filter(cidr=text).delete()[0]
+        if not deleted:
+            raise
+        return
     ids = [
-        pk for pk, stored in Network.objects.values_list("pk", "cidr") if _stored(stored) == network
+        pk
+        for pk, stored in Network.objects.values_list("pk", "cidr")
+        if stored_network(stored) == network
     ]
     deleted, _ = Network.objects.filter(pk__in=ids).delete()
     if not deleted:
         raise ScopeError(f"{network} is not in scope")
 
 
+def _parent_of(excluded: IPNetwork) -> Network | None:
+    for candidate in Network.objects.all():
+        net = stored_network(candidate.cidr)
+        if net is not None and net.version == excluded.version and excluded.subnet_of(net):
+            return candidate
+    return None
+
+
 def exclusion_add(*, cidr: str, reason: str = "") -> Exclusion:
     _check_length(Exclusion, "reason", reason, "reason")
     excluded = parse_cidr(cidr)
     with transaction.atomic():
-        parent = next(
-            (
-                n
-                for n in Network.objects.all()
-                if _stored(n.cidr).version == excluded.version
-                and excluded.subnet_of(_stored(n.cidr))
-            ),
-            None,
-        )
+        parent = _parent_of(excluded)
         if parent is None:
             raise ScopeError(f"{excluded} is not inside any network in scope; nothing to exclude")
-        clash = find_overlap(excluded, Exclusion.objects.values_list("cidr", flat=True))
-        if clash:
-            raise ScopeError(f"{excluded} overlaps exclusion {clash} already present")
+        excluded = exclusion_check(
+            cidr, parent=parent.cidr, existing=Exclusion.objects.values_list("cidr", flat=True)
+        )
         return Exclusion.objects.create(network=parent, cidr=str(excluded), reason=reason)
 
 
+def network_ids() -> dict[str, int]:
+    """{str(network): Network id} for the rows that are networks (keyed as Scope keys them)."""
+    ids = {}
+    for pk, cidr in Network.objects.values_list("pk", "cidr"):
+        network = stored_network(cidr)
+        if network is not None:
+            ids[str(network)] = pk
+    return ids
+
+
 def scope_load() -> Scope:
-    """The current scope from the database (a selector; used at plan time and in workers)."""
-    return Scope.from_cidrs(
+    """The current scope from the database (a selector; used at plan time and in workers).
+
+    Every row is checked again (Scope.from_cidrs): one written by a path that skipped
+    validation is left out and logged, never trusted, never a crash.
+    """
+    scope = Scope.from_cidrs(
         dict(Network.objects.values_list("cidr", "zone")),
         Exclusion.objects.values_list("cidr", flat=True),
     )
+    for problem in scope.ignored:
+        logger.error("scope: %s (remove it: manage.py scope remove CIDR)", problem)
+    return scope
 
 
 def _no_resolve(name: str) -> list[str]:

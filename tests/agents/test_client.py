@@ -1,12 +1,17 @@
 """The real client process against a real server process (gunicorn) on loopback."""
 
+import http.client
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -97,7 +102,7 @@ def listeners(tmp_path):
         proc.wait()
 
 
-def run_client(server: Server, token_file: Path, spool: Path) -> subprocess.CompletedProcess:
+def run_client(server, token_file: Path, spool: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(CLIENT), "--once", "--server", server.url,
          "--token-file", str(token_file), "--spool", str(spool)],  # fmt: skip
@@ -176,3 +181,94 @@ def test_it_spools_while_the_server_is_down_and_delivers_every_report_exactly_on
     assert reports[0].report_id == delivered_first.report_id
     assert reports[1].report_id == sent["report_id"]
     assert not list((spool / "spool").glob("*.json"))
+
+
+def post_chunked(server: Server, token: str, body: bytes) -> tuple[int, dict]:
+    """POST with Transfer-Encoding: chunked (an iterable body and no Content-Length)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        conn.request("POST", "/api/agents/report", body=chunks, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_it_reads_chunked_reports_through_gunicorn_up_to_the_limit(server, tmp_path):
+    server.start()
+    token = agent_add(name="web1", ips=["127.0.0.5"]).token
+    report = {
+        "report_id": str(uuid.uuid4()),
+        "seq": 1,
+        "collected_at": datetime.now(UTC).isoformat(),
+        "sockets": [{"proto": "tcp", "address": "127.0.0.5", "port": 8080, "name": "nc"}],
+    }
+
+    accepted = post_chunked(server, token, json.dumps(report).encode())
+    too_big = post_chunked(server, token, b"[" + b"0," * (1 << 20) + b"0]")  # 2 MiB
+
+    assert accepted == (200, {"status": "accepted", "events": 1})
+    assert too_big[0] == 413 and "larger than" in too_big[1]["error"]
+    assert AgentReport.objects.get().report_id == report["report_id"]
+
+
+class StandIn:
+    """A loopback HTTP server that answers each POST with the next canned (status, body)."""
+
+    def __init__(self, answers: list[tuple[int, str]]) -> None:
+        self.answers = list(answers)
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                status, body = stand_in.answers.pop(0)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize(
+    "status, body",
+    [
+        (400, "<html><body>400 Bad Request (nginx)</body></html>"),
+        (413, "<html><head><title>413 Request Entity Too Large</title></head></html>"),
+        (404, "Not Found"),
+        (415, '{"detail": "unsupported media type"}'),
+        (403, "<html>Forbidden by the corporate proxy</html>"),
+        (409, '["not portmon"]'),
+        (401, '{"error": "unknown, wrong or revoked token"}'),
+    ],
+)
+def test_it_keeps_a_report_that_something_other_than_portmon_refused(tmp_path, status, body):
+    web1 = token_file(tmp_path, "web1", "127.0.0.5")
+    stand_in = StandIn([(status, body)])
+    try:
+        result = run_client(stand_in, web1, tmp_path / "state")
+    finally:
+        stand_in.httpd.shutdown()
+
+    assert result.returncode == 1 and json.loads(result.stdout)["spooled"] == 1
+    assert len(list((tmp_path / "state" / "spool").glob("*.json"))) == 1
+
+
+def test_it_drops_a_report_portmon_refused_for_its_content(tmp_path):
+    web1 = token_file(tmp_path, "web1", "127.0.0.5")
+    stand_in = StandIn([(400, '{"error": "must be 1-65535", "field": "sockets[0].port"}')])
+    try:
+        result = run_client(stand_in, web1, tmp_path / "state")
+    finally:
+        stand_in.httpd.shutdown()
+
+    assert "refused for good (400)" in result.stderr
+    assert not list((tmp_path / "state" / "spool").glob("*.json"))

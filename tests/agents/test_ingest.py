@@ -1,5 +1,6 @@
 """POST /api/agents/report: auth, strict input, replay protection, inventory, events."""
 
+import io
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -77,10 +78,37 @@ def test_it_answers_413_from_the_length_before_reading_and_for_a_long_chunked_bo
     big = poster.report(*[sock(p) for p in range(1, 200)])
 
     assert poster.post(big).status_code == 413
-    # No Content-Length (chunked): the view reads one byte past the limit and stops.
-    chunked = poster.post(big, CONTENT_LENGTH="")
-    assert chunked.status_code in (400, 413)
+    # No Content-Length (chunked, de-chunked by gunicorn): read one byte past the limit.
+    chunked = poster.post(big, **chunked_environ(json.dumps(big).encode()))
+    assert chunked.status_code == 413
     assert rows_written() == (0, 0, 0, 0)
+
+
+def chunked_environ(body: bytes) -> dict:
+    """What gunicorn hands Django for a chunked request: no length, an input that ends."""
+    return {"CONTENT_LENGTH": "", "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True}
+
+
+def test_it_reads_a_chunked_report_up_to_the_limit(poster):
+    report = poster.report(sock(8080))
+
+    response = poster.post(report, **chunked_environ(json.dumps(report).encode()))
+
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    assert AgentReport.objects.get().report_id == report["report_id"]
+
+
+def test_it_treats_a_known_report_id_as_a_duplicate_whatever_its_seq(poster):
+    report = poster.report(sock(8080))
+    assert poster.post(report).status_code == 200
+    before = rows_written()
+
+    again = poster.post({**report, "seq": report["seq"] + 5, "sockets": [sock(9999)]})
+
+    assert again.status_code == 200 and again.json() == {"status": "duplicate"}
+    assert rows_written() == before
+    # Nothing of the duplicate stayed: the agent's sequence did not jump to its seq.
+    assert poster.post({**poster.report(sock(9090)), "seq": report["seq"] + 1}).status_code == 200
 
 
 def test_it_names_the_bad_field_in_a_400(poster):

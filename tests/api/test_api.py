@@ -2,10 +2,10 @@
 
 import pytest
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from alerts.models import AlertEvent, EventNote, Rule
+from api.services import api_token_issue
 from audit.models import AuditEntry
 from scanner.models import Network, ScanPolicy, ScanRun
 from scanner.services import publish
@@ -28,8 +28,8 @@ def api(users):
     def as_(role):
         client = APIClient()
         if role:
-            token, _ = Token.objects.get_or_create(user=users[role])
-            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            token = api_token_issue(user=users[role]).token
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
         return client
 
     return as_

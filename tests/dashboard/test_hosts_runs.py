@@ -5,8 +5,8 @@ import csv
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
 
+from api.services import api_token_issue
 from dashboard import selectors
 from scanner.models import Host, Port, ScanPolicy, ScanRun
 from scanner.services import publish
@@ -55,12 +55,12 @@ def test_it_lets_an_admin_start_a_policy_run_now(login, users, world, monkeypatc
 
 
 def test_it_serves_metrics_to_a_token_and_not_to_strangers(client, users, world):
-    token = Token.objects.create(user=users["viewer"])
+    token = api_token_issue(user=users["viewer"]).token
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope").status_code == 401
-    nobody = Token.objects.create(user=User.objects.get(username="nobody"))
-    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {nobody.key}").status_code == 403
-    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token.key}").content.decode()
+    nobody = api_token_issue(user=User.objects.get(username="nobody")).token
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {nobody}").status_code == 403
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
     assert 'portmon_events{kind="high_risk",state="new"} 1.0' in text
     assert 'portmon_shards{state="failed"} 1.0' in text
     assert 'portmon_shard_attempts{state="failed"} 3.0' in text

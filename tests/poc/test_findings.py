@@ -271,9 +271,9 @@ class FakeTask:
 
 def test_the_api_rechecks_a_finding_for_triagers(redis_open, loopback_scope, monkeypatch):
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from api.services import api_token_issue
     from poc import services
     from tests.dashboard.conftest import event as event_of
 
@@ -286,7 +286,7 @@ def test_the_api_rechecks_a_finding_for_triagers(redis_open, loopback_scope, mon
         user = User.objects.create_user(role, password="x")
         user.groups.add(Group.objects.get_or_create(name=role)[0])
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=user).token}")
         return client
 
     url = f"/api/events/{event.pk}/recheck/"

@@ -124,6 +124,11 @@ def test_it_starts_the_whole_service_and_scans_through_the_worker(backend, tmp_p
         assert [(r["ip"], r["port"]) for r in rows] == [("127.0.0.1", target_port)]
         assert "finished" in scan.stderr
         assert "beat: Starting" in log.read_text()
+        # Nobody else on the machine reads the data directory (the SQLite file, the key).
+        data = tmp_path / "var"
+        assert data.stat().st_mode & 0o777 == 0o700
+        if backend == "embedded":
+            assert (data / "portmon.sqlite3").stat().st_mode & 0o077 == 0
     finally:
         listener.close()
         os.killpg(proc.pid, signal.SIGTERM)

@@ -88,6 +88,7 @@ def notify_settings(settings):
     settings.PORTMON_DIGEST_RECIPIENTS = ["sec-team@example.com"]
     settings.PORTMON_WEBHOOK_URL = ""
     settings.PORTMON_WEBHOOK_SECRET = ""
+    settings.PORTMON_WEBHOOK_ALLOW_LOCAL = False
     settings.TIME_ZONE = "UTC"
     return settings
 
@@ -135,6 +136,8 @@ def webhook(settings):
     server = WebhookServer()
     settings.PORTMON_WEBHOOK_URL = server.url
     settings.PORTMON_WEBHOOK_SECRET = WEBHOOK_SECRET
+    # The receiver listens on 127.0.0.1, which webhooks refuse unless told otherwise.
+    settings.PORTMON_WEBHOOK_ALLOW_LOCAL = True
     try:
         yield server
     finally:
