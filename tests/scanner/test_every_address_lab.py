@@ -29,12 +29,12 @@ EXTRA_PORTS = "1-64"  # probed too: closed on every host, so a false open would 
 def scan(env, targets, ports, *extra):
     result = subprocess.run(
         [sys.executable, "manage.py", "scan", *targets, "--ports", ports, "--json"]
-        + ["--no-fingerprint", "--rate", "50000", "--timeout", "300", *extra],
+        + ["--no-fingerprint", "--rate", "50000", "--timeout", "600", *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=360,
+        timeout=660,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return {(row["ip"], row["port"]) for row in json.loads(result.stdout)}, result.stderr
@@ -63,11 +63,11 @@ def test_every_address_of_every_target_is_scanned_block_edges_included(
     with Lab(ports_per_host=(1, 3), loss=0.005, seed=24, on_link=on_link, offsets=EDGES) as lab:
         net = lab.cidr.rsplit(".", 1)[0]
         call_command("scope", "add", lab.cidr, "--zone", "internal")
-        # Small shards of 13 addresses each, so the /24 is cut at odd boundaries.
+        # Shards of 37 addresses each, so the /24 is cut at odd boundaries (7 shards).
         lab_ports = sorted({port for ports in lab.truth.values() for port in ports})
         ports = ",".join([EXTRA_PORTS, *(str(p) for p in lab_ports if p > 64)])
         n_ports = 64 + sum(1 for p in lab_ports if p > 64)
-        shard_env = {"PORTMON_SHARD_PROBES": str(n_ports * 13)}
+        shard_env = {"PORTMON_SHARD_PROBES": str(n_ports * 37)}
         celery_workers.start("sweep", "sweep.internal", extra_env=shard_env)
         celery_workers.start("default", "default", extra_env=shard_env)
         env.update(shard_env)
@@ -76,7 +76,7 @@ def test_every_address_of_every_target_is_scanned_block_edges_included(
             [f"{net}.0/27"],  # a CIDR smaller than the link: .2 .4 .7 .9 .31
             [f"{net}.2-{net}.9"],  # planned as .2/31, .4/30, .8/31
             [f"{net}.64/26", f"{net}.190-{net}.224"],  # several shards, odd ends
-            [lab.cidr],  # the whole link, cut into blocks of at most 13 addresses
+            [lab.cidr],  # the whole link, cut into blocks of at most 37 addresses
         ]
         for spec in specs:
             found, stderr = scan(env, spec, ports)
