@@ -195,15 +195,26 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
                 shard=shard, ledger=ledger, sweep=sweep, stream=stream, deadline=deadline
             )
         else:
+            # Loopback, IPv6, no raw sockets: ports recorded and fingerprinted as found, as
+            # on the masscan path (the callbacks run outside the scanner's event loop).
+            stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint, threshold=threshold)
+
+            def connect_progress(percent: float, found: int) -> None:
+                on_progress(percent, found)
+                stream.tick()
+
             findings = connect.scan(
                 targets=list(guarded.addresses()),
                 ports=ports,
                 concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
                 timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
                 retries=1,
-                on_progress=on_progress,
+                on_progress=connect_progress,
+                on_finding=stream,
+                on_answers=stream.answered,
                 deadline=time.monotonic() + timeout,
             )
+            stream.flush()
     probed = count_ports(ports)
     split = synproxy.split(findings, probed=probed, threshold=threshold)
     if split.answering_all:

@@ -1,10 +1,14 @@
 """Streaming open ports to nmap: findings are recorded at once, hosts queued in batches."""
 
+import socket
+import time
+
 import pytest
+from django.core.management import call_command
 
 from scanner import sweep
 from scanner.findings import Finding
-from scanner.models import PortObservation, ScanRun
+from scanner.models import PortObservation, ScanRun, ScanShard, ShardState
 from scanner.services import publish
 
 
@@ -97,3 +101,47 @@ def test_held_hosts_released_together_are_each_recorded_once(run, clock, queued)
     assert sorted(recorded) == [(ip, 22) for ip in hosts]
     stream.flush()
     assert sorted(ip for batch in queued for ip in batch) == hosts
+
+
+def _listen_free(ip: str, start: int) -> tuple[socket.socket, int]:
+    for port in range(start, start + 2000):
+        sock = socket.socket()
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.listen(8)
+        return sock, port
+    raise RuntimeError("no free port")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_connect_engine_records_and_queues_ports_while_it_still_sweeps(monkeypatch):
+    # Loopback, IPv6 and unprivileged workers use the connect engine: their open ports must
+    # reach nmap during the sweep too, not when the whole shard is over.
+    call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
+    sock, port = _listen_free("127.0.0.2", 20000)
+    queued = []
+    monkeypatch.setattr(
+        publish,
+        "fingerprints_publish",
+        lambda *, run_id, ips, claim="": queued.append((time.monotonic(), ips)),
+    )
+    monkeypatch.setattr(sweep, "STREAM_FINGERPRINT_EVERY_S", 0.0)
+    ports = f"{port}-{port + 30000}"  # port-major order: the open port is probed first
+    run = ScanRun.objects.create(targets="127.0.0.2", ports=ports, engine="connect")
+    shard = ScanShard.objects.create(
+        run=run, index=0, targets="127.0.0.2", ports=ports, probes_total=30001,
+        state=ShardState.RUNNING,
+    )  # fmt: skip
+    try:
+        findings = sweep.shard_sweep(shard=shard)
+    finally:
+        sock.close()
+    ended = time.monotonic()
+
+    assert [(f.ip, f.port) for f in findings] == [("127.0.0.2", port)]
+    assert queued and queued[0][1] == ["127.0.0.2"]
+    assert ended - queued[0][0] > 1.0, "queued for nmap only when the sweep ended"
+    assert PortObservation.objects.filter(run=run, port=port).exists()
