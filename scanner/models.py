@@ -66,19 +66,37 @@ class Host(models.Model):
     hostname = models.CharField(max_length=255, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
-    # Port ranges healthy runs have covered on this host so far ("" = never covered): a
-    # port first seen inside them is new; outside them it is baseline (coverage grew).
-    covered_ports = models.TextField(blank=True, default="")
-    # Ports still being learnt until learning_until: one scan misses ports, so a port first
-    # seen within the new-port window after it was first covered is baseline too.
-    learning_ports = models.TextField(blank=True, default="")
-    learning_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["ip"]
 
     def __str__(self) -> str:
         return self.ip
+
+
+class CoverageSpan(models.Model):
+    """What one healthy run covered in one network: address ranges x port ranges.
+
+    Coverage is what was scanned, not who answered: a port is baseline when no span before
+    its run holds its address and port (alerts.diff.is_baseline), whether or not its host
+    had answered. Compact: integer address ranges and port ranges as text ("3323068416-
+    3323069439" is a /22); a run that adds nothing to earlier spans stores none.
+    """
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="coverage")
+    run = models.ForeignKey(
+        "ScanRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="coverage"
+    )
+    at = models.DateTimeField()
+    addresses = models.TextField()
+    ports = models.TextField()
+
+    class Meta:
+        ordering = ["network", "at"]
+        indexes = [models.Index(fields=["network", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.network_id}: {self.addresses} x {self.ports} at {self.at}"
 
 
 class Engine(models.TextChoices):

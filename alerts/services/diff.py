@@ -6,6 +6,7 @@ goes out as candidates through the public event path (alerts.services.events) an
 state changes through the scanner's service: set-based writes, no per-port round trips.
 """
 
+import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -25,12 +26,8 @@ from alerts.selectors import rule_specs_load
 from alerts.services.events import Candidate, chunks, events_raise, events_reopen_seen
 from scanner import synproxy
 from scanner.models import Host, Network, Port, PortObservation, PortState, RunState, ScanRun
-from scanner.selectors import run_hosts_answering_all
-from scanner.services.ports import (
-    coverage_baseline_record,
-    ports_misses_record,
-    ports_seen_reset,
-)
+from scanner.selectors import coverage_spans, run_hosts_answering_all
+from scanner.services.ports import coverage_record, ports_misses_record, ports_seen_reset
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +86,11 @@ class HostRow:
     covered: bool
     network_id: int | None
     network: str
-    history: diff.HostHistory
-    covered_text: str
+    # The network's baseline is per host (a host outside every network has no other).
+    per_host: bool
 
 
-UNKNOWN_HOST = HostRow("", "", None, False, None, "", diff.HostHistory(per_host=True), "")
+UNKNOWN_HOST = HostRow("", "", None, False, None, "", True)
 
 HOST_FIELDS = (
     "id",
@@ -102,27 +99,14 @@ HOST_FIELDS = (
     "network__new_port_window_days",
     "network_id",
     "network__cidr",
-    "network__baselined_at",
     "network__baseline_scope",
-    "covered_ports",
-    "learning_ports",
-    "learning_until",
 )
 
 
 def _host_row(row: tuple, *, covered: bool) -> tuple[int, HostRow]:
-    hid, ip, zone, days, net_id, cidr, baselined_at, scope, covered_text, learning, until = row
-    window = timedelta(days=days if days is not None else settings.PORTMON_NEW_PORT_DAYS)
-    history = diff.HostHistory(
-        covered_ports=diff.port_ranges_parse(covered_text),
-        learning_ports=diff.port_ranges_parse(learning),
-        learning_until=until,
-        network_learning_until=baselined_at + window if baselined_at else None,
-        network_baselined=baselined_at is not None,
-        # A host outside every network has no network baseline to join.
-        per_host=net_id is None or scope == Network.BaselineScope.HOST,
-    )
-    return hid, HostRow(ip, zone or "", days, covered, net_id, cidr or "", history, covered_text)
+    hid, ip, zone, days, net_id, cidr, scope = row
+    per_host = net_id is None or scope == Network.BaselineScope.HOST
+    return hid, HostRow(ip, zone or "", days, covered, net_id, cidr or "", per_host)
 
 
 def _host_info(host_ids: Iterable[int]) -> dict[int, HostRow]:
@@ -204,6 +188,43 @@ def _missed_before(run: ScanRun) -> dict[tuple, int]:
     return {(h, proto, port): missed for h, proto, port, missed in rows}
 
 
+def _run_spans(run: ScanRun, coverage: diff.Coverage, at: datetime) -> dict[int, diff.Span]:
+    """{network_id: what this run covered there}; none without a readable port list."""
+    ports = diff.port_ranges_union(coverage.port_ranges)
+    if not ports:
+        return {}
+    named = []
+    for chunk in chunks(sorted(coverage.names)):
+        named.extend(Host.objects.filter(hostname__in=chunk).values_list("ip", flat=True))
+    spans = {}
+    for net_id, cidr in Network.objects.values_list("id", "cidr"):
+        addresses = diff.address_ranges(coverage, ipaddress.ip_network(cidr), named)
+        if addresses:
+            spans[net_id] = diff.Span(at, addresses, ports)
+    return spans
+
+
+def _spans_before(network_ids: Iterable[int], at: datetime) -> dict[int, list[diff.Span]]:
+    """Each network's coverage by healthy runs before `at`: history as of this run."""
+    return {
+        net_id: [diff.Span(t, diff.ranges_parse(a), diff.ranges_parse(p)) for t, a, p in rows]
+        for net_id, rows in coverage_spans(network_ids=network_ids, before=at).items()
+    }
+
+
+def _answered_before(host_ids: Iterable[int], run: ScanRun, at: datetime) -> set[int]:
+    """Hosts with an observation by another run at or before `at`."""
+    answered = set()
+    for chunk in chunks(sorted(set(host_ids))):
+        answered.update(
+            PortObservation.objects.filter(host_id__in=chunk, seen_at__lte=at)
+            .exclude(run_id=run.pk)
+            .values_list("host_id", flat=True)
+            .distinct()
+        )
+    return answered
+
+
 def _closed_after_last_sighting(keys: dict[tuple, datetime | None]) -> set[tuple]:
     """Keys with a "closed" event raised (by a run) after the port's last sighting."""
     if not keys:
@@ -280,6 +301,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     high_risk = set(HighRiskPort.objects.values_list("proto", "port"))
     book = RuleBook(rule_specs_load(), at=at)
     coverage = diff.coverage_parse(run.targets, run.ports)
+    run_spans = _run_spans(run, coverage, at)
 
     # Hosts that answered on all ports: their ports are unknown in this run (no new, no
     # miss, no baseline), one host-level candidate each instead.
@@ -298,6 +320,16 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     }
     closed_keys = _closed_after_last_sighting(maybe_closed)
 
+    # Baseline: never seen, and its address and port never covered by an earlier healthy
+    # run (or still learnt); per-host networks: its host never answered before.
+    first_seen = [(r[0], r[2]) for r in sightings if r[7] is None]
+    spans = _spans_before(
+        set(run_spans) | {hosts[h].network_id for h, _ in first_seen if h in hosts} - {None}, at
+    )
+    answered_before = _answered_before(
+        (h for h, _ in first_seen if (hosts.get(h) or UNKNOWN_HOST).per_host), run, at
+    )
+
     candidates: list[Candidate] = [
         _answering_all_candidate(finding, zone=run.zone) for finding in answering_all.values()
     ]
@@ -314,7 +346,11 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             continue
         old_fp = diff.Fingerprint(*(prev_fp.split(SEP) + ["", ""])[:3]) if prev_fp else None
         host = hosts.get(hid) or UNKNOWN_HOST
-        is_baseline = prev_seen is None and diff.is_baseline(host.history, port, at)
+        ip, zone, days = host.ip, host.zone or run.zone, host.window_days
+        window = timedelta(days=days if days is not None else default_days)
+        is_baseline = prev_seen is None and _is_baseline(
+            host, port, at=at, window=window, spans=spans, answered_before=hid in answered_before
+        )
         if is_baseline:
             baseline.setdefault(host.network_id or 0, Counter())[hid] += 1
         s = diff.Sighting(
@@ -326,8 +362,6 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             new_fp=diff.Fingerprint(service, product, version) if fped else None,
             baseline=is_baseline,
         )
-        ip, zone, days = host.ip, host.zone or run.zone, host.window_days
-        window = timedelta(days=days if days is not None else default_days)
         kinds = diff.sighting_events(s, at=at, window=window)
         new_fp = s.new_fp.as_dict() if s.new_fp else None
         for kind, detail in kinds:
@@ -359,12 +393,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
         # Only a healthy run is a baseline: a degraded one saw too little to stand for
         # "normal", so the next healthy run covering the same hosts still is one.
         result.baseline = _baseline_record(
-            run=run,
-            coverage=coverage,
-            hosts=hosts,
-            at=at,
-            baseline=baseline,
-            default_days=default_days,
+            run=run, run_spans=run_spans, spans=spans, hosts=hosts, at=at, baseline=baseline
         )
 
     # Reopened first: a fixed event that comes back holds its key, and a candidate with
@@ -427,43 +456,50 @@ def _misses_record(
     return candidates
 
 
+def _is_baseline(
+    host: HostRow,
+    port: int,
+    *,
+    at: datetime,
+    window: timedelta,
+    spans: dict[int, list[diff.Span]],
+    answered_before: bool,
+) -> bool:
+    host_first = host.per_host and not answered_before
+    if host.network_id is None or not host.ip:
+        # Outside every network there is no coverage to remember: a host's first answer.
+        return host_first
+    first = diff.first_covered(
+        spans.get(host.network_id, ()), int(ipaddress.ip_address(host.ip)), port
+    )
+    return diff.is_baseline(first_covered=first, at=at, window=window, host_first=host_first)
+
+
 def _baseline_record(
     *,
     run: ScanRun,
-    coverage: diff.Coverage,
+    run_spans: dict[int, diff.Span],
+    spans: dict[int, list[diff.Span]],
     hosts: dict[int, HostRow],
     at: datetime,
     baseline: dict[int, Counter],
-    default_days: int,
 ) -> list[dict]:
     """Remember what this healthy run covered; returns its baseline lines for the digest.
 
-    Every covered host's covered ports grow by the run's port list (what is added is learnt
-    for the new-port window); every network with a covered host has a baseline from now on.
-    Lines: one per network with ports recorded quietly, or covered for the first time.
+    Each network the run covered gets a span, unless an earlier one already holds it; a
+    network with no earlier span has its baseline from now on. Lines: one per network
+    with ports recorded quietly, or covered for the first time.
     """
-    run_ranges = diff.port_ranges_union(coverage.port_ranges)
-    grow: dict[tuple, list[int]] = {}
-    networks_first: dict[int, str] = {}
-    for hid, host in hosts.items():
-        if not host.covered:
-            continue
-        if host.network_id and not host.history.network_baselined:
-            networks_first[host.network_id] = host.network
-        days = host.window_days if host.window_days is not None else default_days
-        covered, learning, until = diff.coverage_grow(
-            host.history, run_ranges, at=at, window=timedelta(days=days)
-        )
-        if covered != host.history.covered_ports:
-            key = (
-                host.covered_text,
-                diff.port_ranges_text(covered),
-                diff.port_ranges_text(learning),
-                until,
-            )
-            grow.setdefault(key, []).append(hid)
-    coverage_baseline_record(grow=grow, network_ids=sorted(networks_first), at=at)
-    names = {host.network_id: host.network for host in hosts.values() if host.network_id}
+    new_spans = [
+        (net_id, diff.port_ranges_text(span.addresses), diff.port_ranges_text(span.ports))
+        for net_id, span in sorted(run_spans.items())
+        if not diff.span_redundant(spans.get(net_id, ()), span)
+    ]
+    networks_first = sorted(net_id for net_id in run_spans if not spans.get(net_id))
+    coverage_record(run_id=run.pk, at=at, spans=new_spans, first_network_ids=networks_first)
+    names = dict(
+        Network.objects.filter(id__in=[*baseline, *networks_first]).values_list("id", "cidr")
+    )
     lines = []
     for net_id in sorted(set(baseline) | set(networks_first)):
         counts = baseline.get(net_id, Counter())

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.db.models import Exists, F, OuterRef
 
-from scanner.models import Host, Network, Port, PortObservation, PortState
+from scanner.models import CoverageSpan, Network, Port, PortObservation, PortState
 from scanner.services.results import BATCH_SIZE
 
 
@@ -32,25 +32,20 @@ def ports_misses_record(*, bump_ids: list[int], close_ids: list[int]) -> None:
         )
 
 
-def coverage_baseline_record(
-    *,
-    grow: dict[tuple[str, str, str, datetime | None], list[int]],
-    network_ids: list[int],
-    at: datetime,
+def coverage_record(
+    *, run_id: int, at: datetime, spans: list[tuple[int, str, str]], first_network_ids: list[int]
 ) -> None:
-    """Record what a healthy run covered: hosts' covered ports, networks' first baseline.
-
-    grow: {(old covered_ports, new covered_ports, learning_ports, learning_until): host
-    ids}, hosts grouped so that a run over a /16 writes a few UPDATEs, not one per host; a
-    host whose covered ports changed meanwhile (a concurrent diff) keeps them: the next run
-    widens them again.
-    """
-    for (old, new, learning, until), host_ids in grow.items():
-        for start in range(0, len(host_ids), BATCH_SIZE):
-            Host.objects.filter(
-                id__in=host_ids[start : start + BATCH_SIZE], covered_ports=old
-            ).update(covered_ports=new, learning_ports=learning, learning_until=until)
-    if network_ids:
-        Network.objects.filter(id__in=network_ids, baselined_at__isnull=True).update(
+    """Record what a healthy run covered: one span (network, address ranges, port ranges)
+    per network it added coverage to; networks covered for the first time get their
+    baseline time."""
+    CoverageSpan.objects.bulk_create(
+        [
+            CoverageSpan(network_id=net_id, run_id=run_id, at=at, addresses=addrs, ports=ports)
+            for net_id, addrs, ports in spans
+        ],
+        batch_size=BATCH_SIZE,
+    )
+    if first_network_ids:
+        Network.objects.filter(id__in=first_network_ids, baselined_at__isnull=True).update(
             baselined_at=at
         )

@@ -6,7 +6,10 @@ Used by tests/alerts/test_alert_quality.py (small) and bench/alert_quality_bench
   ports, which re-alert after any miss by design ("no N-day grace");
 - real openings (some high-risk), new hosts, closures, hosts absent for 2 days (nothing to
   say) or 5 days (closed, then reopened), service changes;
-- coverage grows mid-month (1-10000 -> 1-65535: ports above 10000 appear, as baseline);
+- coverage grows on day 11 (1-1024 -> 1-65535: ports above 1024 appear, as baseline), and
+  one host in ten has open ports only above 1024: no scan finds anything on it before
+  coverage grows, yet every scan covered its address (coverage is what was scanned, not who
+  answered); new hosts appear on both sides of the growth;
   fingerprinting is off for the first days (-sS without -sV), then on;
 - one degraded day (the scan reached 30% of the hosts).
 The expected alerts are the known changes, on the first day a file shows them.
@@ -34,9 +37,13 @@ POOL = [
     (53, "domain", "dnsmasq"),
 ]
 HIGH_RISK = [(6379, "redis", "Redis key-value store"), (5432, "postgresql", "PostgreSQL DB")]
-HIGH_PORT = (50000, "http", "custom app")  # outside the first half's coverage
-NARROW, WIDE = "1-10000", "1-65535"
+HIGH_PORT = (50000, "http", "custom app")  # outside the first coverage
+NARROW_HI = 1024
+NARROW, WIDE = f"1-{NARROW_HI}", "1-65535"
+# Hosts with nothing open inside the first coverage: their only ports lie above it.
+HIDDEN_POOL = [p for p in POOL if p[0] > NARROW_HI] + [HIGH_PORT]
 CLOSE_AFTER = 3  # PORTMON_CLOSED_AFTER_RUNS
+WINDOW = 3  # PORTMON_NEW_PORT_DAYS: a port first covered less than this ago is still learnt
 Key = tuple[str, str, int, int]  # (kind, ip, port, day)
 
 
@@ -56,10 +63,15 @@ class Month:
 def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 15) -> Month:
     rng = random.Random(seed)
     month = Month(days=days, degraded_day=days * 2 // 3)
-    deg, grow_day, fp_day = month.degraded_day, days // 2, 2
+    deg, grow_day, fp_day = month.degraded_day, days // 3, 2
     healthy = [d for d in range(days) if d != deg]
     addresses = [str(a) for a in list(ipaddress.ip_network(NET).hosts())[:hosts]]
     newcomers = set(addresses[-(hosts // 10) :])
+    hidden = set(rng.sample(sorted(set(addresses) - newcomers), max(1, hosts // 10)))
+
+    def covered_from(port: int) -> int:
+        return 0 if port <= NARROW_HI else grow_day
+
     # truth[ip] = {port: [(from_day, to_day_exclusive, service, product)]}
     truth: dict[str, dict[int, list[list]]] = {}
     first_day: dict[str, int] = {}
@@ -67,12 +79,16 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
     # that closing (3 healthy days) or coming back never falls on the degraded day.
     event_days = [d for d in range(fp_day + 3, days - 6) if d not in range(deg - 5, deg + 1)]
     for ip in addresses:
-        ports = rng.sample(POOL, rng.randint(1, 3))
+        if ip in hidden:
+            ports = rng.sample(HIDDEN_POOL, rng.randint(1, 2))
+        else:
+            ports = rng.sample(POOL, rng.randint(1, 3))
         truth[ip] = {p: [[0, days, s, prod]] for p, s, prod in ports}
         first_day[ip] = rng.choice(event_days) if ip in newcomers else 0
-        if ip not in newcomers and rng.random() < 0.05:
+        if ip not in newcomers and ip not in hidden and rng.random() < 0.05:
             truth[ip][HIGH_PORT[0]] = [[0, days, *HIGH_PORT[1:]]]
-    steady = [ip for ip in addresses if ip not in newcomers]
+    # Closures and service changes need a port visible from day 0.
+    steady = [ip for ip in addresses if ip not in newcomers and ip not in hidden]
     rng.shuffle(steady)
     take = iter(steady)
     protected: dict[str, set[int]] = {}  # ip -> days without random misses
@@ -95,7 +111,7 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
         expect.append(("high_risk", ip, port, d))
     for _ in range(max(1, hosts // 50)):  # closures
         ip, d = next(take), rng.choice(event_days)
-        port = rng.choice([p for p in truth[ip] if p <= 10000])
+        port = rng.choice([p for p in truth[ip] if p <= NARROW_HI] or list(truth[ip]))
         truth[ip][port][0][1] = d
         closing.append((ip, port, d, None))
         quiet(ip, d)
@@ -109,7 +125,10 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
                 closing.append((ip, port, d, d + length))
     for _ in range(max(1, hosts // 40)):  # service changes
         ip, d = next(take), rng.choice(event_days)
-        port = rng.choice([p for p in truth[ip] if p <= 10000])
+        narrow = [p for p in truth[ip] if p <= NARROW_HI]
+        if not narrow:
+            continue
+        port = rng.choice(narrow)
         _, end, _, _ = truth[ip][port][0]
         truth[ip][port] = [[0, d, *truth[ip][port][0][2:]], [d, end, "http", "Apache httpd"]]
         if truth[ip][port][0][3] == "Apache httpd":
@@ -117,8 +136,7 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
         expect.append(("service_changed", ip, port, d))
     for ip in newcomers:
         for port in truth[ip]:
-            if port <= 10000:
-                expect.append(("new_port", ip, port, first_day[ip]))
+            expect.append(("new_port", ip, port, first_day[ip]))
 
     reached_on_deg = set(rng.sample(addresses, len(addresses) * 3 // 10))
     rate = {(ip, p): rng.uniform(0.01, 0.02) for ip in addresses for p in truth[ip]}
@@ -135,7 +153,7 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
                 continue
             for port, spans in truth[ip].items():
                 span = next((s for s in spans if s[0] <= day < s[1]), None)
-                if span is None or (port > 10000 and day < grow_day):
+                if span is None or (port > NARROW_HI and day < grow_day):
                     continue
                 noisy = port not in risky and day not in protected.get(ip, ())
                 if noisy and rng.random() < rate[ip, port]:
@@ -152,14 +170,15 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
 
     for kind, ip, port, day in expect:
         when = first_seen_from(ip, port, day)
+        # A port first seen within the window after its first coverage is baseline.
+        if kind == "new_port" and when is not None and when - covered_from(port) < WINDOW:
+            continue
         if when is not None:
             month.expected.add((kind, ip, port, when))
     for ip, port, day, back in closing:
         last = max((d for d in seen.get((ip, port), []) if d < day), default=None)
-        # Healthy runs that covered the port (ports above 10000 only once coverage grew).
-        after = [
-            d for d in healthy if last is not None and d > last and (port <= 10000 or d >= grow_day)
-        ]
+        # Healthy runs that covered the port (ports above 1024 only once coverage grew).
+        after = [d for d in healthy if last is not None and d > last and d >= covered_from(port)]
         if len(after) < CLOSE_AFTER or (back is not None and after[CLOSE_AFTER - 1] >= back):
             continue
         month.expected.add(("closed", ip, port, after[CLOSE_AFTER - 1]))
@@ -167,6 +186,7 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
             month.expected.add(("reopened", ip, port, when))
     month.planned = {
         "hosts": hosts,
+        "hosts open only above the first coverage": len(hidden),
         "days": days,
         "observations": sum(len(v) for v in seen.values()),
         "expected alerts": len(month.expected),
