@@ -121,10 +121,11 @@ def pocs_chain(*, event_ids: list[int]) -> list[int]:
         zones=frozenset(settings.PORTMON_POC_CHAIN_ZONES),
         include_suppressed=settings.PORTMON_POC_CHAIN_SUPPRESSED,
     )
+    # An import is offline: its ports are probed only when it said so (scan_import --poc).
     events = list(
-        AlertEvent.objects.filter(pk__in=event_ids, kind__in=policy.kinds).select_related(
-            "host__network", "run"
-        )
+        AlertEvent.objects.filter(pk__in=event_ids, kind__in=policy.kinds)
+        .exclude(run__probes_allowed=False)
+        .select_related("host__network", "run")
     )
     if not events:
         return []

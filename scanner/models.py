@@ -189,6 +189,8 @@ class ScanRun(models.Model):
     error = models.TextField(blank=True)
     # Set by the diff: [{"network_id", "network", "ports", "hosts"}] recorded as baseline.
     baseline = models.JSONField(default=list, blank=True)
+    # PoC checks may probe what this run found. An import is offline: only with --poc.
+    probes_allowed = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["-created_at"]

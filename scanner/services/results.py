@@ -235,6 +235,8 @@ def run_import(
     policy_id: int | None = None,
     report: ImportReport | None = None,
     coverage: Callable[[], tuple[str, str]] | None = None,
+    probes_allowed: bool = False,
+    at_from_file: bool = False,
 ) -> ScanRun:
     """Record results from elsewhere (nmap XML, masscan JSON, tests) as a finished run.
 
@@ -244,6 +246,9 @@ def run_import(
     degraded: a truncated file is a degraded run, which never closes ports. `coverage`,
     called once the stream is read, returns the (targets, ports) the file covered (some of
     it, such as nmap's down hosts, is only known at the end); it may raise to refuse it.
+    An import is offline: PoC checks probe what it found only with `probes_allowed`.
+    at_from_file: the run is dated by the file (`report.started` once the stream is read:
+    masscan's earliest timestamp may come last), `at` being the time read so far.
     """
     with transaction.atomic():
         run = ScanRun.objects.create(
@@ -254,12 +259,17 @@ def run_import(
             state=RunState.FINGERPRINTING,
             created_at=at,
             started_at=at,
+            probes_allowed=probes_allowed,
         )
         ips: set[str] = set()
         stream = iter(findings)
         while batch := list(itertools.islice(stream, BATCH_SIZE)):
             observations_record(run_id=run.id, findings=batch, seen_at=at)
             ips.update(f.ip for f in batch)
+        if at_from_file and report is not None and report.started and report.started != at:
+            at = report.started
+            PortObservation.objects.filter(run=run).update(seen_at=at)
+            run.created_at = run.started_at = at
         if report is not None and len(report.zones) == 1:
             zone = next(iter(report.zones))
         if coverage is not None:
@@ -273,7 +283,10 @@ def run_import(
         run.finished_at = at
         run.state = RunState.FINISHED
         run.save(
-            update_fields=["targets", "ports", "zone", "degraded", "error", "finished_at", "state"]
+            update_fields=[
+                *("targets", "ports", "zone", "degraded", "error", "state"),
+                *("created_at", "started_at", "finished_at"),
+            ]
         )
         ports_update_from_run(run=run)
     run_finished.send(sender=ScanRun, run_id=run.id)
