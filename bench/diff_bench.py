@@ -93,8 +93,16 @@ def run_bench(args) -> None:
 
     from alerts.models import AlertEvent, Rule
     from alerts.services.diff import run_diff
-    from scanner.models import Host, Network, Port, PortObservation, ScanPolicy, ScanRun
-    from scanner.services.results import ports_update_from_run
+    from scanner.models import (
+        CoverageSpan,
+        Host,
+        Network,
+        Port,
+        PortObservation,
+        ScanPolicy,
+        ScanRun,
+    )
+    from scanner.services.results import run_counts_record
 
     rng = random.Random(42)
     call_command("migrate", verbosity=0)
@@ -103,6 +111,10 @@ def run_bench(args) -> None:
 
     t0 = time.perf_counter()
     net = Network.objects.create(cidr="198.18.0.0/15", zone="internal")
+    # The history's runs covered the /15 on every port: a port never seen is news.
+    CoverageSpan.objects.create(
+        network=net, at=history_days[0], addresses="3323068416-3323199487", ports="1-65535"
+    )
     policy = ScanPolicy.objects.create(name="bench", targets="198.18.0.0/15")
     base = int.from_bytes(bytes([198, 18, 0, 0]), "big")
     ips = [".".join(str(b) for b in (base + 1 + i).to_bytes(4, "big")) for i in range(args.hosts)]
@@ -137,6 +149,8 @@ def run_bench(args) -> None:
         "degraded",
         "diffed_at",
         "error",
+        "baseline",
+        "probes_allowed",
     ]
     obs_cols = [
         "run_id",
@@ -177,6 +191,8 @@ def run_bench(args) -> None:
                         0,
                         day,
                         "",
+                        "[]",
+                        1,
                     )
                 ],
             )
@@ -277,7 +293,7 @@ def run_bench(args) -> None:
             ],
         )
     t1 = time.perf_counter()
-    ports_update_from_run(run=run)
+    run_counts_record(run=run)
     record = time.perf_counter() - t1
 
     with CaptureQueriesContext(connection) as queries:

@@ -14,20 +14,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Subquery, Value
+from django.db import OperationalError, transaction
+from django.db.models import Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from alerts import diff
-from alerts.models import AlertEvent, EventKind, HighRiskPort
+from alerts.models import AlertEvent, DiffTurn, EventKind, HighRiskPort
 from alerts.rules import RuleBook
 from alerts.selectors import rule_specs_load
 from alerts.services.events import Candidate, chunks, events_raise, events_reopen_seen
 from scanner import synproxy
 from scanner.models import Host, Network, Port, PortObservation, PortState, RunState, ScanRun
 from scanner.selectors import coverage_spans, run_hosts_answering_all
-from scanner.services.ports import coverage_record, ports_misses_record, ports_seen_reset
+from scanner.services.ports import (
+    coverage_record,
+    ports_advance,
+    ports_misses_record,
+    ports_seen_reset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ BASELINE_RUNS = 7
 # Separator for the previous fingerprint packed into one subquery column.
 SEP = "\x1f"
 FP_FIELDS = ("service", "product", "version")
+DIFF_TURN = "diff"
 
 
 @dataclass
@@ -245,20 +251,65 @@ def _closed_after_last_sighting(keys: dict[tuple, datetime | None]) -> set[tuple
 
 
 def run_diff(*, run_id: int) -> DiffResult | None:
-    """Diff one finished run, exactly once (claimed by a conditional UPDATE of diffed_at).
+    """Diff a finished run, exactly once, after every run that finished before it.
 
-    Returns None when the run is not finished or was already diffed.
+    Diffs take turns (a lock on the DiffTurn row, held until each commits) and each turn
+    diffs the earliest finished run not diffed yet, up to this one: a run's verdict reads
+    the port state as of the runs before it, never one that a later run's diff advanced,
+    however the imports, workers and their tasks interleave. A run whose diff fails while
+    a later run waits is marked (ScanRun.error) and passed, so one broken run cannot stop
+    the alerts for good. Returns None when the run is not finished or was already diffed
+    (by this worker's turn for a later run, or another's).
     """
-    with transaction.atomic():
-        claimed = ScanRun.objects.filter(
-            pk=run_id, state=RunState.FINISHED, diffed_at__isnull=True
-        ).update(diffed_at=timezone.now())
-        if claimed != 1:
-            return None
-        run = ScanRun.objects.get(pk=run_id)
-        result = _run_diff(run=run)
-    log.info("diff of run %s: %s", run_id, result.as_dict())
-    return result
+    target = ScanRun.objects.filter(pk=run_id, state=RunState.FINISHED).first()
+    if target is None or target.diffed_at is not None:
+        return None
+    key = target.finished_at or target.created_at
+    turn, _ = DiffTurn.objects.get_or_create(name=DIFF_TURN)
+    while True:
+        with transaction.atomic():
+            # Waits here while another diff holds the turn; reads after it see its commit.
+            DiffTurn.objects.filter(pk=turn.pk).update(updated_at=timezone.now())
+            run = _next_undiffed(key, run_id)
+            if run is None:
+                return None  # diffed meanwhile by another worker's turn
+            try:
+                with transaction.atomic():
+                    result = _run_claimed(run)
+            except OperationalError:
+                raise  # the database (a lock, a lost connection): the task retries
+            except Exception as exc:
+                if run.pk == run_id:
+                    raise
+                log.exception("diff of run %s failed; run %s goes on after it", run.pk, run_id)
+                _run_failed(run, exc)
+                continue
+        log.info("diff of run %s: %s", run.pk, result.as_dict())
+        if run.pk == run_id:
+            return result
+
+
+def _next_undiffed(key: datetime, run_id: int) -> ScanRun | None:
+    """The earliest finished run not diffed yet, if it finished no later than the target."""
+    earlier = Q(finished_at__lt=key) | Q(finished_at=key, pk__lte=run_id)
+    return (
+        ScanRun.objects.filter(earlier, state=RunState.FINISHED, diffed_at__isnull=True)
+        .order_by("finished_at", "pk")
+        .first()
+    )
+
+
+def _run_claimed(run: ScanRun) -> DiffResult:
+    ScanRun.objects.filter(pk=run.pk).update(diffed_at=timezone.now())
+    DiffTurn.objects.filter(name=DIFF_TURN).update(last_run_id=run.pk)
+    return _run_diff(run=run)
+
+
+def _run_failed(run: ScanRun, exc: Exception) -> None:
+    error = f"diff failed: {type(exc).__name__}: {exc}"[:500]
+    ScanRun.objects.filter(pk=run.pk).update(
+        diffed_at=timezone.now(), error=(f"{run.error}; {error}" if run.error else error)
+    )
 
 
 def diffs_pending_run(*, older_than: timedelta = timedelta(minutes=10)) -> list[int]:
@@ -289,7 +340,10 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
         # A back-filled older run: its observations are history now, but counting misses
         # or raising events from it would rewrite the present from the past.
         result.backfill = True
+        ports_advance(run=run, backfill=True)
         return result
+    # Recording wrote observations only: the port state moves here, in run order.
+    ports_advance(run=run)
     # A run already marked degraded (a shard failed, so part of its targets went unscanned)
     # stays degraded whatever its counts look like.
     result.degraded = run.degraded or run_health_assess(run=run, at=at)

@@ -1,15 +1,94 @@
-"""Port state that follows from judging a run (the alerts diff calls these): misses, closing.
+"""Current port state, advanced by the alerts diff in run order: sightings, misses, closing.
 
-Sightings themselves are recorded by results.ports_update_from_run; these are the changes
-only a verdict on the run can make (a degraded run proves what it saw, misses nothing).
+Recording (results.py) writes a run's observations only; its diff folds them into Port
+(ports_advance) and then makes the changes only a verdict on the run can make (a degraded
+run proves what it saw, misses nothing). Diffs run one at a time, in the order runs
+finished, so Port is always the state as of the last run diffed.
 """
 
 from datetime import datetime
 
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Value
+from django.db.models.functions import Greatest, Least
 
-from scanner.models import CoverageSpan, Network, Port, PortObservation, PortState
-from scanner.services.results import BATCH_SIZE
+from scanner.models import CoverageSpan, Host, Network, Port, PortObservation, PortState, ScanRun
+from scanner.services.results import BATCH_SIZE, FINGERPRINT_FIELDS
+
+# Observations folded into the port state per pass; their hosts' ports are loaded alongside.
+PORTS_ADVANCE_PAGE = 5000
+
+
+def ports_advance(*, run: ScanRun, backfill: bool = False) -> None:
+    """Fold a run's observations into the current state (its diff calls this, once).
+
+    Observations are read in pages of PORTS_ADVANCE_PAGE: a 100,000-port run read at once
+    held ~230 MB of rows and Port objects. Keys are unique per run, so pages are independent.
+    A back-filled (older) run adds to the history (first seen, count, an older fingerprint
+    never replaces a newer one) but does not reopen a port closed since.
+    """
+    seen_at = run.finished_at or run.created_at
+    observations = PortObservation.objects.filter(run=run).order_by("id")
+    last_id = 0
+    while page := list(
+        observations.filter(id__gt=last_id).values(
+            "id", "host_id", "proto", "port", *FINGERPRINT_FIELDS
+        )[:PORTS_ADVANCE_PAGE]
+    ):
+        last_id = page[-1]["id"]
+        _ports_advance_page(observations=page, seen_at=seen_at, backfill=backfill)
+
+
+def _ports_advance_page(*, observations: list[dict], seen_at: datetime, backfill: bool) -> None:
+    keys = {(o["host_id"], o["proto"], o["port"]) for o in observations}
+    host_ids = {k[0] for k in keys}
+    existing = {
+        (p.host_id, p.proto, p.port): p
+        for p in Port.objects.filter(host_id__in=host_ids).only(
+            "id", "host_id", "proto", "port", "fingerprinted_at", *FINGERPRINT_FIELDS
+        )
+    }
+    to_create, to_update = [], []
+    for o in observations:
+        key = (o["host_id"], o["proto"], o["port"])
+        named = o["service"] or o["product"]
+        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if named else {}
+        port = existing.get(key)
+        if port is None:
+            to_create.append(
+                Port(
+                    host_id=key[0],
+                    proto=key[1],
+                    port=key[2],
+                    first_seen=seen_at,
+                    last_seen=seen_at,
+                    seen_count=1,
+                    fingerprinted_at=seen_at if fp else None,
+                    **fp,
+                )
+            )
+        elif fp and (port.fingerprinted_at is None or port.fingerprinted_at <= seen_at):
+            # Only rows whose fingerprint changed: rewriting every port is the slow part.
+            if any(getattr(port, name) != value for name, value in fp.items()):
+                for name, value in fp.items():
+                    setattr(port, name, value)
+                port.fingerprinted_at = seen_at
+                to_update.append(port)
+    Port.objects.bulk_create(to_create, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    if to_update:
+        Port.objects.bulk_update(
+            to_update, [*FINGERPRINT_FIELDS, "fingerprinted_at"], batch_size=BATCH_SIZE
+        )
+    seen_ids = [p.id for k, p in existing.items() if k in keys]
+    state = {} if backfill else {"state": PortState.OPEN}
+    for start in range(0, len(seen_ids), BATCH_SIZE):
+        Port.objects.filter(id__in=seen_ids[start : start + BATCH_SIZE]).update(
+            # Greatest/Least: a back-filled run of an older day keeps the order.
+            first_seen=Least(F("first_seen"), Value(seen_at)),
+            last_seen=Greatest(F("last_seen"), Value(seen_at)),
+            seen_count=F("seen_count") + 1,
+            **state,
+        )
+    Host.objects.filter(id__in=host_ids).update(last_seen=Greatest(F("last_seen"), Value(seen_at)))
 
 
 def ports_seen_reset(*, run_id: int) -> int:

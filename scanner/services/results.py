@@ -6,8 +6,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
 from scanner.findings import Finding
@@ -15,9 +13,7 @@ from scanner.imports import ImportReport
 from scanner.models import (
     Host,
     HostFinding,
-    Port,
     PortObservation,
-    PortState,
     RunState,
     ScanRun,
 )
@@ -28,8 +24,6 @@ from scanner.signals import run_finished
 # Rows per INSERT/UPDATE batch: large enough to keep round trips few on MariaDB.
 BATCH_SIZE = 1000
 FINGERPRINT_FIELDS = ("service", "product", "version", "extrainfo", "cpe")
-# Observations folded into the port state per pass; their hosts' ports are loaded alongside.
-PORTS_UPDATE_PAGE = 5000
 
 
 def host_ip(ip: str) -> str:
@@ -130,83 +124,22 @@ def host_answering_all_record(
         ).delete()
 
 
-def ports_update_from_run(*, run: ScanRun) -> None:
-    """Fold a finished run's observations into the current state (once per run).
+def run_counts_record(*, run: ScanRun) -> None:
+    """What the run found, in numbers (the diff's health check compares them).
 
-    Observations are read in pages of PORTS_UPDATE_PAGE: a 100,000-port run read at once
-    held ~230 MB of rows and Port objects. Keys are unique per run, so pages are independent.
+    Recording writes observations only: the current state of each port (Port) is advanced
+    by the run's diff, in run order (scanner.services.ports.ports_advance), so that a run
+    recorded early never changes what an earlier run's diff reads.
     """
-    seen_at = run.finished_at or timezone.now()
-    observations = PortObservation.objects.filter(run=run).order_by("id")
-    with transaction.atomic():
-        last_id = 0
-        while page := list(
-            observations.filter(id__gt=last_id).values(
-                "id", "host_id", "proto", "port", *FINGERPRINT_FIELDS
-            )[:PORTS_UPDATE_PAGE]
-        ):
-            last_id = page[-1]["id"]
-            _ports_update_page(observations=page, seen_at=seen_at)
-        ScanRun.objects.filter(pk=run.pk).update(
-            hosts_found=observations.values("host_id").distinct().count(),
-            ports_found=observations.count(),
-        )
-
-
-def _ports_update_page(*, observations: list[dict], seen_at: datetime) -> None:
-    keys = {(o["host_id"], o["proto"], o["port"]) for o in observations}
-    host_ids = {k[0] for k in keys}
-    existing = {
-        (p.host_id, p.proto, p.port): p
-        for p in Port.objects.filter(host_id__in=host_ids).only(
-            "id", "host_id", "proto", "port", "fingerprinted_at", *FINGERPRINT_FIELDS
-        )
-    }
-    to_create, to_update = [], []
-    for o in observations:
-        key = (o["host_id"], o["proto"], o["port"])
-        named = o["service"] or o["product"]
-        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if named else {}
-        port = existing.get(key)
-        if port is None:
-            to_create.append(
-                Port(
-                    host_id=key[0],
-                    proto=key[1],
-                    port=key[2],
-                    first_seen=seen_at,
-                    last_seen=seen_at,
-                    seen_count=1,
-                    fingerprinted_at=seen_at if fp else None,
-                    **fp,
-                )
-            )
-        elif fp and (port.fingerprinted_at is None or port.fingerprinted_at <= seen_at):
-            # Only rows whose fingerprint changed: rewriting every port is the slow part.
-            if any(getattr(port, name) != value for name, value in fp.items()):
-                for name, value in fp.items():
-                    setattr(port, name, value)
-                port.fingerprinted_at = seen_at
-                to_update.append(port)
-    Port.objects.bulk_create(to_create, batch_size=BATCH_SIZE, ignore_conflicts=True)
-    if to_update:
-        Port.objects.bulk_update(
-            to_update, [*FINGERPRINT_FIELDS, "fingerprinted_at"], batch_size=BATCH_SIZE
-        )
-    seen_ids = [p.id for k, p in existing.items() if k in keys]
-    for start in range(0, len(seen_ids), BATCH_SIZE):
-        Port.objects.filter(id__in=seen_ids[start : start + BATCH_SIZE]).update(
-            # Greatest/Least: a back-filled import of an older day keeps the order.
-            first_seen=Least(F("first_seen"), Value(seen_at)),
-            last_seen=Greatest(F("last_seen"), Value(seen_at)),
-            seen_count=F("seen_count") + 1,
-            state=PortState.OPEN,
-        )
-    Host.objects.filter(id__in=host_ids).update(last_seen=Greatest(F("last_seen"), Value(seen_at)))
+    observations = PortObservation.objects.filter(run=run)
+    ScanRun.objects.filter(pk=run.pk).update(
+        hosts_found=observations.values("host_id").distinct().count(),
+        ports_found=observations.count(),
+    )
 
 
 def run_complete(*, run_id: int) -> bool:
-    """Mark a run finished and record its port state: exactly once, whoever calls first.
+    """Mark a run finished and count what it found: exactly once, whoever calls first.
 
     Returns False when another caller already completed it (a redelivered task).
     """
@@ -220,7 +153,7 @@ def run_complete(*, run_id: int) -> bool:
         if claimed != 1:
             return False
         run = ScanRun.objects.get(pk=run_id)
-        ports_update_from_run(run=run)
+        run_counts_record(run=run)
     run_finished.send(sender=ScanRun, run_id=run_id)
     return True
 
@@ -288,7 +221,7 @@ def run_import(
                 *("created_at", "started_at", "finished_at"),
             ]
         )
-        ports_update_from_run(run=run)
+        run_counts_record(run=run)
     run_finished.send(sender=ScanRun, run_id=run.id)
     run.refresh_from_db()
     return run

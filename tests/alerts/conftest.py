@@ -9,7 +9,7 @@ from alerts.models import AlertEvent
 from alerts.services.diff import run_diff
 from scanner.findings import Finding
 from scanner.models import CoverageSpan, Network, RunState, ScanRun
-from scanner.services.results import observations_record, ports_update_from_run, run_import
+from scanner.services.results import observations_record, run_counts_record, run_import
 from scanner.signals import run_finished
 
 # Day 0 is 10 June 2026; days 5, 6, 7 are the source's 15/16/17 June example.
@@ -71,7 +71,7 @@ def import_run(*, findings, at, targets, ports, send: bool = True) -> ScanRun:
     observations_record(run_id=run.id, findings=findings, seen_at=at)
     ScanRun.objects.filter(pk=run.pk).update(finished_at=at, state=RunState.FINISHED)
     run.refresh_from_db()
-    ports_update_from_run(run=run)
+    run_counts_record(run=run)
     if send:
         run_finished.send(sender=ScanRun, run_id=run.id)
     run.refresh_from_db()
