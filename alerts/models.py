@@ -208,19 +208,3 @@ class HighRiskPort(models.Model):
 
     def __str__(self) -> str:
         return f"{self.port}/{self.proto}"
-
-
-class DiffTurn(models.Model):
-    """One row, locked by each diff while it runs: diffs go one at a time, in the order
-    their runs finished, whatever the number of workers (alerts.services.diff.run_diff).
-
-    A conditional UPDATE of this row takes MariaDB's row lock (SQLite's IMMEDIATE
-    transactions lock the whole database), held until the diff commits.
-    """
-
-    name = models.CharField(max_length=16, unique=True)
-    last_run_id = models.BigIntegerField(null=True, blank=True)
-    updated_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"diff turn {self.name} (last run {self.last_run_id})"

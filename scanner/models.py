@@ -346,3 +346,20 @@ class Port(FingerprintFields):
 
     def __str__(self) -> str:
         return f"{self.host_id}:{self.port}/{self.proto}"
+
+
+class StateTurn(models.Model):
+    """One row, locked by every writer of current state until it commits: each run's diff
+    (which advances Port state, one run at a time, in the order runs finished) and each
+    recording of a run (an import, a finished scan). Each takes it before its other
+    writes, so none waits for another while holding rows that one needs (no deadlock on
+    MariaDB). A conditional UPDATE of it takes MariaDB's row lock; SQLite's IMMEDIATE
+    transactions lock the whole file anyway.
+    """
+
+    name = models.CharField(max_length=16, unique=True)
+    last_run_id = models.BigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"state turn {self.name} (last run {self.last_run_id})"

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import OperationalError, transaction
@@ -20,10 +21,11 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from alerts import diff
-from alerts.models import AlertEvent, DiffTurn, EventKind, HighRiskPort
+from alerts.models import AlertEvent, EventKind, HighRiskPort
 from alerts.rules import RuleBook
 from alerts.selectors import rule_specs_load
 from alerts.services.events import Candidate, chunks, events_raise, events_reopen_seen
+from alerts.signals import run_diffed
 from scanner import synproxy
 from scanner.models import Host, Network, Port, PortObservation, PortState, RunState, ScanRun
 from scanner.selectors import coverage_spans, run_hosts_answering_all
@@ -33,6 +35,7 @@ from scanner.services.ports import (
     ports_misses_record,
     ports_seen_reset,
 )
+from scanner.services.results import state_turn_take
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,6 @@ BASELINE_RUNS = 7
 # Separator for the previous fingerprint packed into one subquery column.
 SEP = "\x1f"
 FP_FIELDS = ("service", "product", "version")
-DIFF_TURN = "diff"
 
 
 @dataclass
@@ -253,7 +255,7 @@ def _closed_after_last_sighting(keys: dict[tuple, datetime | None]) -> set[tuple
 def run_diff(*, run_id: int) -> DiffResult | None:
     """Diff a finished run, exactly once, after every run that finished before it.
 
-    Diffs take turns (a lock on the DiffTurn row, held until each commits) and each turn
+    Diffs take turns (a lock on the StateTurn row, held until each commits) and each turn
     diffs the earliest finished run not diffed yet, up to this one: a run's verdict reads
     the port state as of the runs before it, never one that a later run's diff advanced,
     however the imports, workers and their tasks interleave. A run whose diff fails while
@@ -265,11 +267,10 @@ def run_diff(*, run_id: int) -> DiffResult | None:
     if target is None or target.diffed_at is not None:
         return None
     key = target.finished_at or target.created_at
-    turn, _ = DiffTurn.objects.get_or_create(name=DIFF_TURN)
     while True:
         with transaction.atomic():
             # Waits here while another diff holds the turn; reads after it see its commit.
-            DiffTurn.objects.filter(pk=turn.pk).update(updated_at=timezone.now())
+            state_turn_take()
             run = _next_undiffed(key, run_id)
             if run is None:
                 return None  # diffed meanwhile by another worker's turn
@@ -285,6 +286,10 @@ def run_diff(*, run_id: int) -> DiffResult | None:
                 _run_failed(run, exc)
                 continue
         log.info("diff of run %s: %s", run.pk, result.as_dict())
+        if not result.backfill:
+            # On commit: inside a caller's transaction (tests, diffs_pending_run's caller)
+            # the run is not diffed for others until that commits.
+            transaction.on_commit(partial(run_diffed.send, sender=ScanRun, run_id=run.pk))
         if run.pk == run_id:
             return result
 
@@ -301,7 +306,7 @@ def _next_undiffed(key: datetime, run_id: int) -> ScanRun | None:
 
 def _run_claimed(run: ScanRun) -> DiffResult:
     ScanRun.objects.filter(pk=run.pk).update(diffed_at=timezone.now())
-    DiffTurn.objects.filter(name=DIFF_TURN).update(last_run_id=run.pk)
+    state_turn_take(run_id=run.pk)
     return _run_diff(run=run)
 
 

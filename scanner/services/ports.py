@@ -11,7 +11,14 @@ from datetime import datetime
 from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Greatest, Least
 
-from scanner.models import CoverageSpan, Host, Network, Port, PortObservation, PortState, ScanRun
+from scanner.models import (
+    CoverageSpan,
+    Network,
+    Port,
+    PortObservation,
+    PortState,
+    ScanRun,
+)
 from scanner.services.results import BATCH_SIZE, FINGERPRINT_FIELDS
 
 # Observations folded into the port state per pass; their hosts' ports are loaded alongside.
@@ -88,7 +95,6 @@ def _ports_advance_page(*, observations: list[dict], seen_at: datetime, backfill
             seen_count=F("seen_count") + 1,
             **state,
         )
-    Host.objects.filter(id__in=host_ids).update(last_seen=Greatest(F("last_seen"), Value(seen_at)))
 
 
 def ports_seen_reset(*, run_id: int) -> int:

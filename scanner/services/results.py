@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from scanner.findings import Finding
@@ -16,6 +18,7 @@ from scanner.models import (
     PortObservation,
     RunState,
     ScanRun,
+    StateTurn,
 )
 from scanner.scope import Scope, normalise_address, normalise_network
 from scanner.services.scope import scope_load
@@ -124,6 +127,22 @@ def host_answering_all_record(
         ).delete()
 
 
+STATE_TURN = "state"
+
+
+def state_turn_take(*, run_id: int | None = None) -> None:
+    """Wait for and hold the state turn until the caller's transaction ends (see StateTurn):
+    every writer of current state takes it before its other writes, so none waits for
+    another while holding rows that one needs.
+
+    run_id: the run whose diff takes the turn (kept for the admin to see)."""
+    StateTurn.objects.get_or_create(name=STATE_TURN)
+    fields = {"updated_at": timezone.now()}
+    if run_id is not None:
+        fields["last_run_id"] = run_id
+    StateTurn.objects.filter(name=STATE_TURN).update(**fields)
+
+
 def run_counts_record(*, run: ScanRun) -> None:
     """What the run found, in numbers (the diff's health check compares them).
 
@@ -136,6 +155,16 @@ def run_counts_record(*, run: ScanRun) -> None:
         hosts_found=observations.values("host_id").distinct().count(),
         ports_found=observations.count(),
     )
+    # When each host last answered: written by the recording (a diff locking host rows an
+    # import inserts against deadlocked on MariaDB), under the state turn (callers take it
+    # first thing in their transaction; taking it again is a no-op).
+    state_turn_take()
+    host_ids = list(observations.values_list("host_id", flat=True).distinct())
+    seen_at = run.finished_at or run.created_at
+    for start in range(0, len(host_ids), BATCH_SIZE):
+        Host.objects.filter(id__in=host_ids[start : start + BATCH_SIZE]).update(
+            last_seen=Greatest(F("last_seen"), Value(seen_at))
+        )
 
 
 def run_complete(*, run_id: int) -> bool:
@@ -152,6 +181,7 @@ def run_complete(*, run_id: int) -> bool:
         )
         if claimed != 1:
             return False
+        state_turn_take()
         run = ScanRun.objects.get(pk=run_id)
         run_counts_record(run=run)
     run_finished.send(sender=ScanRun, run_id=run_id)
@@ -184,6 +214,9 @@ def run_import(
     masscan's earliest timestamp may come last), `at` being the time read so far.
     """
     with transaction.atomic():
+        # First: a diff running meanwhile finishes before this writes anything (it may lock
+        # the rows this inserts against), and none starts until this commits.
+        state_turn_take()
         run = ScanRun.objects.create(
             source=ScanRun.Source.IMPORT,
             policy_id=policy_id,
