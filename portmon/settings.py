@@ -379,6 +379,7 @@ CELERY_TASK_ROUTES = {
     "scanner.policy_run": {"queue": "default"},
     "poc.run_check": {"queue": "poc"},
     "poc.chain": {"queue": "poc"},
+    "poc.cover": {"queue": "poc"},
 }
 
 # --- Fixed schedules ----------------------------------------------------------
