@@ -122,6 +122,17 @@ def worker_start(work: Path, concurrency: int) -> subprocess.Popen:
     return proc
 
 
+def worker_stop(proc: subprocess.Popen) -> None:
+    """Warm shutdown; a worker still busy after 30 s (its filesystem broker poll, a pool
+    child) is killed with its process group (the one it was started in)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 def run_bench(args, work: Path) -> int:
     from django.core.management import call_command
     from django.db import connection
@@ -146,8 +157,7 @@ def run_bench(args, work: Path) -> int:
         score = month_import(month, pacing=pacing, start_worker=start_worker, timeout=1800)
     finally:
         for proc in workers:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+            worker_stop(proc)
     imported = time.monotonic() - started
     log = work / "worker.log"
     if workers and ("Traceback" in log.read_text()):

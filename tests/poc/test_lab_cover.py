@@ -2,6 +2,7 @@
 verdict (a baseline raises no event, so chaining alone never checked them), quietly; an
 import is offline and probes nothing unless asked (--poc)."""
 
+import re
 import subprocess
 import time
 from io import StringIO
@@ -101,6 +102,10 @@ def test_an_import_probes_nothing_unless_asked(celery_workers, tmp_path):
             out = StringIO()
             call_command("scan_import", str(path), "--wait", "--wait-timeout", "60", stdout=out)
             assert "no PoC check probes these ports" in out.getvalue()
+            # --wait printed what the worker's diff raised: the network's first run.
+            assert re.search(
+                r"diff of run \d+: no events; baseline: 1 ports on 1 hosts", out.getvalue()
+            )
             time.sleep(5)  # what a chained or covering check would take to start
             assert connections(lab, ip) == before + 1  # only our own query
             assert not PocCheck.objects.exists()
