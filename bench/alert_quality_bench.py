@@ -3,7 +3,7 @@
 Usage (SQLite in a temporary folder by default; with a MariaDB DATABASE_URL it uses its own
 database, <name>_quality_bench, created and dropped):
     .venv/bin/python bench/alert_quality_bench.py [--hosts 1000] [--days 30] [--seed 15] \
-        [--pacing all|in_process,one_by_one,all_at_once:1,all_at_once:4,worker_later:2]
+        [--pacing all|in_process,one_by_one,all_at_once:1,all_at_once:4,worker_later:2,...]
     DATABASE_URL=mysql://root@127.0.0.1:3306/portmon .venv/bin/python bench/alert_quality_bench.py
 
 Pacing (tests/alerts/month.py, PACINGS): in_process diffs each import in this process;
@@ -89,7 +89,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-ALL = "in_process,one_by_one,all_at_once:1,all_at_once:4,worker_later:2"
+ALL = "in_process,one_by_one,all_at_once:1,all_at_once:4,worker_later:2,shuffled_later:2"
 
 
 def run_modes(args) -> int:

@@ -254,8 +254,10 @@ class Score:
 # in_process: imported and diffed one after the other in this process (no worker);
 # one_by_one: a worker is running, each import waits for its diff (scan_import --wait);
 # all_at_once: a worker is running, the 30 imports follow each other without waiting;
-# worker_later: all imported with no worker running, then one starts.
-PACINGS = ("in_process", "one_by_one", "all_at_once", "worker_later")
+# worker_later: all imported with no worker running, then one starts;
+# shuffled_later: the same, the files imported in a random order (they arrive late and out
+# of order: each run is dated by its file, and the diffs go by that date).
+PACINGS = ("in_process", "one_by_one", "all_at_once", "worker_later", "shuffled_later")
 
 
 def month_import(
@@ -275,14 +277,17 @@ def month_import(
         raise ValueError(f"pacing must be one of {', '.join(PACINGS)}")
     if pacing in ("one_by_one", "all_at_once"):
         start_worker()
-    for path in month.files:
+    files = list(month.files)
+    if pacing == "shuffled_later":
+        random.Random(len(files)).shuffle(files)
+    for path in files:
         args = ["--wait", "--wait-timeout", str(timeout)] if pacing == "one_by_one" else []
         call_command("scan_import", str(path), *args, stdout=StringIO())
         if pacing == "in_process":
             # The product queues the diff on commit; here (maybe inside a test's
             # transaction) it runs at once.
             run_diff(run_id=ScanRun.objects.latest("id").pk)
-    if pacing == "worker_later":
+    if pacing in ("worker_later", "shuffled_later"):
         undiffed = ScanRun.objects.filter(diffed_at__isnull=True).count()
         if undiffed != len(month.files):
             raise AssertionError(f"{undiffed} run(s) undiffed before any worker ran")

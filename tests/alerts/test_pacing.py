@@ -17,7 +17,13 @@ HOSTS = 120
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "pacing, concurrency",
-    [("one_by_one", 1), ("all_at_once", 1), ("all_at_once", 4), ("worker_later", 2)],
+    [
+        ("one_by_one", 1),
+        ("all_at_once", 1),
+        ("all_at_once", 4),
+        ("worker_later", 2),
+        ("shuffled_later", 2),
+    ],
 )
 def test_the_month_s_events_do_not_depend_on_how_fast_runs_arrive(
     pacing, concurrency, celery_workers, tmp_path
