@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError, transaction
 from django.db.models import Exists, OuterRef, Q, Subquery, Value
@@ -277,8 +278,10 @@ def run_diff(*, run_id: int) -> DiffResult | None:
             try:
                 with transaction.atomic():
                     result = _run_claimed(run)
-            except OperationalError:
-                raise  # the database (a lock, a lost connection): the task retries
+            except (OperationalError, SoftTimeLimitExceeded):
+                # The database (a lock, a lost connection): the task retries. Out of time:
+                # the runs diffed so far stay diffed; the next turn goes on from this one.
+                raise
             except Exception as exc:
                 if run.pk == run_id:
                     raise
