@@ -34,6 +34,18 @@ def ports_advance(*, run: ScanRun, backfill: bool = False) -> None:
     never replaces a newer one) but does not reopen a port closed since.
     """
     seen_at = run.finished_at or run.created_at
+    # Ports seen before: one set-based UPDATE (199 batches of ids took ~10 s at 200k
+    # ports); it runs first, so that the rows the pages create are not counted twice.
+    seen_here = PortObservation.objects.filter(
+        run_id=run.pk, host_id=OuterRef("host_id"), proto=OuterRef("proto"), port=OuterRef("port")
+    )
+    Port.objects.filter(Exists(seen_here)).update(
+        # Greatest/Least: a back-filled run of an older day keeps the order.
+        first_seen=Least(F("first_seen"), Value(seen_at)),
+        last_seen=Greatest(F("last_seen"), Value(seen_at)),
+        seen_count=F("seen_count") + 1,
+        **({} if backfill else {"state": PortState.OPEN}),
+    )
     observations = PortObservation.objects.filter(run=run).order_by("id")
     last_id = 0
     while page := list(
@@ -42,10 +54,11 @@ def ports_advance(*, run: ScanRun, backfill: bool = False) -> None:
         )[:PORTS_ADVANCE_PAGE]
     ):
         last_id = page[-1]["id"]
-        _ports_advance_page(observations=page, seen_at=seen_at, backfill=backfill)
+        _ports_advance_page(observations=page, seen_at=seen_at)
 
 
-def _ports_advance_page(*, observations: list[dict], seen_at: datetime, backfill: bool) -> None:
+def _ports_advance_page(*, observations: list[dict], seen_at: datetime) -> None:
+    """Create the ports seen for the first time; take the fingerprints that changed."""
     keys = {(o["host_id"], o["proto"], o["port"]) for o in observations}
     host_ids = {k[0] for k in keys}
     existing = {
@@ -84,16 +97,6 @@ def _ports_advance_page(*, observations: list[dict], seen_at: datetime, backfill
     if to_update:
         Port.objects.bulk_update(
             to_update, [*FINGERPRINT_FIELDS, "fingerprinted_at"], batch_size=BATCH_SIZE
-        )
-    seen_ids = [p.id for k, p in existing.items() if k in keys]
-    state = {} if backfill else {"state": PortState.OPEN}
-    for start in range(0, len(seen_ids), BATCH_SIZE):
-        Port.objects.filter(id__in=seen_ids[start : start + BATCH_SIZE]).update(
-            # Greatest/Least: a back-filled run of an older day keeps the order.
-            first_seen=Least(F("first_seen"), Value(seen_at)),
-            last_seen=Greatest(F("last_seen"), Value(seen_at)),
-            seen_count=F("seen_count") + 1,
-            **state,
         )
 
 
