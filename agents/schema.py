@@ -28,7 +28,7 @@ SEQ_MAX = 2**62
 REPORT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Control characters (C0, DEL, C1) never belong in the names and paths we store, and no
 # database stores a lone surrogate ("\\ud800" is valid JSON): one search finds either.
-REFUSED_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+REFUSED_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 PROTOS = ("tcp", "udp")
 
 TOP_FIELDS = {"report_id", "seq", "collected_at", "hostname", "agent_version", "sockets"}

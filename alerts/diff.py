@@ -139,86 +139,86 @@ def ports_covered(ranges: Sequence[tuple[int, int]], port: int) -> bool:
     return any(lo <= port <= hi for lo, hi in ranges)
 
 
+def ranges_parse(text: str) -> tuple[tuple[int, int], ...]:
+    """Merged (lo, hi) integer ranges from "1-5,9" (address ranges are integers too)."""
+    ranges = []
+    for token in (text or "").split(","):
+        match = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", token)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+            ranges.append((lo, hi))
+    return port_ranges_union(ranges)
+
+
+def ranges_contain(outer: Sequence[tuple[int, int]], inner: Sequence[tuple[int, int]]) -> bool:
+    """Every value of `inner` lies in `outer` (both merged and sorted)."""
+    return all(any(lo <= ilo and ihi <= hi for lo, hi in outer) for ilo, ihi in inner)
+
+
+def address_ranges(coverage: Coverage, network, extra: Sequence[str] = ()) -> tuple:
+    """The addresses of `network` the run covered, as merged integer ranges.
+
+    coverage: the run's targets; extra: addresses of hosts named by host name there.
+    """
+    ranges = []
+    for address in [*coverage.addresses, *map(ipaddress.ip_address, extra)]:
+        if address.version == network.version and address in network:
+            ranges.append((int(address), int(address)))
+    for target in coverage.networks:
+        if target.version != network.version or not target.overlaps(network):
+            continue
+        inner = target if target.subnet_of(network) else network
+        ranges.append((int(inner.network_address), int(inner.broadcast_address)))
+    return port_ranges_union(ranges)
+
+
 @dataclass(frozen=True)
-class HostHistory:
-    """What healthy runs covered before the one being diffed, for one host."""
+class Span:
+    """What one healthy run covered in one network: address ranges x port ranges, at a time.
 
-    # Port ranges covered on the host so far (empty: no healthy run covered it yet).
-    covered_ports: tuple[tuple[int, int], ...] = ()
-    # Its network already has a baseline (a healthy run covered it before).
-    network_baselined: bool = False
-    # Network setting: every host's first covering run is its own baseline.
-    per_host: bool = False
-    # Ports covered by a baseline that is still being learnt, and until when.
-    learning_ports: tuple[tuple[int, int], ...] = ()
-    learning_until: datetime | None = None
-    # Until when the network's baseline is learnt: a host whose every port the first scan
-    # missed is first seen later, and is no newer than the others.
-    network_learning_until: datetime | None = None
+    A network's coverage is the list of its spans; a port is covered at `at` on an address
+    when some span at or before `at` holds both. Runs that repeat the same coverage add no
+    span (span_redundant), so a daily policy keeps one span until its coverage grows.
+    """
 
-    def eligible(self, at: datetime) -> bool:
-        """Would a first covering run of this host (at `at`) be its baseline?"""
-        if self.per_host or not self.network_baselined:
-            return True
-        return self.network_learning_until is not None and at < self.network_learning_until
+    at: datetime
+    addresses: tuple[tuple[int, int], ...]
+    ports: tuple[tuple[int, int], ...]
+
+    def covers(self, address: int, port: int) -> bool:
+        return ports_covered(self.addresses, address) and ports_covered(self.ports, port)
+
+    def contains(self, other: "Span") -> bool:
+        return ranges_contain(self.addresses, other.addresses) and ranges_contain(
+            self.ports, other.ports
+        )
 
 
-def is_baseline(history: HostHistory, port: int, at: datetime) -> bool:
+def first_covered(spans: Sequence[Span], address: int, port: int) -> datetime | None:
+    """When a healthy run first covered this address and port (spans: any order)."""
+    times = [s.at for s in spans if s.covers(address, port)]
+    return min(times) if times else None
+
+
+def span_redundant(spans: Sequence[Span], new: Span) -> bool:
+    """A span adds nothing when one no later than it already holds all of it."""
+    return any(s.at <= new.at and s.contains(new) for s in spans)
+
+
+def is_baseline(
+    *, first_covered: datetime | None, at: datetime, window: timedelta, host_first: bool = False
+) -> bool:
     """A port seen for the first time is baseline (recorded quietly), not news, when
-    - no healthy run ever covered it on this host: its host is covered for the first time
-      in a network without a baseline yet (or whose baseline is per host), or the coverage
-      grew to take it in (a port range that widened); a new host in a baselined network
-      is news;
-    - or it was first covered by a baseline less than the new-port window ago: a scan
-      misses ports, and one missed on the baseline day is not new the day after.
+    - no earlier healthy run covered its address and port, whether or not anything had
+      answered there (the network's first scan, or a port range that grew);
+    - or that first coverage is less than the new-port window old: a scan misses ports, and
+      one missed on the day it was first covered is not new the day after;
+    - or (host_first) its network's baseline is per host and its host never answered before.
+    A new host inside addresses scanned before the window is news: nothing was there.
     """
-    if not history.covered_ports:
-        return history.eligible(at)
-    if not ports_covered(history.covered_ports, port):
+    if host_first or first_covered is None:
         return True
-    return (
-        history.learning_until is not None
-        and at < history.learning_until
-        and ports_covered(history.learning_ports, port)
-    )
-
-
-def coverage_grow(
-    history: HostHistory, run_ports: Sequence[tuple[int, int]], *, at: datetime, window: timedelta
-) -> tuple[tuple, tuple, datetime | None]:
-    """A healthy run covered this host: (covered, learning, learning_until) afterwards.
-
-    What the run adds to the coverage is learnt for `window` (a baseline's ports are not
-    all seen by its first scan); a new host in a baselined network learns nothing: its
-    ports are news from its first run on.
-    """
-    covered = port_ranges_union(history.covered_ports, run_ports)
-    if covered == history.covered_ports:
-        return covered, history.learning_ports, history.learning_until
-    if not history.covered_ports and not history.eligible(at):
-        return covered, (), None
-    still = history.learning_until is not None and at < history.learning_until
-    added = port_ranges_subtract(covered, history.covered_ports)
-    learning = port_ranges_union(history.learning_ports if still else (), added)
-    return covered, learning, at + window
-
-
-def port_ranges_subtract(
-    ranges: Sequence[tuple[int, int]], minus: Sequence[tuple[int, int]]
-) -> tuple[tuple[int, int], ...]:
-    """Ports in `ranges` and not in `minus` (both merged and sorted)."""
-    out = []
-    for lo, hi in ranges:
-        start = lo
-        for mlo, mhi in minus:
-            if mhi < start or mlo > hi:
-                continue
-            if mlo > start:
-                out.append((start, mlo - 1))
-            start = max(start, mhi + 1)
-        if start <= hi:
-            out.append((start, hi))
-    return tuple(out)
+    return at < first_covered + window
 
 
 def is_degraded(
@@ -253,7 +253,7 @@ class Sighting:
     was_closed: bool = False
     old_fp: Fingerprint | None = None
     new_fp: Fingerprint | None = None
-    # Never seen and never covered before (is_baseline): recorded, not announced.
+    # Never seen, and never covered before or still learnt (is_baseline): recorded quietly.
     baseline: bool = False
 
     @property

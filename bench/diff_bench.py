@@ -4,7 +4,7 @@ Usage (MariaDB; the database is created, filled, timed and dropped):
     DATABASE_URL=mysql://portmon:portmon@127.0.0.1:3306/portmon \
         .venv/bin/python bench/diff_bench.py [--hosts 10000] [--ports 20] [--keep]
 
-The benchmark uses its own database, portmon_bench (never the one in DATABASE_URL).
+The benchmark uses its own database, <name>_bench (never the one in DATABASE_URL).
 History: three daily runs that saw every port. The timed run sees 99% of the ports (1%
 missed by the scan), 0.5% new ports (some high-risk) and 0.1% changed services; 20 rules.
 Only the diff (alerts.services.diff.run_diff) is timed; recording the run is the scanner's.
@@ -19,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-BENCH_DB = "portmon_bench"
+# Named after the configured database (portmon -> portmon_bench): benches run from
+# several checkouts with their own databases do not collide.
+BENCH_SUFFIX = "_bench"
 ROOT = Path(__file__).resolve().parent.parent
 # Rows per executemany: MySQLdb folds them into one multi-row INSERT.
 INSERT_BATCH = 5000
@@ -30,7 +32,12 @@ def bench_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb"):
         sys.exit("diff_bench: DATABASE_URL must be mysql://user:pass@host:port/db (MariaDB)")
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
+    return urlunsplit(parts._replace(path=f"/{bench_db(url)}"))
+
+
+def bench_db(url: str) -> str:
+    name = urlsplit(url).path.strip("/").removesuffix(BENCH_SUFFIX) or "portmon"
+    return name + BENCH_SUFFIX
 
 
 def admin_connection(url: str):
@@ -62,10 +69,11 @@ def main() -> None:
     args = parser.parse_args()
 
     url = bench_url(os.environ.get("DATABASE_URL", ""))
+    name = bench_db(url)
     admin = admin_connection(url)
     with admin.cursor() as c:
-        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        c.execute(f"CREATE DATABASE {BENCH_DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        c.execute(f"DROP DATABASE IF EXISTS {name}")
+        c.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("PORTMON_DATA_DIR", "/tmp/portmon-bench")
@@ -82,7 +90,7 @@ def main() -> None:
         connections.close_all()
         if not args.keep:
             with admin.cursor() as c:
-                c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+                c.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()
 
 
@@ -93,8 +101,16 @@ def run_bench(args) -> None:
 
     from alerts.models import AlertEvent, Rule
     from alerts.services.diff import run_diff
-    from scanner.models import Host, Network, Port, PortObservation, ScanPolicy, ScanRun
-    from scanner.services.results import ports_update_from_run
+    from scanner.models import (
+        CoverageSpan,
+        Host,
+        Network,
+        Port,
+        PortObservation,
+        ScanPolicy,
+        ScanRun,
+    )
+    from scanner.services.results import run_counts_record
 
     rng = random.Random(42)
     call_command("migrate", verbosity=0)
@@ -103,6 +119,10 @@ def run_bench(args) -> None:
 
     t0 = time.perf_counter()
     net = Network.objects.create(cidr="198.18.0.0/15", zone="internal")
+    # The history's runs covered the /15 on every port: a port never seen is news.
+    CoverageSpan.objects.create(
+        network=net, at=history_days[0], addresses="3323068416-3323199487", ports="1-65535"
+    )
     policy = ScanPolicy.objects.create(name="bench", targets="198.18.0.0/15")
     base = int.from_bytes(bytes([198, 18, 0, 0]), "big")
     ips = [".".join(str(b) for b in (base + 1 + i).to_bytes(4, "big")) for i in range(args.hosts)]
@@ -137,6 +157,8 @@ def run_bench(args) -> None:
         "degraded",
         "diffed_at",
         "error",
+        "baseline",
+        "probes_allowed",
     ]
     obs_cols = [
         "run_id",
@@ -177,6 +199,8 @@ def run_bench(args) -> None:
                         0,
                         day,
                         "",
+                        "[]",
+                        1,
                     )
                 ],
             )
@@ -277,7 +301,7 @@ def run_bench(args) -> None:
             ],
         )
     t1 = time.perf_counter()
-    ports_update_from_run(run=run)
+    run_counts_record(run=run)
     record = time.perf_counter() - t1
 
     with CaptureQueriesContext(connection) as queries:

@@ -17,6 +17,7 @@ class PocReason(models.TextChoices):
     CHAIN = "chain", "chained from an event"
     RECHECK = "recheck", "daily re-check of a finding"
     MANUAL = "manual", "manual run"
+    COVER = "cover", "first check of an exposure a scan found"
 
 
 ACTIVE_STATES = (PocState.PENDING, PocState.RUNNING)

@@ -121,10 +121,11 @@ def pocs_chain(*, event_ids: list[int]) -> list[int]:
         zones=frozenset(settings.PORTMON_POC_CHAIN_ZONES),
         include_suppressed=settings.PORTMON_POC_CHAIN_SUPPRESSED,
     )
+    # An import is offline: its ports are probed only when it said so (scan_import --poc).
     events = list(
-        AlertEvent.objects.filter(pk__in=event_ids, kind__in=policy.kinds).select_related(
-            "host__network", "run"
-        )
+        AlertEvent.objects.filter(pk__in=event_ids, kind__in=policy.kinds)
+        .exclude(run__probes_allowed=False)
+        .select_related("host__network", "run")
     )
     if not events:
         return []
@@ -149,6 +150,54 @@ def pocs_chain(*, event_ids: list[int]) -> list[int]:
     planned = chain_plan(facts, policy=policy, checks=checks_load().values())
     targets = [PocTarget(p.host_id, p.proto, p.port, p.check, p.event_id) for p in planned]
     return pocs_queue(targets=targets, reason=PocReason.CHAIN)
+
+
+def pocs_cover(*, run_id: int) -> list[int]:
+    """Every internal exposure gets its checks once: the checks that apply to each open
+    port this run found and that never ran on it, whatever the diff said of the port (a
+    baseline or learning-window port raises no event, so chaining never sees it).
+
+    Quiet: a positive verdict raises poc_finding as a chained one does, a negative one is
+    recorded. Only runs that may probe (live scans; an import with --poc). A service that
+    changes is checked again by chaining (service_changed). Returns the new run ids.
+    """
+    from scanner.models import PortObservation, ScanRun
+
+    run = ScanRun.objects.filter(pk=run_id, probes_allowed=True).first()
+    if run is None:
+        return []
+    zones = frozenset(settings.PORTMON_POC_CHAIN_ZONES)
+    checks = list(checks_load().values())
+    rows = PortObservation.objects.filter(run_id=run_id, proto="tcp").values_list(
+        "host_id", "port", "service", "host__network__zone"
+    )
+    wanted = {}
+    for host_id, port, service, zone in rows:
+        if (zone or run.zone) not in zones:
+            continue
+        for check in checks:
+            if check.applies(service=service, port=port):
+                wanted[(host_id, "tcp", port, check.name)] = None
+    # Ports with an event of this run that chaining handles (it names the event).
+    events = AlertEvent.objects.filter(run_id=run_id, kind__in=settings.PORTMON_POC_CHAIN_KINDS)
+    if not settings.PORTMON_POC_CHAIN_SUPPRESSED:
+        events = events.filter(suppressed=False)
+    chained = set(events.values_list("host_id", "proto", "port"))
+    wanted = {key: None for key in wanted if key[:3] not in chained}
+    host_ids = sorted({key[0] for key in wanted})
+    done = set()
+    for start in range(0, len(host_ids), 900):
+        done.update(
+            PocCheck.objects.filter(host_id__in=host_ids[start : start + 900]).values_list(
+                "host_id", "proto", "port", "check_name"
+            )
+        )
+    targets = [
+        PocTarget(h, proto, p, name)
+        for h, proto, p, name in wanted
+        if (h, proto, p, name) not in done
+    ]
+    return pocs_queue(targets=targets, reason=PocReason.COVER)
 
 
 def _zone(event: AlertEvent) -> str:

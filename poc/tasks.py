@@ -46,3 +46,9 @@ def reap() -> int:
 def chain(event_ids: list[int]) -> int:
     """Queue the checks that apply to these newly raised events (kinds and zones as set)."""
     return len(services.pocs_chain(event_ids=event_ids))
+
+
+@shared_task(name="poc.cover", acks_late=True, soft_time_limit=100, time_limit=120)
+def cover(run_id: int) -> int:
+    """Queue the first checks of the exposures a diffed run found (baseline included)."""
+    return len(services.pocs_cover(run_id=run_id))

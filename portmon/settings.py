@@ -304,6 +304,9 @@ LOGGING = {
 
 # --- Alerting -----------------------------------------------------------------
 PORTMON_NEW_PORT_DAYS = env_int("PORTMON_NEW_PORT_DAYS", 3)
+# Events of a run older than this (an import of last week's file) go to the digest only:
+# an immediate alert is about something happening now.
+PORTMON_IMMEDIATE_MAX_AGE_HOURS = env_int("PORTMON_IMMEDIATE_MAX_AGE_HOURS", 6, lo=1)
 PORTMON_CLOSED_AFTER_RUNS = env_int("PORTMON_CLOSED_AFTER_RUNS", 3)
 PORTMON_DEGRADED_RATIO = float(env_str("PORTMON_DEGRADED_RATIO", "0.5"))
 PORTMON_DIGEST_RECIPIENTS = env_list("PORTMON_DIGEST_RECIPIENTS")
@@ -419,6 +422,7 @@ CELERY_TASK_ROUTES = {
     "scanner.policy_run": {"queue": "default"},
     "poc.run_check": {"queue": "poc"},
     "poc.chain": {"queue": "poc"},
+    "poc.cover": {"queue": "poc"},
 }
 
 # --- Fixed schedules ----------------------------------------------------------

@@ -3,7 +3,10 @@
 import ipaddress
 from dataclasses import dataclass
 
+from portmon.text import one_line
 from scanner.scope import normalise_address
+
+TEXT_FIELDS = ("service", "product", "version", "extrainfo", "cpe")
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,12 @@ class Finding:
     cpe: str = ""
 
     def __post_init__(self) -> None:
+        # Banners and fingerprints come from the network or a file: stored on one line, so
+        # that "RDP\n\nAll clear: ..." cannot forge a line of an email or a report.
+        for name in TEXT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, one_line(value))
         # One spelling per address (::ffff:a.b.c.d is a.b.c.d, IPv6 compressed), so keys,
         # host rows and scope checks agree. Text that is no address is kept as given: the
         # engines' and parsers' own checks refuse it with their message; so is a non-str

@@ -13,6 +13,7 @@ import re
 import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import BinaryIO
 from xml.parsers import expat
 
@@ -36,6 +37,8 @@ UNTRACKED_PROTOCOLS = ("sctp", "icmp", "ip", "arp")
 # Column widths of FingerprintFields: MariaDB refuses a longer value, so text is clipped.
 FIELD_LIMITS = {"service": 100, "product": 200, "version": 100, "extrainfo": 200, "cpe": 500}
 TRUNCATED_ERROR = "truncated input"
+# Unix times in files: up to the year 5138 (a bigger one is garbage, not a date).
+MAX_UNIX_TIME = 10**11
 
 
 class ImportFileError(ValueError):
@@ -58,6 +61,19 @@ class ImportReport:
     hosts: set[str] = field(default_factory=set)
     # Ports reported open on any host: what a file without a port list is taken to cover.
     open_ports: set[int] = field(default_factory=set)
+    # When the scan ran, by the file (nmap's <nmaprun start=...>, the earliest masscan
+    # "timestamp" read so far): the run's time unless the user gives one.
+    started: datetime | None = None
+
+    def started_note(self, value: object, where: str) -> None:
+        """Note a Unix time from the file (text or integer); refused when it is not one."""
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value):
+            value = int(value)
+        if type(value) is not int or not 0 < value < MAX_UNIX_TIME:
+            raise ImportFileError(f"{where}: not a Unix time: {_show(value)}")
+        at = datetime.fromtimestamp(value, tz=UTC)
+        if self.started is None or at < self.started:
+            self.started = at
 
     @property
     def error(self) -> str:
@@ -250,6 +266,8 @@ def _masscan_record(record: dict, where: str, report: ImportReport) -> Iterator[
             return
         raise ImportFileError(f'{where}: no "ip"')
     ip = ip_check(record["ip"], where)
+    if "timestamp" in record:
+        report.started_note(record["timestamp"], f'{where}: "timestamp"')
     entries = record.get("ports")
     if not isinstance(entries, list):
         raise ImportFileError(f'{where}: "ports" must be a list, not {_show(entries)}')
@@ -320,6 +338,8 @@ class _NmapHandler:
             if tag != "nmaprun":
                 raise ImportFileError(f"not an nmap XML report: root element is <{tag[:40]}>")
             self.report.nmap_args = attrs.get("args")
+            if "start" in attrs:
+                self.report.started_note(attrs["start"], f"{self._where()}: <nmaprun start>")
             return
         if tag == "host" and self.depth == 2:
             self.in_host = True

@@ -92,19 +92,37 @@ class Host(models.Model):
     hostname = models.CharField(max_length=255, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
-    # Port ranges healthy runs have covered on this host so far ("" = never covered): a
-    # port first seen inside them is new; outside them it is baseline (coverage grew).
-    covered_ports = models.TextField(blank=True, default="")
-    # Ports still being learnt until learning_until: one scan misses ports, so a port first
-    # seen within the new-port window after it was first covered is baseline too.
-    learning_ports = models.TextField(blank=True, default="")
-    learning_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["ip"]
 
     def __str__(self) -> str:
         return self.ip
+
+
+class CoverageSpan(models.Model):
+    """What one healthy run covered in one network: address ranges x port ranges.
+
+    Coverage is what was scanned, not who answered: a port is baseline when no span before
+    its run holds its address and port (alerts.diff.is_baseline), whether or not its host
+    had answered. Compact: integer address ranges and port ranges as text ("3323068416-
+    3323069439" is a /22); a run that adds nothing to earlier spans stores none.
+    """
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="coverage")
+    run = models.ForeignKey(
+        "ScanRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="coverage"
+    )
+    at = models.DateTimeField()
+    addresses = models.TextField()
+    ports = models.TextField()
+
+    class Meta:
+        ordering = ["network", "at"]
+        indexes = [models.Index(fields=["network", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.network_id}: {self.addresses} x {self.ports} at {self.at}"
 
 
 class Engine(models.TextChoices):
@@ -197,6 +215,8 @@ class ScanRun(models.Model):
     error = models.TextField(blank=True)
     # Set by the diff: [{"network_id", "network", "ports", "hosts"}] recorded as baseline.
     baseline = models.JSONField(default=list, blank=True)
+    # PoC checks may probe what this run found. An import is offline: only with --poc.
+    probes_allowed = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -352,3 +372,20 @@ class Port(FingerprintFields):
 
     def __str__(self) -> str:
         return f"{self.host_id}:{self.port}/{self.proto}"
+
+
+class StateTurn(models.Model):
+    """One row, locked by every writer of current state until it commits: each run's diff
+    (which advances Port state, one run at a time, in the order runs finished) and each
+    recording of a run (an import, a finished scan). Each takes it before its other
+    writes, so none waits for another while holding rows that one needs (no deadlock on
+    MariaDB). A conditional UPDATE of it takes MariaDB's row lock; SQLite's IMMEDIATE
+    transactions lock the whole file anyway.
+    """
+
+    name = models.CharField(max_length=16, unique=True)
+    last_run_id = models.BigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"state turn {self.name} (last run {self.last_run_id})"

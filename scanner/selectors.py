@@ -1,6 +1,13 @@
 """Reads of the scanner's state for the CLI, the reaper and the dashboard."""
 
-from scanner.models import HostFinding, PortObservation, ScanRun, ScanShard, ShardState
+from scanner.models import (
+    CoverageSpan,
+    HostFinding,
+    PortObservation,
+    ScanRun,
+    ScanShard,
+    ShardState,
+)
 from scanner.services.liveness import stale_before
 
 
@@ -56,3 +63,12 @@ def run_progress(*, run_id: int) -> dict:
         .count(),
         "error": run.error,
     }
+
+
+def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
+    """{network_id: [(at, address ranges, port ranges)]} of spans recorded before `before`."""
+    spans: dict[int, list[tuple]] = {}
+    rows = CoverageSpan.objects.filter(network_id__in=sorted(network_ids), at__lt=before)
+    for net_id, at, addresses, ports in rows.values_list("network_id", "at", "addresses", "ports"):
+        spans.setdefault(net_id, []).append((at, addresses, ports))
+    return spans

@@ -88,8 +88,13 @@ def events_for_notification(queryset: QuerySet) -> QuerySet:
 def digest_items(
     *, start: datetime, end: datetime, network_ids: Iterable[int] | None
 ) -> list[Item]:
-    """Events created in [start, end), limited to some networks (None: all)."""
-    events = AlertEvent.objects.filter(created_at__gte=start, created_at__lt=end)
+    """Events created in [start, end), or raised then by the diff of an older run (an
+    import of last week's file: dated by its run, it alerts through this digest), limited
+    to some networks (None: all)."""
+    events = AlertEvent.objects.filter(
+        Q(created_at__gte=start, created_at__lt=end)
+        | Q(run__diffed_at__gte=start, run__diffed_at__lt=end)
+    )
     if network_ids is not None:
         events = events.filter(host__network_id__in=list(network_ids))
     base_url = site_url()

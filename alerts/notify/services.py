@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.selectors import cross_check
@@ -210,8 +210,13 @@ def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
     event_ids = list(event_ids)
     if not event_ids:
         return 0
+    # An old run's events (an import of last week's file) are history: digest only.
+    oldest = now - timedelta(hours=settings.PORTMON_IMMEDIATE_MAX_AGE_HOURS)
     events = selectors.events_for_notification(
         AlertEvent.objects.filter(
+            Q(run__isnull=True)
+            | Q(run__finished_at__isnull=True)
+            | Q(run__finished_at__gte=oldest),
             pk__in=event_ids,
             immediate=True,
             suppressed=False,

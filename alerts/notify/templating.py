@@ -5,6 +5,17 @@ from pathlib import Path
 
 from django.conf import settings
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from portmon.text import one_line
+
+
+def _field(value):
+    """Every {{ field }} of an email renders on one line: a banner or a host name holding a
+    newline must not forge lines of the message (a digest line, a "no findings" line)."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return one_line(value)
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -17,6 +28,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_field,
     )
 
 

@@ -6,15 +6,18 @@ goes out as candidates through the public event path (alerts.services.events) an
 state changes through the scanner's service: set-based writes, no per-port round trips.
 """
 
+import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Subquery, Value
+from django.db import OperationalError, transaction
+from django.db.models import Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -23,14 +26,17 @@ from alerts.models import AlertEvent, EventKind, HighRiskPort
 from alerts.rules import RuleBook
 from alerts.selectors import rule_specs_load
 from alerts.services.events import Candidate, chunks, events_raise, events_reopen_seen
+from alerts.signals import run_diffed
 from scanner import synproxy
 from scanner.models import Host, Network, Port, PortObservation, PortState, RunState, ScanRun
-from scanner.selectors import run_hosts_answering_all
+from scanner.selectors import coverage_spans, run_hosts_answering_all
 from scanner.services.ports import (
-    coverage_baseline_record,
+    coverage_record,
+    ports_advance,
     ports_misses_record,
     ports_seen_reset,
 )
+from scanner.services.results import state_turn_take
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +95,11 @@ class HostRow:
     covered: bool
     network_id: int | None
     network: str
-    history: diff.HostHistory
-    covered_text: str
+    # The network's baseline is per host (a host outside every network has no other).
+    per_host: bool
 
 
-UNKNOWN_HOST = HostRow("", "", None, False, None, "", diff.HostHistory(per_host=True), "")
+UNKNOWN_HOST = HostRow("", "", None, False, None, "", True)
 
 HOST_FIELDS = (
     "id",
@@ -102,27 +108,14 @@ HOST_FIELDS = (
     "network__new_port_window_days",
     "network_id",
     "network__cidr",
-    "network__baselined_at",
     "network__baseline_scope",
-    "covered_ports",
-    "learning_ports",
-    "learning_until",
 )
 
 
 def _host_row(row: tuple, *, covered: bool) -> tuple[int, HostRow]:
-    hid, ip, zone, days, net_id, cidr, baselined_at, scope, covered_text, learning, until = row
-    window = timedelta(days=days if days is not None else settings.PORTMON_NEW_PORT_DAYS)
-    history = diff.HostHistory(
-        covered_ports=diff.port_ranges_parse(covered_text),
-        learning_ports=diff.port_ranges_parse(learning),
-        learning_until=until,
-        network_learning_until=baselined_at + window if baselined_at else None,
-        network_baselined=baselined_at is not None,
-        # A host outside every network has no network baseline to join.
-        per_host=net_id is None or scope == Network.BaselineScope.HOST,
-    )
-    return hid, HostRow(ip, zone or "", days, covered, net_id, cidr or "", history, covered_text)
+    hid, ip, zone, days, net_id, cidr, scope = row
+    per_host = net_id is None or scope == Network.BaselineScope.HOST
+    return hid, HostRow(ip, zone or "", days, covered, net_id, cidr or "", per_host)
 
 
 def _host_info(host_ids: Iterable[int]) -> dict[int, HostRow]:
@@ -204,6 +197,43 @@ def _missed_before(run: ScanRun) -> dict[tuple, int]:
     return {(h, proto, port): missed for h, proto, port, missed in rows}
 
 
+def _run_spans(run: ScanRun, coverage: diff.Coverage, at: datetime) -> dict[int, diff.Span]:
+    """{network_id: what this run covered there}; none without a readable port list."""
+    ports = diff.port_ranges_union(coverage.port_ranges)
+    if not ports:
+        return {}
+    named = []
+    for chunk in chunks(sorted(coverage.names)):
+        named.extend(Host.objects.filter(hostname__in=chunk).values_list("ip", flat=True))
+    spans = {}
+    for net_id, cidr in Network.objects.values_list("id", "cidr"):
+        addresses = diff.address_ranges(coverage, ipaddress.ip_network(cidr), named)
+        if addresses:
+            spans[net_id] = diff.Span(at, addresses, ports)
+    return spans
+
+
+def _spans_before(network_ids: Iterable[int], at: datetime) -> dict[int, list[diff.Span]]:
+    """Each network's coverage by healthy runs before `at`: history as of this run."""
+    return {
+        net_id: [diff.Span(t, diff.ranges_parse(a), diff.ranges_parse(p)) for t, a, p in rows]
+        for net_id, rows in coverage_spans(network_ids=network_ids, before=at).items()
+    }
+
+
+def _answered_before(host_ids: Iterable[int], run: ScanRun, at: datetime) -> set[int]:
+    """Hosts with an observation by another run at or before `at`."""
+    answered = set()
+    for chunk in chunks(sorted(set(host_ids))):
+        answered.update(
+            PortObservation.objects.filter(host_id__in=chunk, seen_at__lte=at)
+            .exclude(run_id=run.pk)
+            .values_list("host_id", flat=True)
+            .distinct()
+        )
+    return answered
+
+
 def _closed_after_last_sighting(keys: dict[tuple, datetime | None]) -> set[tuple]:
     """Keys with a "closed" event raised (by a run) after the port's last sighting."""
     if not keys:
@@ -224,20 +254,70 @@ def _closed_after_last_sighting(keys: dict[tuple, datetime | None]) -> set[tuple
 
 
 def run_diff(*, run_id: int) -> DiffResult | None:
-    """Diff one finished run, exactly once (claimed by a conditional UPDATE of diffed_at).
+    """Diff a finished run, exactly once, after every run that finished before it.
 
-    Returns None when the run is not finished or was already diffed.
+    Diffs take turns (a lock on the StateTurn row, held until each commits) and each turn
+    diffs the earliest finished run not diffed yet, up to this one: a run's verdict reads
+    the port state as of the runs before it, never one that a later run's diff advanced,
+    however the imports, workers and their tasks interleave. A run whose diff fails while
+    a later run waits is marked (ScanRun.error) and passed, so one broken run cannot stop
+    the alerts for good. Returns None when the run is not finished or was already diffed
+    (by this worker's turn for a later run, or another's).
     """
-    with transaction.atomic():
-        claimed = ScanRun.objects.filter(
-            pk=run_id, state=RunState.FINISHED, diffed_at__isnull=True
-        ).update(diffed_at=timezone.now())
-        if claimed != 1:
-            return None
-        run = ScanRun.objects.get(pk=run_id)
-        result = _run_diff(run=run)
-    log.info("diff of run %s: %s", run_id, result.as_dict())
-    return result
+    target = ScanRun.objects.filter(pk=run_id, state=RunState.FINISHED).first()
+    if target is None or target.diffed_at is not None:
+        return None
+    key = target.finished_at or target.created_at
+    while True:
+        with transaction.atomic():
+            # Waits here while another diff holds the turn; reads after it see its commit.
+            state_turn_take()
+            run = _next_undiffed(key, run_id)
+            if run is None:
+                return None  # diffed meanwhile by another worker's turn
+            try:
+                with transaction.atomic():
+                    result = _run_claimed(run)
+            except (OperationalError, SoftTimeLimitExceeded):
+                # The database (a lock, a lost connection): the task retries. Out of time:
+                # the runs diffed so far stay diffed; the next turn goes on from this one.
+                raise
+            except Exception as exc:
+                if run.pk == run_id:
+                    raise
+                log.exception("diff of run %s failed; run %s goes on after it", run.pk, run_id)
+                _run_failed(run, exc)
+                continue
+        log.info("diff of run %s: %s", run.pk, result.as_dict())
+        if not result.backfill:
+            # On commit: inside a caller's transaction (tests, diffs_pending_run's caller)
+            # the run is not diffed for others until that commits.
+            transaction.on_commit(partial(run_diffed.send, sender=ScanRun, run_id=run.pk))
+        if run.pk == run_id:
+            return result
+
+
+def _next_undiffed(key: datetime, run_id: int) -> ScanRun | None:
+    """The earliest finished run not diffed yet, if it finished no later than the target."""
+    earlier = Q(finished_at__lt=key) | Q(finished_at=key, pk__lte=run_id)
+    return (
+        ScanRun.objects.filter(earlier, state=RunState.FINISHED, diffed_at__isnull=True)
+        .order_by("finished_at", "pk")
+        .first()
+    )
+
+
+def _run_claimed(run: ScanRun) -> DiffResult:
+    ScanRun.objects.filter(pk=run.pk).update(diffed_at=timezone.now())
+    state_turn_take(run_id=run.pk)
+    return _run_diff(run=run)
+
+
+def _run_failed(run: ScanRun, exc: Exception) -> None:
+    error = f"diff failed: {type(exc).__name__}: {exc}"[:500]
+    ScanRun.objects.filter(pk=run.pk).update(
+        diffed_at=timezone.now(), error=(f"{run.error}; {error}" if run.error else error)
+    )
 
 
 def diffs_pending_run(*, older_than: timedelta = timedelta(minutes=10)) -> list[int]:
@@ -268,7 +348,10 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
         # A back-filled older run: its observations are history now, but counting misses
         # or raising events from it would rewrite the present from the past.
         result.backfill = True
+        ports_advance(run=run, backfill=True)
         return result
+    # Recording wrote observations only: the port state moves here, in run order.
+    ports_advance(run=run)
     # A run already marked degraded (a shard failed, so part of its targets went unscanned)
     # stays degraded whatever its counts look like.
     result.degraded = run.degraded or run_health_assess(run=run, at=at)
@@ -280,6 +363,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     high_risk = set(HighRiskPort.objects.values_list("proto", "port"))
     book = RuleBook(rule_specs_load(), at=at)
     coverage = diff.coverage_parse(run.targets, run.ports)
+    run_spans = _run_spans(run, coverage, at)
 
     # Hosts that answered on all ports: their ports are unknown in this run (no new, no
     # miss, no baseline), one host-level candidate each instead.
@@ -298,6 +382,16 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     }
     closed_keys = _closed_after_last_sighting(maybe_closed)
 
+    # Baseline: never seen, and its address and port never covered by an earlier healthy
+    # run (or still learnt); per-host networks: its host never answered before.
+    first_seen = [(r[0], r[2]) for r in sightings if r[7] is None]
+    spans = _spans_before(
+        set(run_spans) | {hosts[h].network_id for h, _ in first_seen if h in hosts} - {None}, at
+    )
+    answered_before = _answered_before(
+        (h for h, _ in first_seen if (hosts.get(h) or UNKNOWN_HOST).per_host), run, at
+    )
+
     candidates: list[Candidate] = [
         _answering_all_candidate(finding, zone=run.zone) for finding in answering_all.values()
     ]
@@ -314,7 +408,11 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             continue
         old_fp = diff.Fingerprint(*(prev_fp.split(SEP) + ["", ""])[:3]) if prev_fp else None
         host = hosts.get(hid) or UNKNOWN_HOST
-        is_baseline = prev_seen is None and diff.is_baseline(host.history, port, at)
+        ip, zone, days = host.ip, host.zone or run.zone, host.window_days
+        window = timedelta(days=days if days is not None else default_days)
+        is_baseline = prev_seen is None and _is_baseline(
+            host, port, at=at, window=window, spans=spans, answered_before=hid in answered_before
+        )
         if is_baseline:
             baseline.setdefault(host.network_id or 0, Counter())[hid] += 1
         s = diff.Sighting(
@@ -326,8 +424,6 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             new_fp=diff.Fingerprint(service, product, version) if fped else None,
             baseline=is_baseline,
         )
-        ip, zone, days = host.ip, host.zone or run.zone, host.window_days
-        window = timedelta(days=days if days is not None else default_days)
         kinds = diff.sighting_events(s, at=at, window=window)
         new_fp = s.new_fp.as_dict() if s.new_fp else None
         for kind, detail in kinds:
@@ -359,12 +455,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
         # Only a healthy run is a baseline: a degraded one saw too little to stand for
         # "normal", so the next healthy run covering the same hosts still is one.
         result.baseline = _baseline_record(
-            run=run,
-            coverage=coverage,
-            hosts=hosts,
-            at=at,
-            baseline=baseline,
-            default_days=default_days,
+            run=run, run_spans=run_spans, spans=spans, hosts=hosts, at=at, baseline=baseline
         )
 
     # Reopened first: a fixed event that comes back holds its key, and a candidate with
@@ -427,43 +518,50 @@ def _misses_record(
     return candidates
 
 
+def _is_baseline(
+    host: HostRow,
+    port: int,
+    *,
+    at: datetime,
+    window: timedelta,
+    spans: dict[int, list[diff.Span]],
+    answered_before: bool,
+) -> bool:
+    host_first = host.per_host and not answered_before
+    if host.network_id is None or not host.ip:
+        # Outside every network there is no coverage to remember: a host's first answer.
+        return host_first
+    first = diff.first_covered(
+        spans.get(host.network_id, ()), int(ipaddress.ip_address(host.ip)), port
+    )
+    return diff.is_baseline(first_covered=first, at=at, window=window, host_first=host_first)
+
+
 def _baseline_record(
     *,
     run: ScanRun,
-    coverage: diff.Coverage,
+    run_spans: dict[int, diff.Span],
+    spans: dict[int, list[diff.Span]],
     hosts: dict[int, HostRow],
     at: datetime,
     baseline: dict[int, Counter],
-    default_days: int,
 ) -> list[dict]:
     """Remember what this healthy run covered; returns its baseline lines for the digest.
 
-    Every covered host's covered ports grow by the run's port list (what is added is learnt
-    for the new-port window); every network with a covered host has a baseline from now on.
-    Lines: one per network with ports recorded quietly, or covered for the first time.
+    Each network the run covered gets a span, unless an earlier one already holds it; a
+    network with no earlier span has its baseline from now on. Lines: one per network
+    with ports recorded quietly, or covered for the first time.
     """
-    run_ranges = diff.port_ranges_union(coverage.port_ranges)
-    grow: dict[tuple, list[int]] = {}
-    networks_first: dict[int, str] = {}
-    for hid, host in hosts.items():
-        if not host.covered:
-            continue
-        if host.network_id and not host.history.network_baselined:
-            networks_first[host.network_id] = host.network
-        days = host.window_days if host.window_days is not None else default_days
-        covered, learning, until = diff.coverage_grow(
-            host.history, run_ranges, at=at, window=timedelta(days=days)
-        )
-        if covered != host.history.covered_ports:
-            key = (
-                host.covered_text,
-                diff.port_ranges_text(covered),
-                diff.port_ranges_text(learning),
-                until,
-            )
-            grow.setdefault(key, []).append(hid)
-    coverage_baseline_record(grow=grow, network_ids=sorted(networks_first), at=at)
-    names = {host.network_id: host.network for host in hosts.values() if host.network_id}
+    new_spans = [
+        (net_id, diff.port_ranges_text(span.addresses), diff.port_ranges_text(span.ports))
+        for net_id, span in sorted(run_spans.items())
+        if not diff.span_redundant(spans.get(net_id, ()), span)
+    ]
+    networks_first = sorted(net_id for net_id in run_spans if not spans.get(net_id))
+    coverage_record(run_id=run.pk, at=at, spans=new_spans, first_network_ids=networks_first)
+    names = dict(
+        Network.objects.filter(id__in=[*baseline, *networks_first]).values_list("id", "cidr")
+    )
     lines = []
     for net_id in sorted(set(baseline) | set(networks_first)):
         counts = baseline.get(net_id, Counter())

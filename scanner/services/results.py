@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db import transaction
 from django.db.models import F, Value
-from django.db.models.functions import Greatest, Least
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from scanner.findings import Finding
@@ -15,11 +15,10 @@ from scanner.imports import ImportReport
 from scanner.models import (
     Host,
     HostFinding,
-    Port,
     PortObservation,
-    PortState,
     RunState,
     ScanRun,
+    StateTurn,
 )
 from scanner.scope import Scope, normalise_address
 from scanner.services.scope import network_ids, scope_load
@@ -28,8 +27,6 @@ from scanner.signals import run_finished
 # Rows per INSERT/UPDATE batch: large enough to keep round trips few on MariaDB.
 BATCH_SIZE = 1000
 FINGERPRINT_FIELDS = ("service", "product", "version", "extrainfo", "cpe")
-# Observations folded into the port state per pass; their hosts' ports are loaded alongside.
-PORTS_UPDATE_PAGE = 5000
 
 
 def host_ip(ip: str) -> str:
@@ -124,83 +121,48 @@ def host_answering_all_record(
         ).delete()
 
 
-def ports_update_from_run(*, run: ScanRun) -> None:
-    """Fold a finished run's observations into the current state (once per run).
+STATE_TURN = "state"
 
-    Observations are read in pages of PORTS_UPDATE_PAGE: a 100,000-port run read at once
-    held ~230 MB of rows and Port objects. Keys are unique per run, so pages are independent.
+
+def state_turn_take(*, run_id: int | None = None) -> None:
+    """Wait for and hold the state turn until the caller's transaction ends (see StateTurn):
+    every writer of current state takes it before its other writes, so none waits for
+    another while holding rows that one needs.
+
+    run_id: the run whose diff takes the turn (kept for the admin to see)."""
+    StateTurn.objects.get_or_create(name=STATE_TURN)
+    fields = {"updated_at": timezone.now()}
+    if run_id is not None:
+        fields["last_run_id"] = run_id
+    StateTurn.objects.filter(name=STATE_TURN).update(**fields)
+
+
+def run_counts_record(*, run: ScanRun) -> None:
+    """What the run found, in numbers (the diff's health check compares them).
+
+    Recording writes observations only: the current state of each port (Port) is advanced
+    by the run's diff, in run order (scanner.services.ports.ports_advance), so that a run
+    recorded early never changes what an earlier run's diff reads.
     """
-    seen_at = run.finished_at or timezone.now()
-    observations = PortObservation.objects.filter(run=run).order_by("id")
-    with transaction.atomic():
-        last_id = 0
-        while page := list(
-            observations.filter(id__gt=last_id).values(
-                "id", "host_id", "proto", "port", *FINGERPRINT_FIELDS
-            )[:PORTS_UPDATE_PAGE]
-        ):
-            last_id = page[-1]["id"]
-            _ports_update_page(observations=page, seen_at=seen_at)
-        ScanRun.objects.filter(pk=run.pk).update(
-            hosts_found=observations.values("host_id").distinct().count(),
-            ports_found=observations.count(),
+    observations = PortObservation.objects.filter(run=run)
+    ScanRun.objects.filter(pk=run.pk).update(
+        hosts_found=observations.values("host_id").distinct().count(),
+        ports_found=observations.count(),
+    )
+    # When each host last answered: written by the recording (a diff locking host rows an
+    # import inserts against deadlocked on MariaDB), under the state turn (callers take it
+    # first thing in their transaction; taking it again is a no-op).
+    state_turn_take()
+    host_ids = list(observations.values_list("host_id", flat=True).distinct())
+    seen_at = run.finished_at or run.created_at
+    for start in range(0, len(host_ids), BATCH_SIZE):
+        Host.objects.filter(id__in=host_ids[start : start + BATCH_SIZE]).update(
+            last_seen=Greatest(F("last_seen"), Value(seen_at))
         )
-
-
-def _ports_update_page(*, observations: list[dict], seen_at: datetime) -> None:
-    keys = {(o["host_id"], o["proto"], o["port"]) for o in observations}
-    host_ids = {k[0] for k in keys}
-    existing = {
-        (p.host_id, p.proto, p.port): p
-        for p in Port.objects.filter(host_id__in=host_ids).only(
-            "id", "host_id", "proto", "port", "fingerprinted_at", *FINGERPRINT_FIELDS
-        )
-    }
-    to_create, to_update = [], []
-    for o in observations:
-        key = (o["host_id"], o["proto"], o["port"])
-        named = o["service"] or o["product"]
-        fp = {name: o[name] for name in FINGERPRINT_FIELDS} if named else {}
-        port = existing.get(key)
-        if port is None:
-            to_create.append(
-                Port(
-                    host_id=key[0],
-                    proto=key[1],
-                    port=key[2],
-                    first_seen=seen_at,
-                    last_seen=seen_at,
-                    seen_count=1,
-                    fingerprinted_at=seen_at if fp else None,
-                    **fp,
-                )
-            )
-        elif fp and (port.fingerprinted_at is None or port.fingerprinted_at <= seen_at):
-            # Only rows whose fingerprint changed: rewriting every port is the slow part.
-            if any(getattr(port, name) != value for name, value in fp.items()):
-                for name, value in fp.items():
-                    setattr(port, name, value)
-                port.fingerprinted_at = seen_at
-                to_update.append(port)
-    Port.objects.bulk_create(to_create, batch_size=BATCH_SIZE, ignore_conflicts=True)
-    if to_update:
-        Port.objects.bulk_update(
-            to_update, [*FINGERPRINT_FIELDS, "fingerprinted_at"], batch_size=BATCH_SIZE
-        )
-    seen_ids = [p.id for k, p in existing.items() if k in keys]
-    for start in range(0, len(seen_ids), BATCH_SIZE):
-        Port.objects.filter(id__in=seen_ids[start : start + BATCH_SIZE]).update(
-            # Greatest/Least: a back-filled import of an older day keeps the order.
-            first_seen=Least(F("first_seen"), Value(seen_at)),
-            last_seen=Greatest(F("last_seen"), Value(seen_at)),
-            seen_count=F("seen_count") + 1,
-            state=PortState.OPEN,
-        )
-    Host.objects.filter(id__in=host_ids).update(last_seen=Greatest(F("last_seen"), Value(seen_at)))
 
 
 def run_complete(*, run_id: int) -> bool:
-    """Mark a run finished and record its port state: exactly once, whoever calls first.
+    """Mark a run finished and count what it found: exactly once, whoever calls first.
 
     Returns False when another caller already completed it (a redelivered task).
     """
@@ -213,8 +175,9 @@ def run_complete(*, run_id: int) -> bool:
         )
         if claimed != 1:
             return False
+        state_turn_take()
         run = ScanRun.objects.get(pk=run_id)
-        ports_update_from_run(run=run)
+        run_counts_record(run=run)
     run_finished.send(sender=ScanRun, run_id=run_id)
     return True
 
@@ -229,6 +192,8 @@ def run_import(
     policy_id: int | None = None,
     report: ImportReport | None = None,
     coverage: Callable[[], tuple[str, str]] | None = None,
+    probes_allowed: bool = False,
+    at_from_file: bool = False,
 ) -> ScanRun:
     """Record results from elsewhere (nmap XML, masscan JSON, tests) as a finished run.
 
@@ -238,8 +203,14 @@ def run_import(
     degraded: a truncated file is a degraded run, which never closes ports. `coverage`,
     called once the stream is read, returns the (targets, ports) the file covered (some of
     it, such as nmap's down hosts, is only known at the end); it may raise to refuse it.
+    An import is offline: PoC checks probe what it found only with `probes_allowed`.
+    at_from_file: the run is dated by the file (`report.started` once the stream is read:
+    masscan's earliest timestamp may come last), `at` being the time read so far.
     """
     with transaction.atomic():
+        # First: a diff running meanwhile finishes before this writes anything (it may lock
+        # the rows this inserts against), and none starts until this commits.
+        state_turn_take()
         run = ScanRun.objects.create(
             source=ScanRun.Source.IMPORT,
             policy_id=policy_id,
@@ -248,12 +219,17 @@ def run_import(
             state=RunState.FINGERPRINTING,
             created_at=at,
             started_at=at,
+            probes_allowed=probes_allowed,
         )
         ips: set[str] = set()
         stream = iter(findings)
         while batch := list(itertools.islice(stream, BATCH_SIZE)):
             observations_record(run_id=run.id, findings=batch, seen_at=at)
             ips.update(f.ip for f in batch)
+        if at_from_file and report is not None and report.started and report.started != at:
+            at = report.started
+            PortObservation.objects.filter(run=run).update(seen_at=at)
+            run.created_at = run.started_at = at
         if report is not None and len(report.zones) == 1:
             zone = next(iter(report.zones))
         if coverage is not None:
@@ -267,9 +243,12 @@ def run_import(
         run.finished_at = at
         run.state = RunState.FINISHED
         run.save(
-            update_fields=["targets", "ports", "zone", "degraded", "error", "finished_at", "state"]
+            update_fields=[
+                *("targets", "ports", "zone", "degraded", "error", "state"),
+                *("created_at", "started_at", "finished_at"),
+            ]
         )
-        ports_update_from_run(run=run)
+        run_counts_record(run=run)
     run_finished.send(sender=ScanRun, run_id=run.id)
     run.refresh_from_db()
     return run

@@ -1,5 +1,6 @@
 """Timeline fixtures: synthetic daily runs recorded through the scanner's run_import."""
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,8 +8,8 @@ import pytest
 from alerts.models import AlertEvent
 from alerts.services.diff import run_diff
 from scanner.findings import Finding
-from scanner.models import Network, RunState, ScanRun
-from scanner.services.results import observations_record, ports_update_from_run, run_import
+from scanner.models import CoverageSpan, Network, RunState, ScanRun
+from scanner.services.results import observations_record, run_counts_record, run_import
 from scanner.signals import run_finished
 
 # Day 0 is 10 June 2026; days 5, 6, 7 are the source's 15/16/17 June example.
@@ -70,7 +71,7 @@ def import_run(*, findings, at, targets, ports, send: bool = True) -> ScanRun:
     observations_record(run_id=run.id, findings=findings, seen_at=at)
     ScanRun.objects.filter(pk=run.pk).update(finished_at=at, state=RunState.FINISHED)
     run.refresh_from_db()
-    ports_update_from_run(run=run)
+    run_counts_record(run=run)
     if send:
         run_finished.send(sender=ScanRun, run_id=run.id)
     run.refresh_from_db()
@@ -81,12 +82,21 @@ def import_run(*, findings, at, targets, ports, send: bool = True) -> ScanRun:
 def lab_network(db) -> Network:
     # Baselined before day 0: these timelines are about what a run after the baseline says
     # (the first run's baseline has tests of its own in test_baseline.py).
-    return Network.objects.create(
+    network = Network.objects.create(
         cidr=NET,
         zone="internal",
         owner_email="owner@example.com",
         baselined_at=DAY0 - timedelta(days=30),
     )
+    network_covered(network, at=DAY0 - timedelta(days=30))
+    return network
+
+
+def network_covered(network: Network, *, at: datetime, ports: str = "1-65535") -> None:
+    """A healthy run covered all of the network's addresses and these ports at `at`."""
+    cidr = ipaddress.ip_network(network.cidr)
+    addresses = f"{int(cidr.network_address)}-{int(cidr.broadcast_address)}"
+    CoverageSpan.objects.create(network=network, at=at, addresses=addresses, ports=ports)
 
 
 def _diff_now(sender, run_id: int, **kwargs) -> None:

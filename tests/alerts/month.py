@@ -3,10 +3,14 @@
 Used by tests/alerts/test_alert_quality.py (small) and bench/alert_quality_bench.py (about
 1,000 hosts x 30 days). What happens, on days chosen at random from a seed:
 - every port is missed at random by 1-2% of the scans (its own rate), except high-risk
-  ports, which re-alert after any miss by design ("no N-day grace");
+  ports, which re-alert after any miss by design ("no N-day grace"); never 3 scans in a
+  row (3 healthy runs missing a port is a closure by the rule) nor next to the degraded day;
 - real openings (some high-risk), new hosts, closures, hosts absent for 2 days (nothing to
   say) or 5 days (closed, then reopened), service changes;
-- coverage grows mid-month (1-10000 -> 1-65535: ports above 10000 appear, as baseline);
+- coverage grows on day 11 (1-1024 -> 1-65535: ports above 1024 appear, as baseline), and
+  one host in ten has open ports only above 1024: no scan finds anything on it before
+  coverage grows, yet every scan covered its address (coverage is what was scanned, not who
+  answered); new hosts appear on both sides of the growth;
   fingerprinting is off for the first days (-sS without -sV), then on;
 - one degraded day (the scan reached 30% of the hosts).
 The expected alerts are the known changes, on the first day a file shows them.
@@ -14,6 +18,8 @@ The expected alerts are the known changes, on the first day a file shows them.
 
 import ipaddress
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -34,9 +40,13 @@ POOL = [
     (53, "domain", "dnsmasq"),
 ]
 HIGH_RISK = [(6379, "redis", "Redis key-value store"), (5432, "postgresql", "PostgreSQL DB")]
-HIGH_PORT = (50000, "http", "custom app")  # outside the first half's coverage
-NARROW, WIDE = "1-10000", "1-65535"
+HIGH_PORT = (50000, "http", "custom app")  # outside the first coverage
+NARROW_HI = 1024
+NARROW, WIDE = f"1-{NARROW_HI}", "1-65535"
+# Hosts with nothing open inside the first coverage: their only ports lie above it.
+HIDDEN_POOL = [p for p in POOL if p[0] > NARROW_HI] + [HIGH_PORT]
 CLOSE_AFTER = 3  # PORTMON_CLOSED_AFTER_RUNS
+WINDOW = 3  # PORTMON_NEW_PORT_DAYS: a port first covered less than this ago is still learnt
 Key = tuple[str, str, int, int]  # (kind, ip, port, day)
 
 
@@ -48,6 +58,8 @@ class Month:
     degraded_day: int = 0
     # What was planned, for the report: {what: count}.
     planned: dict[str, int] = field(default_factory=dict)
+    # {ip: {port: [[from_day, to_day_exclusive, service, product]]}}: what was open when.
+    truth: dict = field(default_factory=dict)
 
     def at(self, day: int) -> datetime:
         return DAY0 + timedelta(days=day)
@@ -56,10 +68,15 @@ class Month:
 def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 15) -> Month:
     rng = random.Random(seed)
     month = Month(days=days, degraded_day=days * 2 // 3)
-    deg, grow_day, fp_day = month.degraded_day, days // 2, 2
+    deg, grow_day, fp_day = month.degraded_day, days // 3, 2
     healthy = [d for d in range(days) if d != deg]
     addresses = [str(a) for a in list(ipaddress.ip_network(NET).hosts())[:hosts]]
     newcomers = set(addresses[-(hosts // 10) :])
+    hidden = set(rng.sample(sorted(set(addresses) - newcomers), max(1, hosts // 10)))
+
+    def covered_from(port: int) -> int:
+        return 0 if port <= NARROW_HI else grow_day
+
     # truth[ip] = {port: [(from_day, to_day_exclusive, service, product)]}
     truth: dict[str, dict[int, list[list]]] = {}
     first_day: dict[str, int] = {}
@@ -67,12 +84,18 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
     # that closing (3 healthy days) or coming back never falls on the degraded day.
     event_days = [d for d in range(fp_day + 3, days - 6) if d not in range(deg - 5, deg + 1)]
     for ip in addresses:
-        ports = rng.sample(POOL, rng.randint(1, 3))
+        if ip in hidden:
+            ports = rng.sample(HIDDEN_POOL, rng.randint(1, 2))
+        else:
+            ports = rng.sample(POOL, rng.randint(1, 3))
         truth[ip] = {p: [[0, days, s, prod]] for p, s, prod in ports}
         first_day[ip] = rng.choice(event_days) if ip in newcomers else 0
-        if ip not in newcomers and rng.random() < 0.05:
+        if ip not in newcomers and ip not in hidden and rng.random() < 0.05:
             truth[ip][HIGH_PORT[0]] = [[0, days, *HIGH_PORT[1:]]]
-    steady = [ip for ip in addresses if ip not in newcomers]
+    # Closures, absences and service changes need a port visible from day 0 (a host seen
+    # for the first time after an absence is news: nothing answered there before).
+    hidden.update(ip for ip in addresses if ip not in newcomers and min(truth[ip]) > NARROW_HI)
+    steady = [ip for ip in addresses if ip not in newcomers and ip not in hidden]
     rng.shuffle(steady)
     take = iter(steady)
     protected: dict[str, set[int]] = {}  # ip -> days without random misses
@@ -95,13 +118,16 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
         expect.append(("high_risk", ip, port, d))
     for _ in range(max(1, hosts // 50)):  # closures
         ip, d = next(take), rng.choice(event_days)
-        port = rng.choice([p for p in truth[ip] if p <= 10000])
+        port = rng.choice([p for p in truth[ip] if p <= NARROW_HI] or list(truth[ip]))
         truth[ip][port][0][1] = d
         closing.append((ip, port, d, None))
         quiet(ip, d)
     absent: dict[str, range] = {}
     for length in [5] * max(1, hosts // 100) + [2] * max(1, hosts // 100):
-        ip, d = next(take), rng.choice(event_days)
+        # Not away while coverage grows: a port first seen after the window that followed
+        # the growth is news, as nothing answered there when it was first scanned.
+        ip = next(take)
+        d = rng.choice([d for d in event_days if not d <= grow_day < d + length])
         absent[ip] = range(d, d + length)
         quiet(ip, d, d + length)
         if length >= CLOSE_AFTER:
@@ -109,7 +135,10 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
                 closing.append((ip, port, d, d + length))
     for _ in range(max(1, hosts // 40)):  # service changes
         ip, d = next(take), rng.choice(event_days)
-        port = rng.choice([p for p in truth[ip] if p <= 10000])
+        narrow = [p for p in truth[ip] if p <= NARROW_HI]
+        if not narrow:
+            continue
+        port = rng.choice(narrow)
         _, end, _, _ = truth[ip][port][0]
         truth[ip][port] = [[0, d, *truth[ip][port][0][2:]], [d, end, "http", "Apache httpd"]]
         if truth[ip][port][0][3] == "Apache httpd":
@@ -117,13 +146,17 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
         expect.append(("service_changed", ip, port, d))
     for ip in newcomers:
         for port in truth[ip]:
-            if port <= 10000:
-                expect.append(("new_port", ip, port, first_day[ip]))
+            expect.append(("new_port", ip, port, first_day[ip]))
 
     reached_on_deg = set(rng.sample(addresses, len(addresses) * 3 // 10))
     rate = {(ip, p): rng.uniform(0.01, 0.02) for ip in addresses for p in truth[ip]}
     risky = {p for p, _, _ in HIGH_RISK}
     seen: dict[tuple[str, int], list[int]] = {}
+    # Days in a row a port open and covered went unreported: a random miss never makes it 3
+    # (3 healthy runs missing a port is what closes it) nor touches the degraded day's
+    # neighbours (a gap of 4 days around it would be "not seen for 4 days").
+    unreported: dict[tuple[str, int], int] = {}
+    calm = set(range(deg - 2, deg + 3))
     out.mkdir(parents=True, exist_ok=True)
     for day in range(days):
         ports_spec = NARROW if day < grow_day else WIDE
@@ -131,20 +164,29 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
         for ip in addresses:
             if day < first_day[ip] or day in absent.get(ip, ()):
                 continue
-            if day == deg and ip not in reached_on_deg:
-                continue
             for port, spans in truth[ip].items():
                 span = next((s for s in spans if s[0] <= day < s[1]), None)
-                if span is None or (port > 10000 and day < grow_day):
+                if span is None or (port > NARROW_HI and day < grow_day):
                     continue
-                noisy = port not in risky and day not in protected.get(ip, ())
+                if day == deg and ip not in reached_on_deg:
+                    unreported[ip, port] = unreported.get((ip, port), 0) + 1
+                    continue
+                noisy = (
+                    port not in risky
+                    and day not in protected.get(ip, ())
+                    and day not in calm
+                    and unreported.get((ip, port), 0) < CLOSE_AFTER - 1
+                )
                 if noisy and rng.random() < rate[ip, port]:
+                    unreported[ip, port] = unreported.get((ip, port), 0) + 1
                     continue
+                unreported[ip, port] = 0
                 service, product = (span[2], span[3]) if day >= fp_day else ("", "")
                 reported.setdefault(ip, []).append((port, service, product))
                 seen.setdefault((ip, port), []).append(day)
         path = out / f"day{day:02d}.xml"
-        path.write_text(nmap_xml(targets=NET, ports=ports_spec, hosts=reported))
+        start = int(month.at(day).timestamp())
+        path.write_text(nmap_xml(targets=NET, ports=ports_spec, hosts=reported, start=start))
         month.files.append(path)
 
     def first_seen_from(ip, port, day):
@@ -152,21 +194,24 @@ def month_generate(out: Path, *, hosts: int = 1000, days: int = 30, seed: int = 
 
     for kind, ip, port, day in expect:
         when = first_seen_from(ip, port, day)
+        # A port first seen within the window after its first coverage is baseline.
+        if kind == "new_port" and when is not None and when - covered_from(port) < WINDOW:
+            continue
         if when is not None:
             month.expected.add((kind, ip, port, when))
     for ip, port, day, back in closing:
         last = max((d for d in seen.get((ip, port), []) if d < day), default=None)
-        # Healthy runs that covered the port (ports above 10000 only once coverage grew).
-        after = [
-            d for d in healthy if last is not None and d > last and (port <= 10000 or d >= grow_day)
-        ]
+        # Healthy runs that covered the port (ports above 1024 only once coverage grew).
+        after = [d for d in healthy if last is not None and d > last and d >= covered_from(port)]
         if len(after) < CLOSE_AFTER or (back is not None and after[CLOSE_AFTER - 1] >= back):
             continue
         month.expected.add(("closed", ip, port, after[CLOSE_AFTER - 1]))
         if back is not None and (when := first_seen_from(ip, port, back)) is not None:
             month.expected.add(("reopened", ip, port, when))
+    month.truth = truth
     month.planned = {
         "hosts": hosts,
+        "hosts open only above the first coverage": len(hidden),
         "days": days,
         "observations": sum(len(v) for v in seen.values()),
         "expected alerts": len(month.expected),
@@ -205,26 +250,64 @@ class Score:
         return "\n".join(lines)
 
 
-def month_import(month: Month) -> Score:
-    """Import each day's file with scan_import and diff it; score the events raised."""
+# How the month's files reach the diff (bench/alert_quality_bench.py, test_pacing.py):
+# in_process: imported and diffed one after the other in this process (no worker);
+# one_by_one: a worker is running, each import waits for its diff (scan_import --wait);
+# all_at_once: a worker is running, the 30 imports follow each other without waiting;
+# worker_later: all imported with no worker running, then one starts;
+# shuffled_later: the same, the files imported in a random order (they arrive late and out
+# of order: each run is dated by its file, and the diffs go by that date).
+PACINGS = ("in_process", "one_by_one", "all_at_once", "worker_later", "shuffled_later")
+
+
+def month_import(
+    month: Month,
+    *,
+    pacing: str = "in_process",
+    start_worker: Callable[[], object] | None = None,
+    timeout: float = 600,
+) -> Score:
+    """Import each day's file with scan_import (dated by the file); score the events."""
     from django.core.management import call_command
 
-    from alerts.models import AlertEvent
     from alerts.services.diff import run_diff
     from scanner.models import ScanRun
 
-    day_of_run = {}
-    for day, path in enumerate(month.files):
-        call_command("scan_import", str(path), "--at", month.at(day).isoformat(), stdout=StringIO())
-        run = ScanRun.objects.latest("id")
-        # The product queues the diff on commit; here (maybe inside a test's transaction)
-        # it runs at once, in day order.
-        run_diff(run_id=run.pk)
-        day_of_run[run.pk] = day
+    if pacing not in PACINGS:
+        raise ValueError(f"pacing must be one of {', '.join(PACINGS)}")
+    if pacing in ("one_by_one", "all_at_once"):
+        start_worker()
+    files = list(month.files)
+    if pacing == "shuffled_later":
+        random.Random(len(files)).shuffle(files)
+    for path in files:
+        args = ["--wait", "--wait-timeout", str(timeout)] if pacing == "one_by_one" else []
+        call_command("scan_import", str(path), *args, stdout=StringIO())
+        if pacing == "in_process":
+            # The product queues the diff on commit; here (maybe inside a test's
+            # transaction) it runs at once.
+            run_diff(run_id=ScanRun.objects.latest("id").pk)
+    if pacing in ("worker_later", "shuffled_later"):
+        undiffed = ScanRun.objects.filter(diffed_at__isnull=True).count()
+        if undiffed != len(month.files):
+            raise AssertionError(f"{undiffed} run(s) undiffed before any worker ran")
+        start_worker()
+    deadline = time.monotonic() + timeout
+    while ScanRun.objects.filter(diffed_at__isnull=True).exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"runs not diffed after {timeout:g} s")
+        time.sleep(0.2)
+    return month_score(month)
+
+
+def month_score(month: Month) -> Score:
+    """The events raised, keyed by the day of their run (runs are dated by their file)."""
+    from alerts.models import AlertEvent
+
     actual = {
-        (kind, ip, port, day_of_run[run_id])
-        for kind, ip, port, run_id in AlertEvent.objects.values_list(
-            "kind", "host__ip", "port", "run_id"
+        (kind, ip, port, (at - DAY0).days)
+        for kind, ip, port, at in AlertEvent.objects.values_list(
+            "kind", "host__ip", "port", "run__finished_at"
         )
     }
     return Score(expected=month.expected, actual=actual)

@@ -13,15 +13,17 @@ def nmap_xml(
     ports: str | None,
     hosts: Mapping[str, Iterable[Open]],
     down: Iterable[str] = (),
+    start: int = 1781510400,
 ) -> str:
     """A report of `nmap -sS -sV -p PORTS TARGETS`: hosts with their open ports; `down`
     hosts as <host> elements with status down (what nmap writes for listed hosts with -v).
-    targets=None: a command line that does not name them (-iL); ports=None: no <scaninfo>."""
+    targets=None: a command line that does not name them (-iL); ports=None: no <scaninfo>.
+    start: when the scan ran (Unix time; the default is 2026-06-15 08:00 UTC)."""
     args = f"nmap -sS -sV -p {ports or '-'} -oX - " + (targets if targets else "-iL hosts.txt")
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         "<!DOCTYPE nmaprun>",
-        f'<nmaprun scanner="nmap" args={quoteattr(args)} start="1781510400" version="7.93">',
+        f'<nmaprun scanner="nmap" args={quoteattr(args)} start="{int(start)}" version="7.93">',
     ]
     if ports:
         lines.append(f'<scaninfo type="syn" protocol="tcp" numservices="1" services="{ports}"/>')

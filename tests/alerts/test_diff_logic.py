@@ -113,23 +113,29 @@ def test_it_closes_on_the_nth_miss():
 
 
 def test_it_treats_only_never_covered_or_still_learnt_ports_as_baseline():
-    from alerts.diff import HostHistory, coverage_grow, is_baseline, port_ranges_subtract
+    from alerts.diff import Span, first_covered, is_baseline, span_redundant
 
     t0 = datetime(2026, 6, 10, tzinfo=UTC)
     window = timedelta(days=3)
-    first = HostHistory()  # a host no healthy run covered, network without a baseline
-    assert is_baseline(first, 22, t0)
-    assert not is_baseline(HostHistory(network_baselined=True), 22, t0)  # a new host: news
-    assert is_baseline(HostHistory(network_baselined=True, per_host=True), 22, t0)
-
-    covered, learning, until = coverage_grow(first, ((1, 1000),), at=t0, window=window)
-    grown = HostHistory(covered, True, False, learning, until)
-    assert is_baseline(grown, 80, t0 + timedelta(days=2))  # still learning
-    assert not is_baseline(grown, 80, t0 + timedelta(days=3))
-    assert is_baseline(grown, 8080, t0 + timedelta(days=9))  # never covered
-
-    covered, learning, until = coverage_grow(
-        grown, ((1, 65535),), at=t0 + timedelta(days=9), window=window
+    # A /24 scanned on ports 1-1024 from t0, on every port from t0 + 9 days.
+    net = (3323068416, 3323068671)
+    spans = [Span(t0, (net,), ((1, 1024),)), Span(t0 + timedelta(days=9), (net,), ((1, 65535),))]
+    host = 3323068516
+    assert first_covered(spans, host, 22) == t0
+    assert first_covered(spans, host, 8080) == t0 + timedelta(days=9)
+    assert first_covered(spans, 3323068672, 22) is None  # outside the addresses
+    # Never covered: baseline, whether or not the host ever answered.
+    assert is_baseline(first_covered=None, at=t0, window=window)
+    # Covered for the first time less than the window ago: still learnt.
+    assert is_baseline(first_covered=t0, at=t0 + timedelta(days=2), window=window)
+    # Covered long ago: a port there (even on a host never seen) is news...
+    assert not is_baseline(first_covered=t0, at=t0 + timedelta(days=3), window=window)
+    # ...unless the network's baseline is per host and the host never answered.
+    assert is_baseline(first_covered=t0, at=t0 + timedelta(days=3), window=window, host_first=True)
+    # A daily run repeating the coverage adds no span; a wider one does.
+    same = Span(t0 + timedelta(days=10), (net,), ((1, 65535),))
+    assert span_redundant(spans, same)
+    assert not span_redundant(
+        spans, Span(t0 + timedelta(days=10), ((net[0], net[1] + 256),), ((1, 10),))
     )
-    assert covered == ((1, 65535),) and learning == ((1001, 65535),)
-    assert port_ranges_subtract(((1, 100),), ((10, 20), (50, 200))) == ((1, 9), (21, 49))
+    assert not span_redundant(spans, Span(t0 - timedelta(days=1), (net,), ((1, 10),)))

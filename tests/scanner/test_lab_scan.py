@@ -12,7 +12,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from scanner.models import Port, PortObservation, RunState, ScanShard, ShardState
+from scanner.models import PortObservation, RunState, ScanShard, ShardState
 from scanner.services.runs import run_start
 from tests.conftest import ROOT
 from tests.lab import Lab
@@ -83,7 +83,7 @@ def test_it_finds_every_open_port_under_loss_and_names_the_services(celery_worke
         assert found == lab.open_ports
         wrong = [
             (p.host.ip, p.port, p.service, lab.truth[p.host.ip][p.port])
-            for p in Port.objects.select_related("host")
+            for p in PortObservation.objects.filter(run=run).select_related("host")
             if p.service != lab.truth[p.host.ip][p.port]
         ]
         assert not wrong, f"fingerprints that differ from the banners: {wrong}"

@@ -29,7 +29,7 @@ def test_it_keeps_one_observation_per_run_and_port():
 
 
 @pytest.mark.django_db
-def test_it_counts_sightings_and_keeps_first_and_last_seen_in_order():
+def test_it_counts_sightings_and_keeps_first_and_last_seen_in_order(diff_on_finish):
     day = timezone.now().replace(microsecond=0)
     one = timezone.timedelta(days=1)
     run_import(findings=[Finding("198.18.0.10", 80, service="http")], at=day)

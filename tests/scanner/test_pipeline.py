@@ -10,7 +10,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from scanner.models import Port, PortObservation, RunState, ScanRun, ScanShard, ShardState
+from scanner.models import PortObservation, RunState, ScanRun, ScanShard, ShardState
 from scanner.services.runs import run_start
 
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
@@ -118,7 +118,7 @@ def test_it_sweeps_and_fingerprints_through_real_workers(celery_workers, loopbac
         if not answers_everywhere(port)
     }
     assert found == {(ip, port) for ip, port, _ in specs}
-    ssh = Port.objects.get(host__ip="127.0.0.2", port=ssh_port)
+    ssh = PortObservation.objects.get(run=run, host__ip="127.0.0.2", port=ssh_port)
     assert ssh.service == "ssh" and "OpenSSH" in ssh.product
     assert (run.hosts_found, run.ports_found) == (2, 3)
 

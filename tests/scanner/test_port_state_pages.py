@@ -1,4 +1,4 @@
-"""The port state is folded page by page: same result as one pass, whatever the page size."""
+"""The diff folds the port state page by page: same result as one pass, whatever the page size."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,14 +6,14 @@ import pytest
 
 from scanner.findings import Finding
 from scanner.models import Port
-from scanner.services import results
+from scanner.services import ports, results
 
 DAY = datetime(2026, 6, 15, 8, 0, tzinfo=UTC)
 
 
 @pytest.mark.django_db
-def test_it_counts_and_fingerprints_every_port_across_pages(monkeypatch):
-    monkeypatch.setattr(results, "PORTS_UPDATE_PAGE", 3)
+def test_it_counts_and_fingerprints_every_port_across_pages(monkeypatch, diff_on_finish):
+    monkeypatch.setattr(ports, "PORTS_ADVANCE_PAGE", 3)
     found = [Finding(f"198.18.0.{h}", p) for h in range(1, 5) for p in (22, 80)]
     results.run_import(findings=found, at=DAY)
     second = results.run_import(

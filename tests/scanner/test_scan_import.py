@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from scanner.models import Port, ScanRun
+from scanner.models import PortObservation, ScanRun
 from tests.scanner.test_pipeline import SSH_BANNER, Listeners, free_ports
 
 # The layout masscan -oJ writes (one record per line, commas between records).
@@ -48,7 +48,7 @@ def test_it_imports_masscan_json_at_the_given_time_and_skips_out_of_scope(lab_sc
     assert run.source == "import" and run.finished_at == datetime.fromisoformat(
         "2026-06-15T08:00:00+00:00"
     )
-    assert set(Port.objects.values_list("host__ip", "port")) == {
+    assert set(PortObservation.objects.values_list("host__ip", "port")) == {
         ("198.18.0.5", 22),
         ("198.18.0.6", 8080),
     }
@@ -65,7 +65,7 @@ def test_it_imports_real_nmap_xml_with_fingerprints(lab_scope, tmp_path):
         )
     out, _ = run_import(str(xml))
     assert "1 open port(s) on 1 host(s)" in out
-    ssh = Port.objects.get(host__ip="127.0.0.9", port=port)
+    ssh = PortObservation.objects.get(host__ip="127.0.0.9", port=port)
     assert ssh.service == "ssh" and "OpenSSH" in ssh.product
 
 

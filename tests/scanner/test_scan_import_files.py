@@ -178,7 +178,7 @@ def test_it_imports_a_truncated_file_as_a_degraded_run_when_allowed(lab_scope, t
     assert "1 open port(s) on 1 host(s)" in capsys.readouterr().out
     run = ScanRun.objects.get()
     assert run.degraded and run.error == "truncated input" and run.state == "finished"
-    assert list(Port.objects.values_list("host__ip", "port")) == [("198.18.0.5", 22)]
+    assert list(PortObservation.objects.values_list("host__ip", "port")) == [("198.18.0.5", 22)]
 
 
 def test_it_imports_ipv4_and_ipv6_hosts_from_one_file(lab_scope, tmp_path, capsys):
@@ -196,7 +196,7 @@ def test_it_records_an_external_only_file_in_the_external_zone(lab_scope, tmp_pa
     path.write_text(nmap_xml(host_xml(ip="fd00:18::7", addrtype="ipv6")))
     call_command("scan_import", str(path))
     assert ScanRun.objects.get().zone == "external"
-    assert Port.objects.get().host.ip == "fd00:18::7"
+    assert PortObservation.objects.get().host.ip == "fd00:18::7"
 
 
 def test_it_stores_a_long_product_name_clipped_on_every_database(lab_scope, tmp_path):
@@ -204,7 +204,7 @@ def test_it_stores_a_long_product_name_clipped_on_every_database(lab_scope, tmp_
     long_host = host_xml().replace('product="OpenSSH"', f'product="{"x" * 1000}"')
     path.write_text(nmap_xml(long_host))
     call_command("scan_import", str(path))
-    assert Port.objects.get().product == "x" * 200
+    assert PortObservation.objects.get().product == "x" * 200
 
 
 def test_it_exits_1_with_one_line_from_the_real_command(tmp_path):

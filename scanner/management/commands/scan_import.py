@@ -1,14 +1,19 @@
-"""manage.py scan_import FILE [--at TIME] [--targets CIDRS] [--ports SPEC] [--allow-truncated]:
-record a results file as a run that covers what the scan was asked to scan."""
+"""manage.py scan_import FILE [--at TIME] [--targets CIDRS] [--ports SPEC] [--allow-truncated]
+[--wait [--wait-timeout S]] [--poc]: record a results file as a run that covers what the scan
+was asked to scan, at the time the file says it ran; its diff is queued for a worker."""
 
 import itertools
 import stat
-from datetime import datetime
+import time
+from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from alerts.models import AlertEvent
 from scanner.imports import (
     MASSCAN_TARGETS_REQUIRED,
     CoverageError,
@@ -19,6 +24,7 @@ from scanner.imports import (
     findings_read,
     import_coverage,
 )
+from scanner.models import ScanRun
 from scanner.services.results import run_import
 from scanner.services.scope import scope_load
 from scanner.targets import TargetError, parse_ports
@@ -32,7 +38,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file")
         parser.add_argument(
-            "--at", help="when the scan ran (ISO 8601, e.g. 2026-06-15T08:00:00+00:00); default now"
+            "--at",
+            help="when the scan ran (ISO 8601, e.g. 2026-06-15T08:00:00+00:00); default: the "
+            "file's own time (nmap's start, masscan's timestamps), else now",
         )
         parser.add_argument(
             "--targets",
@@ -51,8 +59,27 @@ class Command(BaseCommand):
             action="store_true",
             help="import a file cut short (no </nmaprun> or closing ]) as a degraded run",
         )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="wait for a worker to diff the run and print the events it raised",
+        )
+        parser.add_argument(
+            "--wait-timeout",
+            type=float,
+            default=600.0,
+            help="seconds --wait waits for the diff (default 600)",
+        )
+        parser.add_argument(
+            "--poc",
+            action="store_true",
+            help="let PoC checks probe the ports this import reports (an import is offline: "
+            "without it, nothing is sent to the addresses in the file)",
+        )
 
-    def handle(self, *args, file, at, targets, ports, allow_truncated, **options):
+    def handle(
+        self, *args, file, at, targets, ports, allow_truncated, wait, wait_timeout, poc, **options
+    ):
         when = self._parse_at(at)
         self._check_coverage_options(targets, ports)
         path = Path(file)
@@ -78,6 +105,7 @@ class Command(BaseCommand):
                     allow_truncated=allow_truncated,
                     targets=targets,
                     ports=ports,
+                    poc=poc,
                 )
         except (ImportFileError, CoverageError, TargetError) as exc:
             raise CommandError(f"{file}: {exc}") from None
@@ -92,10 +120,40 @@ class Command(BaseCommand):
         if run is None:
             raise CommandError(f"{file}: no open port inside scope; nothing imported")
         degraded = f" (degraded: {run.error})" if run.degraded else ""
+        source = "" if when is not None else " (the file's time)" if report.started else " (now)"
         self.stdout.write(
             f"imported run {run.pk}: {run.ports_found} open port(s) "
-            f"on {run.hosts_found} host(s) at {when.isoformat()}{degraded}"
+            f"on {run.hosts_found} host(s) at {run.finished_at.isoformat()}{source}{degraded}"
         )
+        age = timezone.now() - run.finished_at
+        old = age > timedelta(hours=settings.PORTMON_IMMEDIATE_MAX_AGE_HOURS)
+        self.stdout.write(
+            f"diff of run {run.pk} queued: a worker on the default queue diffs it"
+            + (" (events go to the digest only: the scan is older than "
+               f"{settings.PORTMON_IMMEDIATE_MAX_AGE_HOURS} h)" if old else "")
+            + ("" if poc else "; no PoC check probes these ports (--poc to allow)")
+        )  # fmt: skip
+        if wait:
+            self._wait(run.pk, wait_timeout)
+
+    def _wait(self, run_id: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ScanRun.objects.filter(pk=run_id, diffed_at__isnull=False).exists():
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"run {run_id}: not diffed after {timeout:g} s; is a worker running on "
+                    "the default queue? (bin/run starts one; the diff stays queued)"
+                )
+            time.sleep(0.5)
+        run = ScanRun.objects.get(pk=run_id)
+        kinds = Counter(AlertEvent.objects.filter(run_id=run_id).values_list("kind", flat=True))
+        raised = ", ".join(f"{kinds[k]} {k}" for k in sorted(kinds)) or "no events"
+        notes = [f"degraded: {run.error or 'far fewer ports than usual'}"] if run.degraded else []
+        notes += [
+            f"baseline: {b['ports']} ports on {b['hosts']} hosts recorded for {b['network']}"
+            for b in run.baseline
+        ]
+        self.stdout.write(f"diff of run {run_id}: {raised}" + "".join(f"; {n}" for n in notes))
 
     def _check_coverage_options(self, targets: str, ports: str) -> None:
         for option, value, parse in (
@@ -112,11 +170,12 @@ class Command(BaseCommand):
         self,
         stream,
         *,
-        when: datetime,
+        when: datetime | None,
         report: ImportReport,
         allow_truncated: bool,
         targets: str,
         ports: str,
+        poc: bool,
     ):
         scope = scope_load()
         read = findings_read(stream, report=report, allow_truncated=allow_truncated)
@@ -134,20 +193,24 @@ class Command(BaseCommand):
         # (all of them down or closed: that is news about them). A later error rolls the
         # run back.
         first = next(findings, None)
+        # Read up to here, the file said when it ran (nmap's start comes first; masscan's
+        # earliest timestamp so far).
+        options = {
+            "at": when or report.started or timezone.now(),
+            "report": report,
+            "coverage": coverage,
+            "probes_allowed": poc,
+            "at_from_file": when is None,
+        }
         if first is None:
             if not coverage()[0]:
                 return None
-            return run_import(findings=[], at=when, report=report, coverage=coverage)
-        return run_import(
-            findings=itertools.chain([first], findings),
-            at=when,
-            report=report,
-            coverage=coverage,
-        )
+            return run_import(findings=[], **options)
+        return run_import(findings=itertools.chain([first], findings), **options)
 
-    def _parse_at(self, at: str | None) -> datetime:
+    def _parse_at(self, at: str | None) -> datetime | None:
         if not at:
-            return timezone.now()
+            return None
         try:
             when = datetime.fromisoformat(at)
         except ValueError:
