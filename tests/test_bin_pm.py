@@ -50,7 +50,7 @@ def fake_clone(tmp_path: Path) -> Path:
     (clone / "bin").mkdir(parents=True)
     shutil.copy(ROOT / "bin" / "pm", clone / "bin" / "pm")
     (clone / "bin" / "setup").write_text(
-        "#!/usr/bin/env bash\nset -e\ncd \"$(dirname \"$0\")/..\"\n"
+        '#!/usr/bin/env bash\nset -e\ncd "$(dirname "$0")/.."\n'
         'echo "$1" >> setup-runs\nmkdir -p .venv/bin\n'
         f'ln -sf "{sys.executable}" .venv/bin/python\n'
     )
