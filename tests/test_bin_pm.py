@@ -82,3 +82,10 @@ def test_it_creates_the_venv_once_when_a_fresh_clone_has_none(tmp_path):
         said.append("running bin/setup" in out.stderr)
     assert said == [True, False]
     assert (clone / "setup-runs").read_text() == "requirements.txt\n"  # only the first time
+
+
+def test_it_is_what_the_readme_tells_a_newcomer_to_run():
+    readme = (ROOT / "README.md").read_text()
+    assert "python manage.py" not in readme  # fails outside the venv
+    assert "bin/pm scope add" in readme and "bin/pm scan" in readme
+    assert "## First 10 minutes" in readme
