@@ -16,7 +16,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     # Pages without the <link rel=icon> (the admin, the API docs) ask for /favicon.ico.
-    path("favicon.ico", RedirectView.as_view(url=static("dashboard/favicon.svg"))),
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=static("dashboard/favicon.svg")),
+        name="favicon",
+    ),
 ]
 
 handler403 = "dashboard.views.permission_denied"
