@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentHost
 from alerts.models import EventNote
 from audit.models import AuditEntry
-from scanner.models import Host, ScanPolicy
+from scanner.models import Host, ScanPolicy, ScanRun
 from tests.dashboard.conftest import PASSWORD, event
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -75,13 +75,13 @@ def crowded(world):
     ScanPolicy.objects.create(
         name="nightly lab", targets=",".join(f"198.18.{i}.0/24" for i in range(40)), ports="1-65535"
     )
-    agent = Agent.objects.create(name=f"agent-{LONG}", token_hash="x", last_report_at=now)
+    agent = Agent.objects.create(name=f"agent-{LONG[:90]}", token_hash="x", last_report_at=now)
     AgentHost.objects.create(agent=agent, host=a)
     AuditEntry.objects.create(
         action="rule.update",
         object_type="alerts.rule",
         object_id=str(world["rule"].pk),
-        object_repr=LONG,
+        object_repr=LONG[:190],
         before={"reason": LONG, "ports": list(range(60))},
         after={"reason": LONG + "!", "ports": list(range(61))},
     )
@@ -159,10 +159,23 @@ def test_it_fits_every_page_in_390_and_800_px_without_sideways_scroll(
                 too_wide.append(f"{name} at {width} px: scrollWidth {scroll}")
             errors += [f"{name}: {m}" for m in console_errors(chromium)]
             capture(chromium, shots / f"{width}-{name}.png")
+    # The overview of an installation that has not scanned yet: the first-run note.
+    ScanRun.objects.all().delete()
+    for width, metrics in WIDTHS.items():
+        chromium.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        chromium.get(f"{live_server.url}/")
+        assert "bin/pm scope add" in chromium.find_element(By.ID, "first-run").text
+        inner, scroll = chromium.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollWidth]"
+        )
+        if scroll > inner:
+            too_wide.append(f"first-run overview at {width} px: scrollWidth {scroll}")
+        errors += [f"first-run: {m}" for m in console_errors(chromium)]
+        capture(chromium, shots / f"{width}-overview-first-run.png")
     assert too_wide == []
     # A missing favicon, a stylesheet the CSP refuses, any 404 of the page's own assets.
     assert errors == []
-    assert len(list(shots.glob("*.png"))) == 1 + 2 * len(pages(crowded))
+    assert len(list(shots.glob("*.png"))) == 1 + 2 * (len(pages(crowded)) + 1)
 
 
 def test_it_keeps_the_log_out_button_readable(chromium, live_server, users, world):
