@@ -36,7 +36,25 @@ SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def _site_url_default(bind: str) -> str:
+    """The dashboard's own address from PORTMON_BIND (what bin/run serves on): emailed links
+    must reach the web server wherever it listens. A wildcard bind (0.0.0.0, [::]) says
+    nothing a reader can use, so the links name this machine's loopback; set SITE_URL."""
+    host, _, port = (bind.strip() or "127.0.0.1:8000").rpartition(":")
+    if not host or not port.isdigit() or host.startswith("unix"):
+        raise SettingError(
+            f"PORTMON_BIND={bind!r} is not HOST:PORT (e.g. 127.0.0.1:8000): set SITE_URL "
+            "to the address people open, the links in alerts use it"
+        )
+    if host in ("0.0.0.0", "[::]", "*", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+# Links in mail and chat messages. Unset: from PORTMON_BIND (bin/run's listen address).
+SITE_URL = (env_str("SITE_URL") or _site_url_default(env_str("PORTMON_BIND"))).rstrip("/")
 
 # Behind TLS (PORTMON_HTTPS=1) the deployment checks all pass.
 PORTMON_HTTPS = env_bool("PORTMON_HTTPS", False)
@@ -101,6 +119,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # |when (dates with the zone), |has_role, {% mail_destination %} on every page.
+            "builtins": ["dashboard.templatetags.portmon"],
         },
     },
 ]
@@ -202,6 +222,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# DATETIME_FORMAT and friends: "2026-12-06 18:42 UTC" everywhere (portmon/formats/en).
+FORMAT_MODULE_PATH = ["portmon.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = PORTMON_DATA_DIR / "static"

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from dashboard import views
 
@@ -13,6 +15,12 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    # Pages without the <link rel=icon> (the admin, the API docs) ask for /favicon.ico.
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=static("dashboard/favicon.svg")),
+        name="favicon",
+    ),
 ]
 
 handler403 = "dashboard.views.permission_denied"

@@ -21,13 +21,15 @@ print(json.dumps({
     "acks_late": settings.CELERY_TASK_ACKS_LATE,
     "prefetch": settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
     "email": settings.EMAIL_BACKEND, "secret": settings.SECRET_KEY, "debug": settings.DEBUG,
+    "site_url": settings.SITE_URL,
 }))
 """
 
 
 def probe(tmp_path, **env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
-    clean.pop("EMAIL_HOST", None)
+    for name in ("EMAIL_HOST", "SITE_URL", "PORTMON_BIND"):
+        clean.pop(name, None)
     clean.update({"PORTMON_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "portmon.settings"})
     clean.update(env)
     out = subprocess.run(
@@ -110,3 +112,37 @@ def test_it_passes_the_deployment_checks_in_production(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no issues" in out.stdout
+
+
+def test_it_points_emailed_links_at_the_address_bin_run_binds(tmp_path):
+    # Before: every link said :8000 whatever PORTMON_BIND was.
+    assert probe(tmp_path)["site_url"] == "http://127.0.0.1:8000"
+    assert probe(tmp_path, PORTMON_BIND="127.0.0.1:9090")["site_url"] == "http://127.0.0.1:9090"
+    assert probe(tmp_path, PORTMON_BIND="scan.lan:80")["site_url"] == "http://scan.lan:80"
+    assert probe(tmp_path, PORTMON_BIND="[::1]:8001")["site_url"] == "http://[::1]:8001"
+    # A wildcard bind is no address to click: loopback with its port.
+    assert probe(tmp_path, PORTMON_BIND="0.0.0.0:8443")["site_url"] == "http://127.0.0.1:8443"
+    # SITE_URL wins (behind a proxy, TLS), even over a bind that is no HOST:PORT.
+    assert (
+        probe(tmp_path, PORTMON_BIND="unix:/run/portmon.sock", SITE_URL="https://pm.example/")[
+            "site_url"
+        ]
+        == "https://pm.example"
+    )
+
+
+def test_it_stops_with_one_line_on_a_bind_that_names_no_port(tmp_path):
+    for bind in ("127.0.0.1", "unix:/run/portmon.sock", "host:port"):
+        clean = {k: v for k, v in os.environ.items() if k not in ("SITE_URL",)}
+        clean.update(
+            PORTMON_DATA_DIR=str(tmp_path),
+            DJANGO_SETTINGS_MODULE="portmon.settings",
+            PORTMON_BIND=bind,
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True
+        )
+        assert out.returncode != 0
+        assert "Traceback" not in out.stderr
+        assert f"PORTMON_BIND={bind!r} is not HOST:PORT" in out.stderr
+        assert "set SITE_URL" in out.stderr

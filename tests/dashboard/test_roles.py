@@ -7,7 +7,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from alerts.models import AlertEvent, EventAudit
 
 # Pages anyone may fetch: the health check and the login page itself.
-PUBLIC = {"healthz", "login", "logout"}
+PUBLIC = {"healthz", "login", "logout", "favicon"}  # favicon: a redirect to a static icon
 SAMPLE = {"event_id": "1", "ip": "198.18.0.10", "run_id": "1", "rule_id": "1", "policy_id": "1"}
 
 
