@@ -132,7 +132,9 @@ def named_ports(run: ScanRun) -> dict[int, str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fast_ports_are_named_in_the_run_while_slow_and_silent_ones_still_run(services, settings):
+def test_fast_ports_are_named_in_the_run_while_slow_and_silent_ones_still_run(
+    services, settings, diff_on_finish
+):
     # The tail on loopback: a fast HTTP server and an ssh banner next to an HTTP
     # server that answers after 8 s (too late for any nmap probe) and a silent port.
     settings.PORTMON_NMAP_PORT_TIMEOUT = 10
@@ -176,7 +178,7 @@ def test_fast_ports_are_named_in_the_run_while_slow_and_silent_ones_still_run(se
 
 @pytest.mark.django_db(transaction=True)
 def test_a_port_whose_fingerprint_timed_out_is_fingerprinted_again_by_the_next_run(
-    services, settings
+    services, settings, diff_on_finish
 ):
     settings.PORTMON_NMAP_PORT_TIMEOUT = 5
     silent_services = ServiceThread()
