@@ -230,8 +230,9 @@ def fingerprint_many(
         except EngineError as exc:  # EngineTimeout included
             return unknown(str(exc))
         if result.returncode != 0:
-            message = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
-            return unknown(f"nmap failed: {message[0]}")
+            # --version-trace adds nsock's trace to stderr: the error is the last other line.
+            lines = [x for x in result.stderr.splitlines() if x.strip() and "NSOCK" not in x]
+            return unknown(f"nmap failed: {(lines or [f'exit code {result.returncode}'])[-1]}")
         try:
             parsed = {host.ip: host for host in parse_xml(xml_path.read_text())}
         except (OSError, EngineError) as exc:

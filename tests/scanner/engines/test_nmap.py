@@ -216,6 +216,26 @@ def test_no_trace_line_breaks_the_reader_or_names_a_port_it_does_not_say():
             assert 1 <= finding.port <= 65535 and finding.service
 
 
+def test_a_failing_nmap_keeps_what_it_named_and_says_why_past_its_trace(tmp_path, monkeypatch):
+    fake = tmp_path / "nmap"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"echo '{TRACE}127.0.0.1:22 is ssh.  Version: |OpenSSH|9.2p1||'\n"
+        "echo 'Unable to split netmask from target expression' >&2\n"
+        "echo 'NSOCK INFO [0.2s] nsock_iod_delete(): nsock_iod_delete (IOD #1)' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(nmap.shutil, "which", lambda name: str(fake))
+
+    results = nmap.fingerprint_many(hosts={"127.0.0.1": [22, 80]}, timeout=10)
+
+    result = results["127.0.0.1"]
+    assert result.status == "unknown"
+    assert result.error == "nmap failed: Unable to split netmask from target expression"
+    assert [(f.port, f.product) for f in result.findings] == [(22, "OpenSSH")]
+
+
 def test_it_reports_a_host_that_times_out_as_unknown_not_closed(services):
     # A port that accepts but never speaks keeps -sV busy past a 2 s host timeout.
     silent = services.start("silent", "127.0.0.5")
