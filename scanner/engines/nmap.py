@@ -22,6 +22,7 @@ import ipaddress
 import re
 import shutil
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ BATCH_MAX_PROBES = 8192
 # connection at a time, so this also bounds a run's sockets. 256 keeps a task's nmap runs
 # few (the bench lab's 211 ports fit one) and far below a worker's 1024 file descriptors.
 BATCH_MAX_SERVICES = 256
+# A second run over the ports a timed-out host had named gets the time they took and this.
+REFINE_MARGIN_S = 10.0
 # nmap -sV's own service parallelism at -T3 (service_scan.cc): below it, nothing to raise.
 NMAP_DEFAULT_PARALLELISM = 20
 # "Service scan match (Probe GetRequest matched with GetRequest line 6948): 127.0.0.1:80 is
@@ -176,8 +179,9 @@ def fingerprint_many(
     nice: int = 0,
     on_finding: Callable[[Finding], None] | None = None,
 ) -> dict[str, HostResult]:
-    """One nmap -sV run over several hosts (see batches()); a result per host, keyed by IP.
+    """nmap -sV over several hosts (see batches()); a result per host, keyed by IP.
 
+    One nmap run, and a short second one for the named ports of a host that timed out.
     timeout is each port's budget: all ports of the run are probed at once. on_finding, if
     given, gets each port nmap names the moment it prints the match (from the thread that
     runs nmap; it must not block), before the run ends; the results then repeat and
@@ -188,6 +192,48 @@ def fingerprint_many(
     wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
     if not wanted:
         raise EngineError("no hosts to fingerprint")
+    started = time.monotonic()
+    named_at: dict[tuple[str, int], float] = {}
+
+    def named(finding: Finding) -> None:
+        named_at[(finding.ip, finding.port)] = time.monotonic() - started
+        if on_finding is not None:
+            on_finding(finding)
+
+    options = {"intensity": intensity, "proto": proto, "nice": nice}
+    results = _fingerprint_run(wanted, timeout=timeout, on_finding=named, **options)
+    # A host nmap gave up on has no ports in the XML: the ports it had named keep only what
+    # the trace line says, without CPE or what nmap's version scripts add after the probes
+    # ("RabbitMQ 3.10.8", not the probe's "Advanced Message Queue Protocol"; measured on
+    # this machine's rabbitmq next to a silent port). A name that depends on which other
+    # ports a host has would be a "service changed" event: so one more run over just those
+    # ports, which answered, with the time they took and a margin.
+    again = {
+        ip: {f.port for f in result.findings}
+        for ip, result in results.items()
+        if result.error == "timeout" and result.findings
+    }
+    if again:
+        took = max(named_at.get((ip, port), timeout) for ip in again for port in again[ip])
+        complete = _fingerprint_run(
+            again, timeout=min(timeout, max(took + REFINE_MARGIN_S, 1.0)), **options
+        )
+        for ip, result in complete.items():
+            better = {f.port: f for f in result.findings if f.has_fingerprint}
+            results[ip].findings = [better.get(f.port, f) for f in results[ip].findings]
+    return results
+
+
+def _fingerprint_run(
+    wanted: dict[str, set[int]],
+    *,
+    timeout: float,
+    intensity: int | None,
+    proto: str,
+    nice: int,
+    on_finding: Callable[[Finding], None] | None = None,
+) -> dict[str, HostResult]:
+    """fingerprint_many's one nmap process."""
     union = set().union(*wanted.values())
     services = sum(len(ports) for ports in wanted.values())
     streamed: dict[tuple[str, int], Finding] = {}
