@@ -22,10 +22,9 @@ import ipaddress
 import re
 import shutil
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -65,8 +64,6 @@ BATCH_MAX_PROBES = 8192
 # connection at a time, so this also bounds a run's sockets. 256 keeps a task's nmap runs
 # few (the bench lab's 211 ports fit one) and far below a worker's 1024 file descriptors.
 BATCH_MAX_SERVICES = 256
-# A second run over the ports a timed-out host had named gets the time they took and this.
-REFINE_MARGIN_S = 10.0
 # nmap -sV's own service parallelism at -T3 (service_scan.cc): below it, nothing to raise.
 NMAP_DEFAULT_PARALLELISM = 20
 # "Service scan match (Probe GetRequest matched with GetRequest line 6948): 127.0.0.1:80 is
@@ -178,6 +175,7 @@ def fingerprint_many(
     proto: str = "tcp",
     nice: int = 0,
     on_finding: Callable[[Finding], None] | None = None,
+    on_first_run: Callable[[dict[str, HostResult]], None] | None = None,
 ) -> dict[str, HostResult]:
     """nmap -sV over several hosts (see batches()); a result per host, keyed by IP.
 
@@ -188,36 +186,31 @@ def fingerprint_many(
     complete them. Each host's findings are limited to the ports asked for it. A host nmap
     gave up on (timeout) keeps the ports named before it, is "unknown", and its other ports
     unnamed; every host of a run that failed is "unknown", with the reason in error.
+    on_first_run, if given, gets the results as they stand before that second run (the
+    ports left unnamed are settled then).
     """
     wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
     if not wanted:
         raise EngineError("no hosts to fingerprint")
-    started = time.monotonic()
-    named_at: dict[tuple[str, int], float] = {}
-
-    def named(finding: Finding) -> None:
-        named_at[(finding.ip, finding.port)] = time.monotonic() - started
-        if on_finding is not None:
-            on_finding(finding)
-
     options = {"intensity": intensity, "proto": proto, "nice": nice}
-    results = _fingerprint_run(wanted, timeout=timeout, on_finding=named, **options)
+    results = _fingerprint_run(wanted, timeout=timeout, on_finding=on_finding, **options)
+    if on_first_run is not None:
+        on_first_run({ip: replace(result) for ip, result in results.items()})
     # A host nmap gave up on has no ports in the XML: the ports it had named keep only what
     # the trace line says, without CPE or what nmap's version scripts add after the probes
     # ("RabbitMQ 3.10.8", not the probe's "Advanced Message Queue Protocol"; measured on
     # this machine's rabbitmq next to a silent port). A name that depends on which other
     # ports a host has would be a "service changed" event: so one more run over just those
-    # ports, which answered, with the time they took and a margin.
+    # ports, which answered. Its budget is the whole port timeout all the same: nmap's
+    # version scripts run after all probes, inside --host-timeout (6 such ports here took
+    # 17.6 s, their last one named at 10.3 s: "time to name + 10 s" lost the XML again).
     again = {
         ip: {f.port for f in result.findings}
         for ip, result in results.items()
         if result.error == "timeout" and result.findings
     }
     if again:
-        took = max(named_at.get((ip, port), timeout) for ip in again for port in again[ip])
-        complete = _fingerprint_run(
-            again, timeout=min(timeout, max(took + REFINE_MARGIN_S, 1.0)), **options
-        )
+        complete = _fingerprint_run(again, timeout=timeout, **options)
         for ip, result in complete.items():
             better = {f.port: f for f in result.findings if f.has_fingerprint}
             results[ip].findings = [better.get(f.port, f) for f in results[ip].findings]

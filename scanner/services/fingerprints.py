@@ -139,7 +139,11 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
         ClaimHeartbeat(run_id=run_id, token=token),
         ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool,
     ):
-        running = {pool.submit(run_batch, hosts=batch): batch for batch in batches}
+        running = {
+            # A host that timed out has its unnamed ports settled after nmap's first run.
+            pool.submit(run_batch, hosts=batch, on_first_run=partial(ledger.finish, batch)): batch
+            for batch in batches
+        }
         while running:
             done, _ = wait(running, timeout=RECORD_EVERY_S, return_when=FIRST_COMPLETED)
             for future in done:
