@@ -168,9 +168,9 @@ def test_fast_ports_are_named_in_the_run_while_slow_and_silent_ones_still_run(se
     # And complete: the CPE only nmap's XML has, though the host's XML was lost to its timeout.
     assert PortObservation.objects.get(run=run, port=ssh).cpe.startswith("cpe:/a:openbsd")
     assert len(progress) >= 3  # 0 -> the fast ones -> all four: it moved
-    # Each port's budget (nmap notices it up to ~8 s late), then a second run of ~7 s for
-    # the named ports of the host that timed out: not nmap's 164 s on a silent one.
-    assert took < 10 + 8 + 12
+    # Each port's budget (nmap notices it up to ~8 s late), then a second run for the named
+    # ports of the host that timed out (~7-15 s, within its own budget): not nmap's 164 s.
+    assert took < 2 * (10 + 8) + 5, progress
     # Timed out is unnamed, never closed: both stay open ports of the finished run.
     run.refresh_from_db()
     assert run.state == RunState.FINISHED
