@@ -417,9 +417,10 @@ PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
 # 11 probes, up to TLS; a port still unnamed then stays open and unnamed this run.
 PORTMON_NMAP_PORT_TIMEOUT = env_int("PORTMON_NMAP_PORT_TIMEOUT", 60, lo=5)
 # A fingerprint task runs its nmap batches side by side, each within the port timeout
-# (nmap notices it at its next probe's end: up to ~8 s late) plus its own margin.
-FINGERPRINT_SOFT_TIME_LIMIT = PORTMON_NMAP_PORT_TIMEOUT + 60
-FINGERPRINT_TIME_LIMIT = PORTMON_NMAP_PORT_TIMEOUT + 120
+# (nmap notices it at its next probe's end: up to ~8 s late), plus at most one more for
+# the named ports of a host that timed out (nmap.fingerprint_many), plus a margin.
+FINGERPRINT_SOFT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 60
+FINGERPRINT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 120
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the
 # fingerprints streamed during a sweep use idle CPU instead of slowing masscan's pace.
 PORTMON_NMAP_NICE = env_int("PORTMON_NMAP_NICE", 10, lo=0, hi=19)

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -175,19 +175,58 @@ def fingerprint_many(
     proto: str = "tcp",
     nice: int = 0,
     on_finding: Callable[[Finding], None] | None = None,
+    on_first_run: Callable[[dict[str, HostResult]], None] | None = None,
 ) -> dict[str, HostResult]:
-    """One nmap -sV run over several hosts (see batches()); a result per host, keyed by IP.
+    """nmap -sV over several hosts (see batches()); a result per host, keyed by IP.
 
+    One nmap run, and a short second one for the named ports of a host that timed out.
     timeout is each port's budget: all ports of the run are probed at once. on_finding, if
     given, gets each port nmap names the moment it prints the match (from the thread that
     runs nmap; it must not block), before the run ends; the results then repeat and
     complete them. Each host's findings are limited to the ports asked for it. A host nmap
     gave up on (timeout) keeps the ports named before it, is "unknown", and its other ports
     unnamed; every host of a run that failed is "unknown", with the reason in error.
+    on_first_run, if given, gets the results as they stand before that second run (the
+    ports left unnamed are settled then).
     """
     wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
     if not wanted:
         raise EngineError("no hosts to fingerprint")
+    options = {"intensity": intensity, "proto": proto, "nice": nice}
+    results = _fingerprint_run(wanted, timeout=timeout, on_finding=on_finding, **options)
+    if on_first_run is not None:
+        on_first_run({ip: replace(result) for ip, result in results.items()})
+    # A host nmap gave up on has no ports in the XML: the ports it had named keep only what
+    # the trace line says, without CPE or what nmap's version scripts add after the probes
+    # ("RabbitMQ 3.10.8", not the probe's "Advanced Message Queue Protocol"; measured on
+    # this machine's rabbitmq next to a silent port). A name that depends on which other
+    # ports a host has would be a "service changed" event: so one more run over just those
+    # ports, which answered. Its budget is the whole port timeout all the same: nmap's
+    # version scripts run after all probes, inside --host-timeout (6 such ports here took
+    # 17.6 s, their last one named at 10.3 s: "time to name + 10 s" lost the XML again).
+    again = {
+        ip: {f.port for f in result.findings}
+        for ip, result in results.items()
+        if result.error == "timeout" and result.findings
+    }
+    if again:
+        complete = _fingerprint_run(again, timeout=timeout, **options)
+        for ip, result in complete.items():
+            better = {f.port: f for f in result.findings if f.has_fingerprint}
+            results[ip].findings = [better.get(f.port, f) for f in results[ip].findings]
+    return results
+
+
+def _fingerprint_run(
+    wanted: dict[str, set[int]],
+    *,
+    timeout: float,
+    intensity: int | None,
+    proto: str,
+    nice: int,
+    on_finding: Callable[[Finding], None] | None = None,
+) -> dict[str, HostResult]:
+    """fingerprint_many's one nmap process."""
     union = set().union(*wanted.values())
     services = sum(len(ports) for ports in wanted.values())
     streamed: dict[tuple[str, int], Finding] = {}
@@ -230,8 +269,9 @@ def fingerprint_many(
         except EngineError as exc:  # EngineTimeout included
             return unknown(str(exc))
         if result.returncode != 0:
-            message = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
-            return unknown(f"nmap failed: {message[0]}")
+            # --version-trace adds nsock's trace to stderr: the error is the last other line.
+            lines = [x for x in result.stderr.splitlines() if x.strip() and "NSOCK" not in x]
+            return unknown(f"nmap failed: {(lines or [f'exit code {result.returncode}'])[-1]}")
         try:
             parsed = {host.ip: host for host in parse_xml(xml_path.read_text())}
         except (OSError, EngineError) as exc:

@@ -71,10 +71,12 @@ class FingerprintLedger:
         for batch, results in finished:
             for ip, ports in batch.items():
                 result = results[ip]
-                if result.error:
+                got = {f.port for f in result.findings}
+                unnamed = [port for port in ports if port not in got]
+                if result.error and unnamed:
                     # Unknown, never closed: the port stays open in this run, just unnamed;
                     # the next run fingerprints it again (every run starts unfingerprinted).
-                    logger.warning("fingerprint of %s %s: %s", ip, ports, result.error)
+                    logger.warning("fingerprint of %s: %s; unnamed: %s", ip, result.error, unnamed)
                 final.update(((ip, port), None) for port in ports)
                 final.update(((f.ip, f.port), f) for f in result.findings if f.port in ports)
         changed = []
@@ -137,7 +139,11 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
         ClaimHeartbeat(run_id=run_id, token=token),
         ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool,
     ):
-        running = {pool.submit(run_batch, hosts=batch): batch for batch in batches}
+        running = {
+            # A host that timed out has its unnamed ports settled after nmap's first run.
+            pool.submit(run_batch, hosts=batch, on_first_run=partial(ledger.finish, batch)): batch
+            for batch in batches
+        }
         while running:
             done, _ = wait(running, timeout=RECORD_EVERY_S, return_when=FIRST_COMPLETED)
             for future in done:
