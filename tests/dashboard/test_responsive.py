@@ -181,17 +181,14 @@ def test_it_fits_every_page_in_390_and_800_px_without_sideways_scroll(
 def test_it_keeps_the_log_out_button_readable(chromium, live_server, users, world):
     """The header button was white text on the browser's light-grey button face."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.dashboard.test_browser import navigate_by
 
     chromium.get(f"{live_server.url}/accounts/login/")
     chromium.find_element(By.NAME, "username").send_keys("viewer")
     chromium.find_element(By.NAME, "password").send_keys(PASSWORD)
-    chromium.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    # The click loads the next page: wait for it, not for whatever is there right now.
-    WebDriverWait(chromium, 15).until(lambda b: "/accounts/login/" not in b.current_url)
-    button = WebDriverWait(chromium, 15).until(
-        lambda b: b.find_element(By.CSS_SELECTOR, "form[action$='/accounts/logout/'] button")
-    )
+    navigate_by(chromium, chromium.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
+    button = chromium.find_element(By.CSS_SELECTOR, "form[action$='/accounts/logout/'] button")
     fg, bg, header = chromium.execute_script(
         """const s = getComputedStyle(arguments[0]);
         const h = getComputedStyle(arguments[0].closest('header'));
