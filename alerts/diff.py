@@ -67,6 +67,8 @@ class Coverage:
     port_ranges: tuple[tuple[int, int], ...]
     # Targets given as host names: matched against Host.hostname by the service.
     names: frozenset = frozenset()
+    # UDP ports probed: coverage is per protocol (a TCP sweep never misses a UDP port).
+    udp_port_ranges: tuple[tuple[int, int], ...] = ()
 
     def covers_ip(self, ip: str) -> bool:
         try:
@@ -77,16 +79,20 @@ class Coverage:
             return True
         return any(address.version == n.version and address in n for n in self.networks)
 
-    def covers_port(self, port: int) -> bool:
-        return any(lo <= port <= hi for lo, hi in self.port_ranges)
+    def covers_port(self, port: int, proto: str = "tcp") -> bool:
+        ranges = self.udp_port_ranges if proto == "udp" else self.port_ranges
+        return any(lo <= port <= hi for lo, hi in ranges)
+
+    def ranges_of(self, proto: str) -> tuple[tuple[int, int], ...]:
+        return self.udp_port_ranges if proto == "udp" else self.port_ranges
 
     @property
     def only_addresses(self) -> bool:
         return not self.networks
 
 
-def coverage_parse(targets: str, ports: str) -> Coverage:
-    """Read a run's targets and ports; other tokens are kept as (lower-case) host names.
+def coverage_parse(targets: str, ports: str, udp_ports: str = "") -> Coverage:
+    """Read a run's targets and TCP / UDP ports; other tokens are kept as host names.
 
     An unreadable port list covers nothing rather than everything: a wrong guess there
     would turn into false "closed" events.
@@ -106,13 +112,23 @@ def coverage_parse(targets: str, ports: str) -> Coverage:
                 addresses.add(ipaddress.ip_address(token))
         except ValueError:
             names.add(token.lower().rstrip("."))
+    return Coverage(
+        frozenset(addresses),
+        tuple(networks),
+        _port_tokens(ports),
+        frozenset(names),
+        _port_tokens(udp_ports),
+    )
+
+
+def _port_tokens(text: str) -> tuple[tuple[int, int], ...]:
     ranges = []
-    for token in re.split(r"[,\s]+", ports or ""):
+    for token in re.split(r"[,\s]+", text or ""):
         match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", token)
         if match:
             lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
             ranges.append((lo, hi))
-    return Coverage(frozenset(addresses), tuple(networks), tuple(ranges), frozenset(names))
+    return tuple(ranges)
 
 
 def port_ranges_parse(text: str) -> tuple[tuple[int, int], ...]:
@@ -184,19 +200,28 @@ class Span:
     at: datetime
     addresses: tuple[tuple[int, int], ...]
     ports: tuple[tuple[int, int], ...]
+    proto: str = "tcp"
 
-    def covers(self, address: int, port: int) -> bool:
-        return ports_covered(self.addresses, address) and ports_covered(self.ports, port)
+    def covers(self, address: int, port: int, proto: str = "tcp") -> bool:
+        return (
+            self.proto == proto
+            and ports_covered(self.addresses, address)
+            and ports_covered(self.ports, port)
+        )
 
     def contains(self, other: "Span") -> bool:
-        return ranges_contain(self.addresses, other.addresses) and ranges_contain(
-            self.ports, other.ports
+        return (
+            self.proto == other.proto
+            and ranges_contain(self.addresses, other.addresses)
+            and ranges_contain(self.ports, other.ports)
         )
 
 
-def first_covered(spans: Sequence[Span], address: int, port: int) -> datetime | None:
+def first_covered(
+    spans: Sequence[Span], address: int, port: int, proto: str = "tcp"
+) -> datetime | None:
     """When a healthy run first covered this address and port (spans: any order)."""
-    times = [s.at for s in spans if s.covers(address, port)]
+    times = [s.at for s in spans if s.covers(address, port, proto)]
     return min(times) if times else None
 
 

@@ -378,6 +378,12 @@ PORTMON_AGENT_CLOCK_SKEW = env_int("PORTMON_AGENT_CLOCK_SKEW", 300, lo=0)
 # (bench/scan_bench.py), so 8M probes is ~90 s per pass (twice that with --retries 1): a
 # lost worker costs that much, and the 62-host benchmark lab (4M probes) is one masscan run.
 PORTMON_SHARD_PROBES = env_int("PORTMON_SHARD_PROBES", 8_000_000)
+# UDP probes per shard: a silent port costs PORTMON_UDP_TIMEOUT_MS x (retries + 1) on the
+# connect path (100k probes at 256 at once, all silent: ~30 min, inside the shard's limit).
+PORTMON_UDP_SHARD_PROBES = env_int("PORTMON_UDP_SHARD_PROBES", 100_000, lo=1)
+PORTMON_UDP_TIMEOUT_MS = env_int("PORTMON_UDP_TIMEOUT_MS", 1500, lo=50)
+PORTMON_UDP_RETRIES = env_int("PORTMON_UDP_RETRIES", 2, lo=0, hi=10)
+PORTMON_UDP_CONCURRENCY = env_int("PORTMON_UDP_CONCURRENCY", 256, lo=1)
 PORTMON_SHARD_MAX_ATTEMPTS = env_int("PORTMON_SHARD_MAX_ATTEMPTS", 3, lo=1)
 # Liveness, not age: a task holding a shard or fingerprint ports writes a heartbeat every
 # 2 s; a claim whose heartbeat is older than this belongs to a dead worker and is taken
@@ -391,6 +397,9 @@ PORTMON_REQUEUE_AFTER = env_int("PORTMON_REQUEUE_AFTER", 45, lo=10)
 PORTMON_RUN_STALL_TIMEOUT = env_int("PORTMON_RUN_STALL_TIMEOUT", 3600, lo=60)
 # Retries double masscan's packets; the default re-probes only unanswered probes instead.
 PORTMON_MASSCAN_RETRIES = env_int("PORTMON_MASSCAN_RETRIES", 0)
+# UDP: masscan's list is short and no answer tells a lost request from a silent port, so
+# each request goes out 1 + this many times (a UDP sweep of the default list is small).
+PORTMON_MASSCAN_UDP_RETRIES = env_int("PORTMON_MASSCAN_UDP_RETRIES", 2, lo=0, hi=10)
 # Seconds masscan listens after its last probe. Short is safe: a late answer leaves its
 # probe unanswered in the ledger, and unanswered probes are probed again (scanner/recall.py).
 PORTMON_MASSCAN_WAIT = env_int("PORTMON_MASSCAN_WAIT", 1)

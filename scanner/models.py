@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from scanner.scope import ScopeError, exclusion_check, network_check
+from scanner.targets import UDP_DEFAULT_PORTS
 
 
 class Zone(models.TextChoices):
@@ -116,13 +117,15 @@ class CoverageSpan(models.Model):
     at = models.DateTimeField()
     addresses = models.TextField()
     ports = models.TextField()
+    # Coverage is per protocol: a TCP sweep says nothing about UDP ports, and vice versa.
+    proto = models.CharField(max_length=3, choices=Proto.choices, default=Proto.TCP)
 
     class Meta:
         ordering = ["network", "at"]
         indexes = [models.Index(fields=["network", "at"])]
 
     def __str__(self) -> str:
-        return f"{self.network_id}: {self.addresses} x {self.ports} at {self.at}"
+        return f"{self.network_id}: {self.addresses} x {self.ports}/{self.proto} at {self.at}"
 
 
 class Engine(models.TextChoices):
@@ -136,7 +139,13 @@ class ScanPolicy(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     targets = models.TextField(help_text="IPs or CIDRs, comma or newline separated")
-    ports = models.CharField(max_length=200, default="1-65535")
+    ports = models.CharField(
+        max_length=200, default="1-65535", blank=True, help_text="TCP ports; blank: none"
+    )
+    # UDP ports probed with protocol requests (scanner.engines.udp); blank: no UDP.
+    udp_ports = models.CharField(
+        max_length=200, default=UDP_DEFAULT_PORTS, blank=True, help_text="UDP ports; blank: none"
+    )
     rate = models.PositiveIntegerField(default=100_000, help_text="masscan packets per second")
     engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
     zone = models.CharField(max_length=16, choices=Zone.choices, default=Zone.INTERNAL)
@@ -162,7 +171,11 @@ class ScanPolicy(models.Model):
         from scanner.crontab import parse_crontab
         from scanner.targets import TargetError, parse_ports, parse_targets
 
-        checks = [("ports", lambda: parse_ports(self.ports))]
+        checks = []
+        if self.ports.strip() or not self.udp_ports.strip():
+            checks.append(("ports", lambda: parse_ports(self.ports)))
+        if self.udp_ports.strip():
+            checks.append(("udp_ports", lambda: parse_ports(self.udp_ports)))
         checks.append(("targets", lambda: parse_targets(self.targets)))
         if self.schedule.strip():
             checks.append(("schedule", lambda: parse_crontab(self.schedule)))
@@ -196,7 +209,9 @@ class ScanRun(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.SCAN)
     targets = models.TextField()
     # Text: an imported nmap run covers its <scaninfo services=...> list (top-1000: ~4 KB).
-    ports = models.TextField(default="1-65535")
+    ports = models.TextField(default="1-65535", blank=True)
+    # The UDP ports the run probed (blank: none); coverage and the diff are per protocol.
+    udp_ports = models.TextField(default="", blank=True)
     rate = models.PositiveIntegerField(default=100_000)
     engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.AUTO)
     zone = models.CharField(max_length=16, choices=Zone.choices, default=Zone.INTERNAL)
@@ -240,6 +255,8 @@ class ScanShard(models.Model):
     index = models.PositiveIntegerField()
     targets = models.TextField()
     ports = models.CharField(max_length=200)
+    # A shard sweeps one protocol: UDP shards are probed (and sized) on their own.
+    proto = models.CharField(max_length=3, choices=Proto.choices, default=Proto.TCP)
     state = models.CharField(max_length=16, choices=ShardState.choices, default=ShardState.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)

@@ -66,9 +66,11 @@ def run_progress(*, run_id: int) -> dict:
 
 
 def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
-    """{network_id: [(at, address ranges, port ranges)]} of spans recorded before `before`."""
+    """{network_id: [(at, address ranges, port ranges, proto)]} of spans recorded before
+    `before`."""
     spans: dict[int, list[tuple]] = {}
     rows = CoverageSpan.objects.filter(network_id__in=sorted(network_ids), at__lt=before)
-    for net_id, at, addresses, ports in rows.values_list("network_id", "at", "addresses", "ports"):
-        spans.setdefault(net_id, []).append((at, addresses, ports))
+    fields = ("network_id", "at", "addresses", "ports", "proto")
+    for net_id, at, addresses, ports, proto in rows.values_list(*fields):
+        spans.setdefault(net_id, []).append((at, addresses, ports, proto))
     return spans

@@ -148,6 +148,8 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     ports = parse_ports(shard.ports)
     run = shard.run
     timeout = max(30, settings.PORTMON_SHARD_SOFT_TIME_LIMIT - 30)
+    if shard.proto == "udp":
+        return udp_shard_sweep(shard=shard, guarded=guarded, ports=ports, timeout=timeout)
     threshold = synproxy.Threshold(
         min_ports=settings.PORTMON_SYNPROXY_MIN_PORTS,
         min_share=settings.PORTMON_SYNPROXY_MIN_SHARE,
@@ -228,6 +230,84 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
             ", ".join(sorted(split.answering_all)[:20]),
         )
     return split.kept
+
+
+def udp_shard_sweep(*, shard: ScanShard, guarded, ports, timeout: float) -> list[Finding]:
+    """Probe one UDP shard; return the ports that answered (open), never the silent ones.
+
+    Routed targets: masscan's UDP sweep (its protocol requests and ours) gives candidates,
+    and each is confirmed by a reply to our own request (udp.verify), or failing that by
+    nmap -sU -sV calling it open; on-link, loopback and IPv6 targets, or no raw sockets:
+    the UDP prober itself (a reply is open, ICMP port unreachable closed, silence
+    open|filtered). masscan lists ports that sent nothing a monitor can call open (masscan
+    #182, #357): a candidate nobody confirms is dropped.
+    """
+    from scanner import engines
+    from scanner.engines import masscan, udp
+
+    run = shard.run
+    deadline = time.monotonic() + timeout
+    options = {
+        "timeout": settings.PORTMON_UDP_TIMEOUT_MS / 1000,
+        "retries": settings.PORTMON_UDP_RETRIES,
+        "concurrency": settings.PORTMON_UDP_CONCURRENCY,
+        "deadline": deadline,
+    }
+    engine = engines.choose(run.engine, list(guarded.networks))
+    with ShardProgress(shard.pk, shard.probes_total, shard.claim) as on_progress:
+        if engine != Engine.MASSCAN:
+            return udp.scan(
+                targets=list(guarded.addresses()),
+                ports=ports,
+                on_progress=on_progress,
+                **options,
+            )
+        route_plan = shard_routes_plan(shard=shard, targets=list(guarded.networks))
+        candidates = masscan.sweep(
+            targets=list(guarded.networks),
+            ports=ports,
+            rate=run.rate,
+            exclude=list(guarded.exclusions),
+            retries=settings.PORTMON_MASSCAN_UDP_RETRIES,
+            timeout=timeout,
+            wait=max(settings.PORTMON_MASSCAN_WAIT, 2),
+            interface=settings.PORTMON_MASSCAN_ADAPTER,
+            source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
+            router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
+            on_progress=lambda percent, found: on_progress(percent * 0.9, found),
+            plan=route_plan,
+            proto="udp",
+        )
+    return udp_candidates_confirm(shard_id=shard.pk, candidates=candidates, options=options)
+
+
+def udp_candidates_confirm(
+    *, shard_id: int, candidates: list[Finding], options: dict
+) -> list[Finding]:
+    """The UDP candidates that answer our request, or that nmap -sU -sV finds open."""
+    from scanner.engines import nmap, udp
+
+    results = udp.verify(candidates, **options)
+    confirmed = [Finding(ip=r.ip, port=r.port, proto="udp") for r in results if r.state == "open"]
+    # Not confirmed by our request: nmap's -sV sends many more; open only if one answers.
+    doubtful: dict[str, list[int]] = {}
+    for r in results:
+        if r.state == udp.OPEN_FILTERED:
+            doubtful.setdefault(r.ip, []).append(r.port)
+    if doubtful and nmap.available():
+        named = nmap.fingerprint_many(
+            hosts=doubtful, timeout=settings.PORTMON_NMAP_PORT_TIMEOUT, proto="udp"
+        )
+        confirmed += [f for result in named.values() for f in result.findings]
+    dropped = len(candidates) - len(confirmed)
+    logger.info(
+        "shard %s: %d UDP candidate(s), %d confirmed open, %d dropped (no answer: not open)",
+        shard_id,
+        len(candidates),
+        len(confirmed),
+        dropped,
+    )
+    return confirmed
 
 
 def shard_routes_plan(*, shard: ScanShard, targets: list) -> "routes.SweepPlan":

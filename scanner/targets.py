@@ -36,6 +36,12 @@ PREFIX_RE = re.compile(r"0|[1-9][0-9]{0,2}")  # no /08, no /255.0.0.0 netmasks
 PORT_RE = re.compile(r"([1-9][0-9]{0,4})(?:-([1-9][0-9]{0,4}))?")  # ASCII digits only
 PORT_SPACES = " \t"
 MAX_TARGET_ADDRESSES = 1 << 24  # a /8: more is almost certainly a typo
+# UDP ports scanned by default: services with a known request that answers, and that a
+# security team fears exposed (amplifiers, management planes, unauthenticated reads).
+UDP_DEFAULT_PORTS = (
+    "53,69,111,123,137,161,177,389,500,520,623,1194,1900,3478,3702,5060,5351,5353,5683,"
+    "10001,11211,17185"
+)
 IPV4_HINT = "write IPv4 as four decimal numbers without leading zeros, e.g. 127.0.0.1"
 
 

@@ -197,10 +197,13 @@ def _missed_before(run: ScanRun) -> dict[tuple, int]:
     return {(h, proto, port): missed for h, proto, port, missed in rows}
 
 
-def _run_spans(run: ScanRun, coverage: diff.Coverage, at: datetime) -> dict[int, diff.Span]:
-    """{network_id: what this run covered there}; none without a readable port list."""
-    ports = diff.port_ranges_union(coverage.port_ranges)
-    if not ports:
+def _run_spans(run: ScanRun, coverage: diff.Coverage, at: datetime) -> dict[int, list[diff.Span]]:
+    """{network_id: what this run covered there, a span per protocol}; none without ports."""
+    protos = [
+        (proto, diff.port_ranges_union(coverage.ranges_of(proto))) for proto in ("tcp", "udp")
+    ]
+    protos = [(proto, ports) for proto, ports in protos if ports]
+    if not protos:
         return {}
     named = []
     for chunk in chunks(sorted(coverage.names)):
@@ -209,14 +212,17 @@ def _run_spans(run: ScanRun, coverage: diff.Coverage, at: datetime) -> dict[int,
     for net_id, cidr in Network.objects.values_list("id", "cidr"):
         addresses = diff.address_ranges(coverage, ipaddress.ip_network(cidr), named)
         if addresses:
-            spans[net_id] = diff.Span(at, addresses, ports)
+            spans[net_id] = [diff.Span(at, addresses, ports, proto) for proto, ports in protos]
     return spans
 
 
 def _spans_before(network_ids: Iterable[int], at: datetime) -> dict[int, list[diff.Span]]:
     """Each network's coverage by healthy runs before `at`: history as of this run."""
     return {
-        net_id: [diff.Span(t, diff.ranges_parse(a), diff.ranges_parse(p)) for t, a, p in rows]
+        net_id: [
+            diff.Span(t, diff.ranges_parse(a), diff.ranges_parse(p), proto)
+            for t, a, p, proto in rows
+        ]
         for net_id, rows in coverage_spans(network_ids=network_ids, before=at).items()
     }
 
@@ -362,7 +368,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     closed_after = settings.PORTMON_CLOSED_AFTER_RUNS
     high_risk = set(HighRiskPort.objects.values_list("proto", "port"))
     book = RuleBook(rule_specs_load(), at=at)
-    coverage = diff.coverage_parse(run.targets, run.ports)
+    coverage = diff.coverage_parse(run.targets, run.ports, run.udp_ports)
     run_spans = _run_spans(run, coverage, at)
 
     # Hosts that answered on all ports: their ports are unknown in this run (no new, no
@@ -384,7 +390,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
 
     # Baseline: never seen, and its address and port never covered by an earlier healthy
     # run (or still learnt); per-host networks: its host never answered before.
-    first_seen = [(r[0], r[2]) for r in sightings if r[7] is None]
+    first_seen = [(r[0], r[2]) for r in sightings if r[7] is None]  # (host, port)
     spans = _spans_before(
         set(run_spans) | {hosts[h].network_id for h, _ in first_seen if h in hosts} - {None}, at
     )
@@ -411,7 +417,13 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
         ip, zone, days = host.ip, host.zone or run.zone, host.window_days
         window = timedelta(days=days if days is not None else default_days)
         is_baseline = prev_seen is None and _is_baseline(
-            host, port, at=at, window=window, spans=spans, answered_before=hid in answered_before
+            host,
+            port,
+            proto,
+            at=at,
+            window=window,
+            spans=spans,
+            answered_before=hid in answered_before,
         )
         if is_baseline:
             baseline.setdefault(host.network_id or 0, Counter())[hid] += 1
@@ -503,7 +515,7 @@ def _misses_record(
         )
     bump, close, candidates = [], [], []
     for pid, hid, proto, port, missed, service, product, version in unseen:
-        if not coverage.covers_port(port):
+        if not coverage.covers_port(port, proto):
             continue
         _, closes = diff.miss_outcome(missed_before=missed, closed_after=closed_after)
         (close if closes else bump).append(pid)
@@ -521,6 +533,7 @@ def _misses_record(
 def _is_baseline(
     host: HostRow,
     port: int,
+    proto: str,
     *,
     at: datetime,
     window: timedelta,
@@ -532,7 +545,7 @@ def _is_baseline(
         # Outside every network there is no coverage to remember: a host's first answer.
         return host_first
     first = diff.first_covered(
-        spans.get(host.network_id, ()), int(ipaddress.ip_address(host.ip)), port
+        spans.get(host.network_id, ()), int(ipaddress.ip_address(host.ip)), port, proto
     )
     return diff.is_baseline(first_covered=first, at=at, window=window, host_first=host_first)
 
@@ -540,7 +553,7 @@ def _is_baseline(
 def _baseline_record(
     *,
     run: ScanRun,
-    run_spans: dict[int, diff.Span],
+    run_spans: dict[int, list[diff.Span]],
     spans: dict[int, list[diff.Span]],
     hosts: dict[int, HostRow],
     at: datetime,
@@ -553,8 +566,14 @@ def _baseline_record(
     with ports recorded quietly, or covered for the first time.
     """
     new_spans = [
-        (net_id, diff.port_ranges_text(span.addresses), diff.port_ranges_text(span.ports))
-        for net_id, span in sorted(run_spans.items())
+        (
+            net_id,
+            diff.port_ranges_text(span.addresses),
+            diff.port_ranges_text(span.ports),
+            span.proto,
+        )
+        for net_id, net_spans in sorted(run_spans.items())
+        for span in net_spans
         if not diff.span_redundant(spans.get(net_id, ()), span)
     ]
     networks_first = sorted(net_id for net_id in run_spans if not spans.get(net_id))

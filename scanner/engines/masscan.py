@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from scanner.findings import Finding
 
-from . import connect, privileges, routes
+from . import connect, privileges, routes, udp
 from .base import (
     EngineError,
     EngineTimeout,
@@ -75,13 +75,23 @@ def build_argv(
     wait: int = 3,
     stream: bool = False,
     show_closed: bool = False,
+    proto: str = "tcp",
+    nmap_payloads: str | None = None,
 ) -> list[str]:
-    """The masscan command line, from validated values only."""
+    """The masscan command line, from validated values only.
+
+    proto "udp": the ports as masscan's U:port (it sends its built-in protocol requests,
+    plus those of nmap_payloads, the path of an nmap-payloads file, when given).
+    """
     checked = check_targets(targets)
     if any(target.version != 4 for target in checked):
         # masscan 1.3's IPv6 support is partial; IPv6 goes to the connect scanner.
         raise EngineError("masscan is used for IPv4 only; scan IPv6 with the connect engine")
+    if proto not in ("tcp", "udp"):
+        raise EngineError(f"protocol must be tcp or udp, got {proto!r}")
     port_text = format_ports(check_ports(ports))
+    if proto == "udp":
+        port_text = ",".join(f"U:{item}" for item in port_text.split(","))
     check_number("rate", rate, 1, MAX_RATE, integer=True)
     check_number("retries", retries, 0, 10, integer=True)
     check_number("wait", wait, 0, 300, integer=True)
@@ -91,6 +101,8 @@ def build_argv(
         argv += ["-oJ", _check_path(output_path)]
     if exclude_path is not None:
         argv += ["--excludefile", _check_path(exclude_path)]
+    if nmap_payloads is not None:
+        argv += ["--nmap-payloads", _check_path(nmap_payloads)]
     if interface is not None:
         if not isinstance(interface, str) or not _INTERFACE.fullmatch(interface):
             raise EngineError(f"{interface!r} is not a network interface name")
@@ -128,8 +140,14 @@ def sweep(
     on_answers: Callable[[list[tuple[str, int]]], None] | None = None,
     on_link_answers: Callable[[list[tuple[str, int]]], None] | None = None,
     plan: routes.SweepPlan | None = None,
+    proto: str = "tcp",
 ) -> list[Finding]:
-    """Sweep targets x ports with masscan; return open TCP ports.
+    """Sweep targets x ports with masscan; return open TCP ports (proto "udp": UDP candidates).
+
+    proto "udp": masscan sends its protocol requests (and ours, udp.masscan_payloads) and
+    lists a port that sent any UDP reply; on-link targets go to the UDP prober (udp.scan)
+    instead of the connect scanner. masscan's UDP list is a list of candidates (masscan
+    #182, #357): the caller confirms each one before calling it open.
 
     on_answers, if given, is called with batches of (ip, port), one for every TCP probe that
     got any answer, open (SYN-ACK) or closed (RST): the caller can then tell which probes
@@ -188,7 +206,14 @@ def sweep(
                 on_progress(min(100.0, start + span * percent / 100.0), base + count)
 
         try:
-            if egress is None:
+            if egress is None and proto == "udp":
+                group = udp.scan(
+                    targets=networks, ports=ports, on_progress=progress, deadline=deadline
+                )
+                for finding in group:
+                    if on_finding:
+                        on_finding(finding)
+            elif egress is None:
                 group = connect.scan(
                     targets=networks,
                     ports=ports,
@@ -212,7 +237,8 @@ def sweep(
                     wait=wait,
                     on_progress=progress,
                     on_finding=on_finding,
-                    on_answers=on_answers,
+                    on_answers=on_answers if proto == "tcp" else None,
+                    proto=proto,
                 )
         except EngineTimeout as exc:
             exc.partial = _merge(found, exc.partial or [])
@@ -253,6 +279,7 @@ def _run_masscan(
     on_progress: Progress | None,
     on_finding: Callable[[Finding], None] | None,
     on_answers: Callable[[list[tuple[str, int]]], None] | None,
+    proto: str = "tcp",
 ) -> list[Finding]:
     """One masscan over targets that share a route; see sweep."""
     # A private directory: masscan writes paused.conf into its cwd when interrupted, and
@@ -266,6 +293,11 @@ def _run_masscan(
             exclude_path = os.path.join(workdir, "exclude.txt")
             with open(exclude_path, "w") as fh:
                 fh.write("".join(f"{network}\n" for network in excluded))
+        payloads_path = None
+        if proto == "udp":
+            payloads_path = os.path.join(workdir, "payloads.txt")
+            with open(payloads_path, "w") as fh:
+                fh.write(udp.masscan_payloads(p for lo, hi in ports for p in range(lo, hi + 1)))
         argv = build_argv(
             targets=targets,
             ports=ports,
@@ -279,6 +311,8 @@ def _run_masscan(
             wait=wait,
             stream=True,
             show_closed=on_answers is not None,
+            proto=proto,
+            nmap_payloads=payloads_path,
         )
         last = [-1.0]
         # Hits as masscan printed them: unique counts for progress (its own found= counts

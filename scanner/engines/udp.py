@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scanner.findings import Finding
+from scanner.targets import UDP_DEFAULT_PORTS
 
 from .base import (
     EngineError,
@@ -51,12 +52,8 @@ REPLY_KEEP = 512  # bytes of a reply kept as evidence
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 
-# The curated default: services with a known request that answers, and that a security team
-# fears exposed (amplifiers, management planes, unauthenticated reads).
-DEFAULT_PORTS = (
-    "53,69,111,123,137,161,177,389,500,520,623,1194,1900,3478,3702,5060,5351,5353,5683,"
-    "10001,11211,17185"
-)
+# The curated default (scanner.targets.UDP_DEFAULT_PORTS, where policies read it too).
+DEFAULT_PORTS = UDP_DEFAULT_PORTS
 
 # Requests nmap-payloads does not carry (or a machine without nmap): read-only and harmless.
 BUILTIN_PAYLOADS: dict[int, tuple[bytes, ...]] = {
@@ -192,6 +189,22 @@ def payloads_for(port: int, path: Path = NMAP_PAYLOADS) -> tuple[bytes, ...]:
     return tuple(found) or (b"",)
 
 
+def masscan_payloads(ports: Iterable[int], path: Path = NMAP_PAYLOADS) -> str:
+    """An nmap-payloads file masscan 1.3 can read: one request per port, hex only.
+
+    Debian's own file stops masscan's parser ("syntax error, expected udp" at its first
+    comment after a string, line 225), so the requests are written out again without
+    comments or `source` lines; masscan's built-ins cover the ports left out.
+    """
+    entries = []
+    for port in sorted(set(ports)):
+        request = payloads_for(port, path)[0]
+        if request:
+            escaped = "".join("\\x" + format(b, "02x") for b in request)
+            entries.append(f'udp {port}\n  "{escaped}"\n')
+    return "\n".join(entries)
+
+
 # --- probing ---------------------------------------------------------------------------------
 async def _probe(
     loop: asyncio.AbstractEventLoop,
@@ -287,6 +300,38 @@ def probe(
             retries=retries,
             concurrency=concurrency,
             on_progress=on_progress,
+            deadline=deadline,
+        )
+    )
+
+
+def verify(
+    candidates: Iterable[Finding],
+    *,
+    timeout: float = 1.5,
+    retries: int = 2,
+    concurrency: int = 256,
+    deadline: float | None = None,
+    payloads_path: Path = NMAP_PAYLOADS,
+) -> list[UdpResult]:
+    """Probe exactly these (ip, port) pairs (UDP candidates, e.g. masscan's); a result each."""
+    check_number("timeout", timeout, 0.05, 60)
+    check_number("retries", retries, 0, 10, integer=True)
+    check_number("concurrency", concurrency, 1, 10_000, integer=True)
+    jobs = sorted({(str(ipaddress.ip_address(f.ip)), int(f.port)) for f in candidates})
+    if any(not 1 <= port <= 65535 for _ip, port in jobs):
+        raise EngineError("UDP candidate port outside 1-65535")
+    if not jobs:
+        return []
+    requests = {port: payloads_for(port, payloads_path) for _ip, port in jobs}
+    return asyncio.run(
+        _run(
+            jobs,
+            requests,
+            timeout=timeout,
+            retries=retries,
+            concurrency=concurrency,
+            on_progress=None,
             deadline=deadline,
         )
     )

@@ -115,41 +115,56 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
         run_id=run_id,
         host__ip__in=ips,
         fingerprinted=False,
-        proto="tcp",
     ).update(fingerprint_claim=token, fingerprint_claimed_at=timezone.now())
     pending = list(
         PortObservation.objects.filter(run_id=run_id, fingerprint_claim=token, fingerprinted=False)
         .select_related("host")
         .order_by("port")
     )
-    ports_by_host: dict[str, list[int]] = {}
-    for obs in pending:
-        ports_by_host.setdefault(obs.host.ip, []).append(obs.port)
-    ledger = FingerprintLedger(pending)
-    batches = nmap.batches(ports_by_host)
+    # TCP and UDP ports are named by separate nmap runs (-sT / -sU), each with its ledger:
+    # 53/tcp and 53/udp of one host are two ports.
+    ledgers: dict[str, FingerprintLedger] = {}
+    jobs: list[tuple[str, dict[str, list[int]]]] = []
+    for proto in ("tcp", "udp"):
+        mine = [obs for obs in pending if obs.proto == proto]
+        if not mine:
+            continue
+        ports_by_host: dict[str, list[int]] = {}
+        for obs in mine:
+            ports_by_host.setdefault(obs.host.ip, []).append(obs.port)
+        ledgers[proto] = FingerprintLedger(mine)
+        jobs += [(proto, batch) for batch in nmap.batches(ports_by_host)]
     run_batch = partial(
         nmap.fingerprint_many,
         timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
         nice=settings.PORTMON_NMAP_NICE,
-        on_finding=ledger.name,
     )
     # Batches run side by side (each probes all its ports at once), so that every port has
     # its whole timeout and the task ends within about one timeout, as its limits assume.
     with (
         ClaimHeartbeat(run_id=run_id, token=token),
-        ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool,
+        ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool,
     ):
         running = {
             # A host that timed out has its unnamed ports settled after nmap's first run.
-            pool.submit(run_batch, hosts=batch, on_first_run=partial(ledger.finish, batch)): batch
-            for batch in batches
+            pool.submit(
+                run_batch,
+                hosts=batch,
+                proto=proto,
+                on_finding=ledgers[proto].name,
+                on_first_run=partial(ledgers[proto].finish, batch),
+            ): (proto, batch)
+            for proto, batch in jobs
         }
         while running:
             done, _ = wait(running, timeout=RECORD_EVERY_S, return_when=FIRST_COMPLETED)
             for future in done:
-                ledger.finish(running.pop(future), future.result())
-            ledger.record()
-    ledger.record()
+                proto, batch = running.pop(future)
+                ledgers[proto].finish(batch, future.result())
+            for ledger in ledgers.values():
+                ledger.record()
+    for ledger in ledgers.values():
+        ledger.record()
     run_advance(run_id=run_id)
     return len(pending)
 
@@ -180,7 +195,7 @@ def fingerprints_reap() -> int:
     ports. Returns the number of ports handed on.
     """
     waiting = PortObservation.objects.filter(
-        run__state=RunState.FINGERPRINTING, fingerprinted=False, proto="tcp"
+        run__state=RunState.FINGERPRINTING, fingerprinted=False
     )
     dead_claims = waiting.filter(fingerprint_claimed_at__lt=stale_before()).exclude(
         fingerprint_claim=""

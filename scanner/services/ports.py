@@ -120,15 +120,21 @@ def ports_misses_record(*, bump_ids: list[int], close_ids: list[int]) -> None:
 
 
 def coverage_record(
-    *, run_id: int, at: datetime, spans: list[tuple[int, str, str]], first_network_ids: list[int]
+    *,
+    run_id: int,
+    at: datetime,
+    spans: list[tuple[int, str, str, str]],
+    first_network_ids: list[int],
 ) -> None:
-    """Record what a healthy run covered: one span (network, address ranges, port ranges)
-    per network it added coverage to; networks covered for the first time get their
-    baseline time."""
+    """Record what a healthy run covered: one span (network, address ranges, port ranges,
+    proto) per network and protocol it added coverage to; networks covered for the first
+    time get their baseline time."""
     CoverageSpan.objects.bulk_create(
         [
-            CoverageSpan(network_id=net_id, run_id=run_id, at=at, addresses=addrs, ports=ports)
-            for net_id, addrs, ports in spans
+            CoverageSpan(
+                network_id=net_id, run_id=run_id, at=at, addresses=addrs, ports=ports, proto=proto
+            )
+            for net_id, addrs, ports, proto in spans
         ],
         batch_size=BATCH_SIZE,
     )

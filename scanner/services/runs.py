@@ -69,6 +69,7 @@ def run_start(
     *,
     targets: str | list[str],
     ports: str = "1-65535",
+    udp_ports: str = "",
     rate: int = 100_000,
     engine: str = Engine.AUTO,
     fingerprint: bool = True,
@@ -78,19 +79,27 @@ def run_start(
     """Validate, scope-check and plan a run, then queue its shards when the row is committed.
 
     scheduled: started by a schedule tick (beat), which a second beat may send again.
+    ports / udp_ports: TCP and UDP port lists; either may be blank, not both. UDP shards are
+    planned apart (ScanShard.proto) and sized by PORTMON_UDP_SHARD_PROBES: a silent UDP port
+    costs a whole timeout per try, a TCP probe a packet.
     """
     if engine not in Engine.values:
         raise RunError(f"engine must be one of {', '.join(Engine.values)}, not {engine!r}")
     if not MIN_RATE <= rate <= MAX_RATE:
         raise RunError(f"rate must be between {MIN_RATE} and {MAX_RATE} packets/s")
-    port_ranges = parse_ports(ports)
-    ports_text_check(port_ranges)
+    port_ranges = parse_ports(ports) if (ports or "").strip() or not udp_ports else ()
+    udp_ranges = parse_ports(udp_ports) if (udp_ports or "").strip() else ()
+    if port_ranges:
+        ports_text_check(port_ranges)
+    if udp_ranges:
+        ports_text_check(udp_ranges)
     guarded = guard(parse_targets(targets), scope_load())
     if len(guarded.zones) != 1:
         raise RunError("targets span internal and external zones; start one run per zone")
     zone = next(iter(guarded.zones))
     _routes_check(engine=engine, networks=list(guarded.networks))
-    plans = plan_shards(guarded, port_ranges, max_probes=settings.PORTMON_SHARD_PROBES)
+    plans = [("tcp", p) for p in _plans(guarded, port_ranges, settings.PORTMON_SHARD_PROBES)]
+    plans += [("udp", p) for p in _plans(guarded, udp_ranges, settings.PORTMON_UDP_SHARD_PROBES)]
     with transaction.atomic():
         if policy is not None:
             # Lock the policy row: two schedulers firing at once still give one run.
@@ -107,6 +116,7 @@ def run_start(
             policy=policy,
             targets=format_targets(guarded.networks),
             ports=format_ports(port_ranges),
+            udp_ports=format_ports(udp_ranges),
             rate=rate,
             engine=engine,
             zone=zone,
@@ -122,9 +132,10 @@ def run_start(
                     index=i,
                     targets=format_targets(plan.targets),
                     ports=format_ports(plan.ports),
+                    proto=proto,
                     probes_total=plan.probes,
                 )
-                for i, plan in enumerate(plans)
+                for i, (proto, plan) in enumerate(plans)
             ]
         )
         shard_ids = [s.pk for s in shards] or list(
@@ -133,6 +144,10 @@ def run_start(
         transaction.on_commit(lambda: publish.shards_publish(zone=zone, shard_ids=shard_ids))
     logger.info("run %s planned: %d shard(s), zone %s", run.pk, len(plans), zone)
     return run
+
+
+def _plans(guarded, port_ranges: tuple, max_probes: int) -> list:
+    return plan_shards(guarded, port_ranges, max_probes=max_probes) if port_ranges else []
 
 
 def _routes_check(*, engine: str, networks: list) -> None:
@@ -162,6 +177,7 @@ def policy_start(*, policy: ScanPolicy, scheduled: bool = False) -> ScanRun:
     return run_start(
         targets=policy.targets,
         ports=policy.ports,
+        udp_ports=policy.udp_ports,
         rate=policy.rate,
         engine=policy.engine,
         fingerprint=policy.fingerprint,
@@ -210,7 +226,7 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
     A single sweep under packet loss misses a few ports at random; a miss must not turn into
     a 'closed' now and a 'new' tomorrow.
     """
-    from scanner.engines import connect
+    from scanner.engines import connect, udp
 
     run = ScanRun.objects.get(pk=run_id)
     since = timezone.now() - timedelta(days=settings.PORTMON_REPROBE_DAYS)
@@ -219,24 +235,43 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
     except TargetError as exc:
         logger.warning("run %s: re-probe skipped: %s", run_id, exc)
         return []
-    wanted_ports = set(port_list(parse_ports(run.ports)))
+    wanted = {
+        proto: set(port_list(parse_ports(text))) if text.strip() else set()
+        for proto, text in (("tcp", run.ports), ("udp", run.udp_ports))
+    }
     seen = set(
         PortObservation.objects.filter(run_id=run_id).values_list("host__ip", "proto", "port")
     )
-    # A host that answered on every port (a SYN proxy) has no port of its own to miss.
+    # A host that answered on all ports (a SYN proxy) has no port of its own to miss.
     everything_open = set(run.host_findings.values_list("host__ip", flat=True))
     candidates = []
-    recent = Port.objects.filter(last_seen__gte=since, proto="tcp").values_list("host__ip", "port")
-    for ip, port in recent.iterator(chunk_size=5000):
-        if port not in wanted_ports or (ip, "tcp", port) in seen or ip in everything_open:
+    recent = Port.objects.filter(last_seen__gte=since, proto__in=["tcp", "udp"]).values_list(
+        "host__ip", "proto", "port"
+    )
+    for ip, proto, port in recent.iterator(chunk_size=5000):
+        if port not in wanted[proto] or (ip, proto, port) in seen:
+            continue
+        if proto == "tcp" and ip in everything_open:
             continue
         address = ipaddress.ip_address(ip)
         if any(address in net for net in guarded.networks if net.version == address.version):
             if not any(address in ex for ex in guarded.exclusions if ex.version == address.version):
-                candidates.append(Finding(ip=ip, port=port))
+                candidates.append(Finding(ip=ip, port=port, proto=proto))
     if not candidates:
         return []
-    found = connect.verify(candidates, timeout=2.0, retries=2)
+    found = connect.verify([c for c in candidates if c.proto == "tcp"], timeout=2.0, retries=2)
+    udp_candidates = [c for c in candidates if c.proto == "udp"]
+    if udp_candidates:
+        # A reply to our request, as in the sweep: silence is not open.
+        found += [
+            Finding(ip=r.ip, port=r.port, proto="udp")
+            for r in udp.verify(
+                udp_candidates,
+                timeout=settings.PORTMON_UDP_TIMEOUT_MS / 1000,
+                retries=settings.PORTMON_UDP_RETRIES,
+            )
+            if r.state == udp.OPEN
+        ]
     observations_record(run_id=run_id, findings=found, seen_at=timezone.now())
     logger.info(
         "run %s: re-probed %d missing port(s), %d answered", run_id, len(candidates), len(found)

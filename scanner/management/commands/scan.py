@@ -17,7 +17,7 @@ from scanner.models import Engine, PortObservation, RunState, ScanRun, ScanShard
 from scanner.scope import ScopeError
 from scanner.selectors import run_progress
 from scanner.services.runs import MAX_RATE, MIN_RATE, ports_text_check, run_start
-from scanner.targets import parse_ports
+from scanner.targets import UDP_DEFAULT_PORTS, parse_ports
 
 DONE_STATES = (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)
 NO_WORKER_HINT_AFTER_S = 20
@@ -72,7 +72,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("targets", nargs="+")
-        parser.add_argument("--ports", default="1-65535")
+        parser.add_argument("--ports", default="1-65535", help="TCP ports ('' for none)")
+        parser.add_argument(
+            "--udp-ports",
+            default="",
+            help="UDP ports to probe ('default': the curated list of UDP services; '': none)",
+        )
         parser.add_argument("--rate", type=rate, default=100_000, help="masscan packets/s")
         parser.add_argument("--engine", default=Engine.AUTO, choices=Engine.values)
         parser.add_argument("--no-fingerprint", action="store_true", help="skip nmap -sV")
@@ -87,8 +92,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        if opts["udp_ports"].strip().lower() == "default":
+            opts["udp_ports"] = UDP_DEFAULT_PORTS
         try:
-            ports_text_check(parse_ports(opts["ports"]))
+            if opts["ports"].strip() or not opts["udp_ports"].strip():
+                ports_text_check(parse_ports(opts["ports"]))
+            if opts["udp_ports"].strip():
+                ports_text_check(parse_ports(opts["udp_ports"]))
         except ScopeError as exc:
             raise CommandError(str(exc)) from None
         if opts["local"]:
@@ -100,6 +110,7 @@ class Command(BaseCommand):
             run = run_start(
                 targets=opts["targets"],
                 ports=opts["ports"],
+                udp_ports=opts["udp_ports"],
                 rate=opts["rate"],
                 engine=opts["engine"],
                 fingerprint=not opts["no_fingerprint"],
@@ -199,7 +210,7 @@ class Command(BaseCommand):
             }
             for o in PortObservation.objects.filter(run=run)
             .select_related("host")
-            .order_by("host__ip", "port")
+            .order_by("host__ip", "proto", "port")
         ]
         if as_json:
             self.stdout.write(json.dumps(rows, indent=2))
