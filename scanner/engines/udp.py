@@ -189,6 +189,13 @@ def payloads_for(port: int, path: Path = NMAP_PAYLOADS) -> tuple[bytes, ...]:
     return tuple(found) or (b"",)
 
 
+# Ports masscan 1.3 has a request of its own for (templ-payloads.c): it puts its cookie in
+# them (DNS id, SNMP request-id) and checks it in the reply, so ours must not replace them
+# (measured: with nmap's requests, masscan reported no DNS or SNMP service of the lab).
+# Not 123: its own is a mode 7 monlist, which no current ntpd answers; a mode 3 one is.
+MASSCAN_BUILTIN = frozenset({53, 137, 161, 11211})
+
+
 def masscan_payloads(ports: Iterable[int], path: Path = NMAP_PAYLOADS) -> str:
     """An nmap-payloads file masscan 1.3 can read: one request per port, hex only.
 
@@ -197,7 +204,7 @@ def masscan_payloads(ports: Iterable[int], path: Path = NMAP_PAYLOADS) -> str:
     comments or `source` lines; masscan's built-ins cover the ports left out.
     """
     entries = []
-    for port in sorted(set(ports)):
+    for port in sorted(set(ports) - MASSCAN_BUILTIN):
         request = payloads_for(port, path)[0]
         if request:
             escaped = "".join("\\x" + format(b, "02x") for b in request)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tests.lab.plan import plan_truth
 from tests.lab.services import SERVICES
+from tests.lab.udp_services import SILENT_PORT, UDP_SERVICES
 
 BENCH_RANGE = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544; blackholed in the root ns
 # Never given to a lab: the tests check that it is dropped by the blackhole route.
@@ -331,6 +332,7 @@ class Lab:
         offloads: bool = False,
         on_link: bool = False,
         offsets: list[int] | None = None,
+        udp_hosts: int = 0,
     ) -> None:
         # offloads=True keeps TSO/GSO on the root veth, as on most real NICs; masscan then
         # loses replies in its capture ring (see disable_offloads).
@@ -351,6 +353,11 @@ class Lab:
         self.guard = ""  # the nftables netdev table of this lab's egress guard
         self._guarded: dict[str, str] = {}  # its chains' devices
         self.truth: dict[str, dict[int, str]] = {}
+        # UDP: the first udp_hosts hosts each run three UDP services (udp_truth) and one
+        # bound port that never answers (udp_silent); every other UDP port is closed.
+        self.udp_hosts = udp_hosts
+        self.udp_truth: dict[str, dict[int, str]] = {}
+        self.udp_silent: set[tuple[str, int]] = set()
         self._server: subprocess.Popen | None = None
         self._log = None
         self._command_lock = threading.Lock()
@@ -374,6 +381,15 @@ class Lab:
     @property
     def open_ports(self) -> set[tuple[str, int]]:
         return {(ip, port) for ip, ports in self.truth.items() for port in ports}
+
+    @property
+    def udp_open_ports(self) -> set[tuple[str, int]]:
+        return {(ip, port) for ip, ports in self.udp_truth.items() for port in ports}
+
+    def udp_open_port(self, ip: str, port: int, service: str) -> None:
+        """Start a UDP service (tests.lab.udp_services name) on ip:port."""
+        self._command({"op": "udp_open", "ip": ip, "port": port, "service": service})
+        self.udp_truth.setdefault(ip, {})[port] = service
 
     def fingerprint(self, ip: str, port: int) -> dict[str, str]:
         """What nmap -sV reports for an open lab port: service, product, version."""
@@ -611,6 +627,9 @@ class Lab:
             lab_batch.insert(0, f"addr add {peer_ip}/30 dev {LAB_IFACE}")
         _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
         _run(["ip", "-n", ns, "-batch", "-"], stdin="\n".join(lab_batch) + "\n")
+        # Every closed UDP port answers ICMP port unreachable (no 1/s token bucket), so
+        # that a test can tell "closed" from "silent".
+        _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"])
         if not self.on_link:
             _run(
                 ["ip", "route", "add", self.cidr, "via", peer_ip]
@@ -644,7 +663,15 @@ class Lab:
         broadcast = ipaddress.ip_network(f"{self.source_ip}/30", strict=False).broadcast_address
         # The heartbeat is for masscan on a routed lab; an on-link lab is the connect scanner's.
         heartbeat = "" if self.on_link else str(broadcast)
-        spec_path.write_text(json.dumps({"listen": listen, "heartbeat": heartbeat}))
+        names = sorted(UDP_SERVICES)
+        udp = []
+        for i, ip in enumerate(list(self.truth)[: self.udp_hosts]):
+            services = [names[(i + k) % len(names)] for k in range(3)]
+            self.udp_truth[ip] = {UDP_SERVICES[name][0]: name for name in services}
+            udp += [[ip, port, name] for port, name in self.udp_truth[ip].items()]
+            udp.append([ip, SILENT_PORT, ""])
+            self.udp_silent.add((ip, SILENT_PORT))
+        spec_path.write_text(json.dumps({"listen": listen, "heartbeat": heartbeat, "udp": udp}))
         self._log = open(self._state_path(".log"), "w")
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         self._server = subprocess.Popen(

@@ -15,6 +15,29 @@ import socket
 import sys
 
 from tests.lab.services import SERVICES
+from tests.lab.udp_services import UDP_SERVICES
+
+
+class UdpService(asyncio.DatagramProtocol):
+    """One UDP port: replies with the service's handler; a silent one (None) never answers."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if self.handler is None:
+            return
+        try:
+            reply = self.handler(data)
+        except Exception:  # a malformed probe: a real daemon would drop it too
+            reply = None
+        if reply:
+            self.transport.sendto(reply, addr)
+
 
 BACKLOG = 1024
 # masscan 1.3.2's receive thread notices the end of a scan only when a packet arrives; on a
@@ -38,6 +61,24 @@ class LabServer:
     def __init__(self) -> None:
         self.servers: dict[tuple[str, int], asyncio.Server] = {}
         self.connections: dict[tuple[str, int], set[asyncio.StreamWriter]] = {}
+        self.udp: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+
+    async def udp_open(self, ip: str, port: int, service: str) -> None:
+        """service: a name of UDP_SERVICES, or "" for a bound port that never answers."""
+        if (ip, port) in self.udp:
+            raise ValueError(f"{ip}:{port}/udp is already open")
+        handler = UDP_SERVICES[service][1] if service else None
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: UdpService(handler), local_addr=(ip, port)
+        )
+        self.udp[(ip, port)] = transport
+
+    async def udp_close(self, ip: str, port: int) -> None:
+        transport = self.udp.pop((ip, port), None)
+        if transport is None:
+            raise ValueError(f"{ip}:{port}/udp is not open")
+        transport.close()
 
     async def open(self, ip: str, port: int, service: str) -> None:
         if (ip, port) in self.servers:
@@ -91,6 +132,8 @@ async def main(spec_path: str) -> None:
     try:
         for ip, port, service in spec["listen"]:
             await lab.open(ip, int(port), service)
+        for ip, port, service in spec.get("udp", []):
+            await lab.udp_open(ip, int(port), service)
     except (OSError, KeyError, ValueError) as exc:
         _say({"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return
@@ -107,6 +150,10 @@ async def main(spec_path: str) -> None:
                 await lab.open(command["ip"], int(command["port"]), command["service"])
             elif command["op"] == "close":
                 await lab.close(command["ip"], int(command["port"]))
+            elif command["op"] == "udp_open":
+                await lab.udp_open(command["ip"], int(command["port"]), command["service"])
+            elif command["op"] == "udp_close":
+                await lab.udp_close(command["ip"], int(command["port"]))
             else:
                 raise ValueError(f"unknown op {command['op']!r}")
         except (OSError, KeyError, ValueError) as exc:
