@@ -43,12 +43,12 @@ def chain_plan(
     checks = list(checks)
     planned: dict[tuple, Planned] = {}
     for e in events:
-        if e.kind not in policy.kinds or e.zone not in policy.zones or e.proto != "tcp":
+        if e.kind not in policy.kinds or e.zone not in policy.zones:
             continue
         if e.suppressed and not policy.include_suppressed:
             continue
         for c in checks:
-            if c.applies(service=e.service, port=e.port):
+            if c.applies(service=e.service, port=e.port, proto=e.proto):
                 key = (e.host_id, e.proto, e.port, c.name)
                 planned.setdefault(key, Planned(e.event_id, e.host_id, e.proto, e.port, c.name))
     return list(planned.values())

@@ -168,16 +168,16 @@ def pocs_cover(*, run_id: int) -> list[int]:
         return []
     zones = frozenset(settings.PORTMON_POC_CHAIN_ZONES)
     checks = list(checks_load().values())
-    rows = PortObservation.objects.filter(run_id=run_id, proto="tcp").values_list(
-        "host_id", "port", "service", "host__network__zone"
+    rows = PortObservation.objects.filter(run_id=run_id).values_list(
+        "host_id", "proto", "port", "service", "host__network__zone"
     )
     wanted = {}
-    for host_id, port, service, zone in rows:
+    for host_id, proto, port, service, zone in rows:
         if (zone or run.zone) not in zones:
             continue
         for check in checks:
-            if check.applies(service=service, port=port):
-                wanted[(host_id, "tcp", port, check.name)] = None
+            if check.applies(service=service, port=port, proto=proto):
+                wanted[(host_id, proto, port, check.name)] = None
     # Ports with an event of this run that chaining handles (it names the event).
     events = AlertEvent.objects.filter(run_id=run_id, kind__in=settings.PORTMON_POC_CHAIN_KINDS)
     if not settings.PORTMON_POC_CHAIN_SUPPRESSED:

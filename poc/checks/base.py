@@ -68,6 +68,28 @@ class Target:
             raise CheckError(f"no answer within {self.timeout:g}s")
         return left
 
+    def udp_exchange(self, request: bytes) -> bytes:
+        """Send one datagram and return the first reply (a connected socket: only the
+        target's own answer counts); CheckError on silence, ICMP unreachable or timeout.
+        Sent again once half-way through the time left, as a UDP request can be lost."""
+        family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect((self.ip, self.port))
+                for attempt in range(2):
+                    sock.send(request)
+                    left = self.remaining()
+                    sock.settimeout(left / 2 if attempt == 0 else left)
+                    try:
+                        return sock.recv(READ_MAX)
+                    except TimeoutError:
+                        continue
+            except ConnectionRefusedError:
+                raise CheckError("closed (ICMP port unreachable)") from None
+            except OSError as exc:
+                raise CheckError(f"UDP exchange failed: {exc.strerror or exc}") from None
+        raise CheckError(f"no UDP answer within {self.timeout:g}s")
+
     def connect(self) -> "Conn":
         try:
             sock = socket.create_connection((self.ip, self.port), timeout=self.remaining())
@@ -182,10 +204,14 @@ class Check:
     services: frozenset[str]
     ports: frozenset[int]
     run: Runner
+    proto: str = "tcp"
 
-    def applies(self, *, service: str, port: int) -> bool:
+    def applies(self, *, service: str, port: int, proto: str = "tcp") -> bool:
         """nmap's service name, or the service's default port: nmap names Elasticsearch
-        "http" on 9200, and a port not fingerprinted yet has no name at all."""
+        "http" on 9200, and a port not fingerprinted yet has no name at all. A check is
+        for one protocol: 161/tcp is not SNMP's port."""
+        if proto != self.proto:
+            return False
         return (service or "").lower() in self.services or port in self.ports
 
     def verdict(self, vulnerable: bool, evidence: str | bytes = "", **overrides) -> Verdict:

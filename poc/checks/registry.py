@@ -28,11 +28,19 @@ _loaded = False
 
 
 def check(
-    *, name: str, title: str, severity: str, services: Iterable[str] = (), ports: Iterable[int] = ()
+    *,
+    name: str,
+    title: str,
+    severity: str,
+    services: Iterable[str] = (),
+    ports: Iterable[int] = (),
+    proto: str = "tcp",
 ):
     """Register the decorated function(check, target) -> Verdict as a check."""
     if not NAME_RE.fullmatch(name):
         raise ValueError(f"check name {name!r}: lower case letters, digits and _ only")
+    if proto not in ("tcp", "udp"):
+        raise ValueError(f"check {name}: proto must be tcp or udp")
     if severity not in SEVERITIES:
         raise ValueError(f"check {name}: severity must be one of {', '.join(SEVERITIES)}")
 
@@ -47,6 +55,7 @@ def check(
             services=frozenset(s.lower() for s in services),
             ports=frozenset(int(p) for p in ports),
             run=run,
+            proto=proto,
         )
         return run
 
@@ -82,6 +91,10 @@ def check_get(name: str) -> Check:
     return checks[name]
 
 
-def checks_for(*, service: str, port: int) -> list[Check]:
+def checks_for(*, service: str, port: int, proto: str = "tcp") -> list[Check]:
     """The checks that apply to a port, by nmap's service name (or the port number)."""
-    return [c for _, c in sorted(checks_load().items()) if c.applies(service=service, port=port)]
+    return [
+        c
+        for _, c in sorted(checks_load().items())
+        if c.applies(service=service, port=port, proto=proto)
+    ]
