@@ -296,7 +296,10 @@ def udp_candidates_confirm(
             doubtful.setdefault(r.ip, []).append(r.port)
     if doubtful and nmap.available():
         named = nmap.fingerprint_many(
-            hosts=doubtful, timeout=settings.PORTMON_NMAP_PORT_TIMEOUT, proto="udp"
+            hosts=doubtful,
+            timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
+            proto="udp",
+            intensity=nmap.UDP_VERSION_INTENSITY,
         )
         confirmed += [f for result in named.values() for f in result.findings]
     dropped = len(candidates) - len(confirmed)

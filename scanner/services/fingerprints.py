@@ -151,6 +151,7 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
                 run_batch,
                 hosts=batch,
                 proto=proto,
+                intensity=nmap.UDP_VERSION_INTENSITY if proto == "udp" else None,
                 on_finding=ledgers[proto].name,
                 on_first_run=partial(ledgers[proto].finish, batch),
             ): (proto, batch)

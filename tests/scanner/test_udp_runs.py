@@ -53,7 +53,6 @@ class UdpServers:
                 return
             sock.sendto(b"pong " + data[:32], peer)
 
-
     def __enter__(self):
         for t in self.threads:
             t.start()
