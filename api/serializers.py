@@ -176,6 +176,7 @@ class PolicySerializer(serializers.ModelSerializer):
             "name",
             "targets",
             "ports",
+            "udp_ports",
             "rate",
             "engine",
             "zone",
@@ -192,6 +193,7 @@ class ShardSerializer(serializers.ModelSerializer):
         model = ScanShard
         fields = [
             "index",
+            "proto",
             "state",
             "attempts",
             "worker",
@@ -213,6 +215,7 @@ class RunSerializer(serializers.ModelSerializer):
             "source",
             "targets",
             "ports",
+            "udp_ports",
             "engine",
             "zone",
             "state",
@@ -236,7 +239,9 @@ class RunDetailSerializer(RunSerializer):
 
 class RunStartSerializer(serializers.Serializer):
     targets = serializers.CharField(max_length=10000)
-    ports = serializers.CharField(max_length=200, default="1-65535")
+    ports = serializers.CharField(max_length=200, default="1-65535", allow_blank=True)
+    # UDP ports to probe as well ("" none); see scanner.targets.UDP_DEFAULT_PORTS.
+    udp_ports = serializers.CharField(max_length=200, default="", allow_blank=True)
     rate = serializers.IntegerField(default=100_000)
     engine = serializers.CharField(default="auto", max_length=16)
     fingerprint = serializers.BooleanField(default=True)

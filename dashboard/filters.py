@@ -20,6 +20,7 @@ class EventFilters:
     network_id: int | None = None
     host: str = ""  # an IP, or a CIDR
     port: int | None = None
+    proto: str = ""  # "", "tcp", "udp"
     since: date | None = None
     until: date | None = None
     rule_id: int | None = None
@@ -72,6 +73,10 @@ def event_filters_parse(params) -> EventFilters:
         except ValueError:
             errors.append(f"host: {host[:60]!r} is not an IP address or CIDR")
             host = ""
+    proto = params.get("proto", "").strip().lower()
+    if proto not in ("", "tcp", "udp"):
+        errors.append("proto: use tcp or udp")
+        proto = ""
     suppressed = params.get("suppressed", "").strip()
     if suppressed not in SUPPRESSED_CHOICES:
         errors.append("suppressed: use yes or no")
@@ -83,6 +88,7 @@ def event_filters_parse(params) -> EventFilters:
         network_id=_int(params.get("network", ""), "network", errors),
         host=host,
         port=_int(params.get("port", ""), "port", errors, 1, 65535),
+        proto=proto,
         since=_date(params.get("since", ""), "since", errors),
         until=_date(params.get("until", ""), "until", errors),
         rule_id=_int(params.get("rule", ""), "rule", errors),

@@ -45,6 +45,8 @@ def events_filtered(f: EventFilters) -> QuerySet[AlertEvent]:
             qs = qs.filter(_events_of_hosts_in(net))
     if f.port is not None:
         qs = qs.filter(port=f.port)
+    if f.proto:
+        qs = qs.filter(proto=f.proto)
     if f.since is not None:
         qs = qs.filter(created_at__gte=_day_start(f.since))
     if f.until is not None:

@@ -215,6 +215,7 @@ SPECTACULAR_SETTINGS = {
         "RunStateEnum": "scanner.models.RunState",
         "ShardStateEnum": "scanner.models.ShardState",
         "PortStateEnum": "scanner.models.PortState",
+        "ScanProtoEnum": "scanner.models.Proto",
     },
 }
 
