@@ -189,7 +189,39 @@ def sockets_unseen_by_scans(*, network_ids=None) -> list[ProcessSocket]:
         .select_related("host")
         .order_by("host__ip", "proto", "port")
     )
-    return [row for row in rows if any(not _loopback(a) for a in row.addresses)]
+    rows = [row for row in rows if any(not _loopback(a) for a in row.addresses)]
+    udp = [row for row in rows if row.proto == "udp"]
+    if udp:
+        # A UDP socket no scan saw is news only where a UDP scan looked: most UDP sockets
+        # (clients, resolvers' source ports, silent services) never answer a probe.
+        covered = _udp_covered({row.host.network_id for row in udp})
+        rows = [
+            row
+            for row in rows
+            if row.proto != "udp" or _udp_port_covered(covered, row.host, row.port)
+        ]
+    return rows
+
+
+def _udp_covered(network_ids: set[int]) -> dict[int, list]:
+    from alerts.diff import Span, ranges_parse
+    from scanner.selectors import coverage_spans
+
+    return {
+        net_id: [Span(at, ranges_parse(a), ranges_parse(p), proto) for at, a, p, proto in spans]
+        for net_id, spans in coverage_spans(network_ids=network_ids, before=_far_future()).items()
+    }
+
+
+def _udp_port_covered(covered: dict[int, list], host: Host, port: int) -> bool:
+    address = int(ipaddress.ip_address(host.ip))
+    return any(s.covers(address, port, "udp") for s in covered.get(host.network_id, ()))
+
+
+def _far_future():
+    from datetime import UTC, datetime
+
+    return datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def ports_unreported_by_agents(*, network_ids=None) -> QuerySet:

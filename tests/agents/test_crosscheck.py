@@ -66,3 +66,27 @@ def test_it_shows_the_cross_check_in_both_parts_of_the_digest(world):
         assert "Host agents vs scans" in part
         assert "Hosts with open ports and no agent (2)" in part
         assert f"{MANAGED}:8443/tcp" in part and f"{MANAGED}:9000/tcp" in part
+
+
+def test_a_udp_socket_is_unseen_only_where_a_udp_scan_looked(db, client):
+    """An agent's UDP sockets (a resolver's client port, a silent service) are no finding
+    until a UDP scan covered that port; then one the scan did not see open is listed."""
+    from datetime import timedelta
+
+    from scanner.models import CoverageSpan
+
+    net = Network.objects.create(cidr="198.18.2.0/24", zone="internal")
+    ip = "198.18.2.20"
+    token = agent_add(name="dns1", ips=[ip]).token
+    Host.objects.update_or_create(ip=ip, defaults={"network": net})
+    udp = {"proto": "udp", "name": "named", "exe": "/usr/sbin/named", "address": ip}
+    assert (
+        Poster(client, token).send({**udp, "port": 53}, {**udp, "port": 40000}).status_code == 200
+    )
+    # A TCP span over every port says nothing about UDP.
+    at = timezone.now() - timedelta(days=1)
+    everything = "3323068928-3323069183"  # 198.18.2.0/24 as integers
+    CoverageSpan.objects.create(network=net, at=at, addresses=everything, ports="1-65535")
+    assert "unseen" not in lines(cross_check())
+    CoverageSpan.objects.create(network=net, at=at, addresses=everything, ports="53", proto="udp")
+    assert lines(cross_check())["unseen"] == [(ip, 53, "named (/usr/sbin/named)")]
