@@ -143,7 +143,7 @@ def test_the_run_end_reprobe_leaves_a_proxy_host_alone(db, monkeypatch):
     from django.utils import timezone
 
     from scanner.engines import connect
-    from scanner.services.runs import ports_reprobe
+    from scanner.services.reprobe import ports_reprobe
 
     call_command("scope", "add", "198.18.0.0/24", "--zone", "internal")
     for ip in ("198.18.0.9", "198.18.0.10"):  # both had port 22 open yesterday
