@@ -58,9 +58,12 @@ class ImportReport:
     # port lists, and every <host> element's address, up or down.
     nmap_args: str | None = None
     scan_ports: list[str] = field(default_factory=list)
+    # <scaninfo protocol="udp" services=...>: UDP coverage is kept apart (nmap -sU).
+    scan_udp_ports: list[str] = field(default_factory=list)
     hosts: set[str] = field(default_factory=set)
     # Ports reported open on any host: what a file without a port list is taken to cover.
     open_ports: set[int] = field(default_factory=set)
+    open_udp_ports: set[int] = field(default_factory=set)
     # When the scan ran, by the file (nmap's <nmaprun start=...>, the earliest masscan
     # "timestamp" read so far): the run's time unless the user gives one.
     started: datetime | None = None
@@ -116,7 +119,10 @@ def findings_in_scope(
             report.outside_scope += 1
             continue
         report.zones.add(zones[network])
-        report.open_ports.add(finding.port)
+        if finding.proto == "udp":
+            report.open_udp_ports.add(finding.port)
+        else:
+            report.open_ports.add(finding.port)
         yield finding
 
 
@@ -345,7 +351,10 @@ class _NmapHandler:
             self.in_host = True
         elif tag == "scaninfo" and self.depth == 2:
             if attrs.get("protocol") in PORT_PROTOCOLS and attrs.get("services"):
-                self.report.scan_ports.append(attrs["services"])
+                if attrs["protocol"] == "udp":
+                    self.report.scan_udp_ports.append(attrs["services"])
+                else:
+                    self.report.scan_ports.append(attrs["services"])
         elif not self.in_host:
             return
         elif tag == "address" and attrs.get("addrtype") in ("ipv4", "ipv6"):
@@ -556,8 +565,9 @@ def targets_within(networks, scope: Scope) -> list:
 
 def import_coverage(
     report: ImportReport, *, scope: Scope, targets: str = "", ports: str = ""
-) -> tuple[str, str]:
-    """(targets, ports) an imported file covered, for ScanRun.targets / ports.
+) -> "ImportCoverage":
+    """(targets, ports) an imported file covered, for ScanRun.targets / ports (and, as
+    .udp_ports, the UDP ports of nmap's <scaninfo protocol="udp">, for ScanRun.udp_ports).
 
     Targets: --targets, else the nmap command line's targets, else every <host> element
     (up or down) of an nmap file; a masscan file names none, so --targets is required.
@@ -582,7 +592,20 @@ def import_coverage(
         port_text = format_ports(parse_ports(",".join(report.scan_ports)))
     else:
         port_text = ",".join(str(p) for p in sorted(report.open_ports))
-    return format_targets(covered), port_text
+    if report.scan_udp_ports:
+        udp_text = format_ports(parse_ports(",".join(report.scan_udp_ports)))
+    else:
+        udp_text = ",".join(str(p) for p in sorted(report.open_udp_ports))
+    return ImportCoverage(format_targets(covered), port_text, udp_text)
+
+
+class ImportCoverage(tuple):
+    """(targets, TCP ports, UDP ports) an imported file covered; unpacks as the first two."""
+
+    def __new__(cls, targets: str, ports: str, udp_ports: str = ""):
+        instance = super().__new__(cls, (targets, ports))
+        instance.udp_ports = udp_ports
+        return instance
 
 
 MASSCAN_TARGETS_REQUIRED = (

@@ -232,10 +232,14 @@ def run_import(
             run.created_at = run.started_at = at
         if report is not None and len(report.zones) == 1:
             zone = next(iter(report.zones))
+        udp_ports = ""
         if coverage is not None:
-            targets, ports = coverage()
+            covered = coverage()
+            targets, ports = covered
+            udp_ports = getattr(covered, "udp_ports", "")
         run.targets = targets or ",".join(sorted(ips, key=_ip_order))
         run.ports = ports
+        run.udp_ports = udp_ports
         run.zone = zone
         run.degraded = bool(report and report.truncated)
         run.error = report.error if report else ""
@@ -244,7 +248,7 @@ def run_import(
         run.state = RunState.FINISHED
         run.save(
             update_fields=[
-                *("targets", "ports", "zone", "degraded", "error", "state"),
+                *("targets", "ports", "udp_ports", "zone", "degraded", "error", "state"),
                 *("created_at", "started_at", "finished_at"),
             ]
         )

@@ -234,3 +234,25 @@ def test_it_exits_1_with_one_line_from_the_real_command(tmp_path):
         )
         assert done.returncode == 1, (name, done.stderr)
         assert done.stderr.startswith("CommandError: ") and done.stderr.count("\n") == 1, name
+
+
+def test_an_nmap_udp_import_covers_udp_ports_only(lab_scope, tmp_path):
+    """nmap -sS -sU: each <scaninfo> is its protocol's coverage; a UDP-only file covers no
+    TCP port (it must not count the TCP ports of its hosts as missed)."""
+    head = NMAP_HEAD + (
+        '<scaninfo type="udp" protocol="udp" numservices="2" services="53,161"/>\n'
+        '<scaninfo type="syn" protocol="tcp" numservices="1" services="22"/>\n'
+    )
+    path = tmp_path / "both.xml"
+    path.write_text(nmap_xml(host_xml(), host_xml(portid="161", proto="udp"), head=head))
+    call_command("scan_import", str(path))
+    run = ScanRun.objects.get()
+    assert (run.ports, run.udp_ports) == ("22", "53,161")
+    assert set(PortObservation.objects.values_list("proto", "port")) == {("tcp", 22), ("udp", 161)}
+
+    udp_only = tmp_path / "udp.xml"
+    head = NMAP_HEAD + '<scaninfo type="udp" protocol="udp" services="161"/>\n'
+    udp_only.write_text(nmap_xml(host_xml(portid="161", proto="udp"), head=head))
+    call_command("scan_import", str(udp_only))
+    run = ScanRun.objects.order_by("-pk").first()
+    assert (run.ports, run.udp_ports) == ("", "161")
