@@ -62,7 +62,7 @@ class HostAdmin(admin.ModelAdmin):
 
 @admin.register(ScanPolicy)
 class ScanPolicyAdmin(admin.ModelAdmin):
-    list_display = ["name", "zone", "engine", "ports", "rate", "schedule", "enabled"]
+    list_display = ["name", "zone", "engine", "ports", "udp_ports", "rate", "schedule", "enabled"]
     list_filter = ["zone", "engine", "enabled"]
     search_fields = ["name", "targets"]
 
@@ -70,7 +70,17 @@ class ScanPolicyAdmin(admin.ModelAdmin):
 class ScanShardInline(admin.TabularInline):
     model = ScanShard
     extra = 0
-    fields = ["index", "targets", "ports", "state", "attempts", "worker", "ports_found", "error"]
+    fields = [
+        "index",
+        "proto",
+        "targets",
+        "ports",
+        "state",
+        "attempts",
+        "worker",
+        "ports_found",
+        "error",
+    ]
     readonly_fields = fields
     can_delete = False
 

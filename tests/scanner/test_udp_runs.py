@@ -184,3 +184,11 @@ def test_a_tcp_only_run_never_misses_a_udp_port(local_mode, settings):  # noqa: 
     port = Port.objects.get(proto="udp", port=udp_port)
     assert (port.state, port.missed_runs) == ("open", 0)
     assert set(CoverageSpan.objects.values_list("proto", flat=True)) == {"tcp", "udp"}
+
+
+def test_a_rule_for_udp_161_leaves_tcp_161_alone():
+    from alerts.rules import RuleSpec, Subject
+
+    rule = RuleSpec(id=1, action="allow", port_lo=161, proto="udp")
+    assert rule.matches(Subject(ip="198.18.0.5", proto="udp", port=161))
+    assert not rule.matches(Subject(ip="198.18.0.5", proto="tcp", port=161))
