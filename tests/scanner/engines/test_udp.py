@@ -197,3 +197,91 @@ def test_every_default_port_has_a_request_that_is_not_empty():
 def test_it_refuses_bad_options():
     with pytest.raises(EngineError):
         udp.probe(targets=[A("127.0.0.1")], ports=[(1, 1)], retries=-1)
+
+
+def test_it_writes_payloads_masscan_can_read_and_keeps_masscans_own_where_it_has_them():
+    """Debian's nmap-payloads stops masscan 1.3's parser; ours must not (masscan --echo)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from scanner.engines import masscan
+
+    ports = [int(p) for p in udp.DEFAULT_PORTS.split(",")]
+    text = udp.masscan_payloads(ports)
+    assert "udp 1900\n" in text and "udp 123\n" in text
+    # masscan's own DNS, SNMP and memcached requests carry its cookie: not replaced.
+    assert "udp 161\n" not in text and "udp 53\n" not in text
+    argv = masscan.build_argv(
+        targets=[ipaddress.ip_address("198.18.0.1")],
+        ports=[(161, 161), (1900, 1900)],
+        rate=1000,
+        output_path=None,
+        proto="udp",
+        nmap_payloads="/tmp/x",
+    )
+    assert argv[argv.index("-p") + 1] == "U:161,U:1900"
+    with pytest.raises(udp.EngineError):
+        masscan.build_argv(
+            targets=[ipaddress.ip_address("198.18.0.1")],
+            ports=[(1, 1)],
+            rate=1,
+            output_path=None,
+            proto="sctp",
+        )
+    if shutil.which("masscan") is None:
+        pytest.fail("masscan is not installed (apt-get install masscan)")
+    with tempfile.NamedTemporaryFile("w", suffix=".payloads") as fh:
+        fh.write(text)
+        fh.flush()
+        echo = subprocess.run(
+            ["masscan", "-pU:1900", "--nmap-payloads", fh.name, "--range", "198.18.0.1"]
+            + ["--echo"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert "syntax error" not in echo.stdout + echo.stderr
+    assert f"nmap-payloads = {fh.name}" in echo.stdout
+
+
+def test_verify_calls_open_only_what_answers():
+    """Candidates (masscan's): a silent bound port and a closed one are not open."""
+    from scanner.findings import Finding
+
+    replying = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    replying.bind(("127.0.0.91", 0))
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.91", 0))
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.91", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    reply_port, silent_port = replying.getsockname()[1], silent.getsockname()[1]
+
+    def answer():
+        data, peer = replying.recvfrom(512)
+        replying.sendto(b"hi", peer)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        results = udp.verify(
+            [
+                Finding(ip="127.0.0.91", port=reply_port, proto="udp"),
+                Finding(ip="127.0.0.91", port=silent_port, proto="udp"),
+                Finding(ip="127.0.0.91", port=closed_port, proto="udp"),
+            ],
+            timeout=0.3,
+            retries=1,
+        )
+    finally:
+        thread.join(5)
+        replying.close()
+        silent.close()
+    states = {r.port: r.state for r in results}
+    assert states == {
+        reply_port: udp.OPEN,
+        silent_port: udp.OPEN_FILTERED,
+        closed_port: udp.CLOSED,
+    }
