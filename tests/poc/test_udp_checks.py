@@ -81,3 +81,21 @@ def test_udp_checks_apply_to_udp_ports_only():
     assert "memcached_stats" not in [
         c.name for c in checks_for(service="", port=11211, proto="udp")
     ]
+
+
+def test_the_poc_command_runs_udp_checks_with_udp(db):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from poc.models import PocResult
+
+    call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
+    with Responder(udp_services.snmp) as r:
+        out = StringIO()
+        call_command("poc", f"{r.ip}:{r.port}", "--udp", "--check", "snmp_public", stdout=out)
+        with pytest.raises(CommandError, match="udp check; add --udp"):
+            call_command("poc", f"{r.ip}:{r.port}", "--check", "snmp_public")
+    assert "snmp_public: VULNERABLE [high]" in out.getvalue()
+    assert PocResult.objects.get().proto == "udp"

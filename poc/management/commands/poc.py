@@ -1,4 +1,4 @@
-"""manage.py poc IP:PORT [--check NAME] [--json]: run PoC checks now, in this process.
+"""manage.py poc IP:PORT [--udp] [--check NAME] [--json]: run PoC checks now, in this process.
 
 Same path as chained checks (scope guard, a recorded result, findings raised or fixed);
 exit 0 whatever the verdicts, 1 on refused input or a check that reached no verdict.
@@ -52,10 +52,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("endpoint", help="IP:PORT, IPv6 as [ADDRESS]:PORT")
         parser.add_argument("--check", help="one check by name (default: all that apply)")
+        parser.add_argument("--udp", action="store_true", help="the port is UDP (e.g. SNMP 161)")
         parser.add_argument("--json", action="store_true", help="print a JSON array")
 
     def handle(self, *args, **options):
         ip, port = parse_endpoint(options["endpoint"])
+        proto = "udp" if options["udp"] else "tcp"
         scope = scope_load()
         address = ipaddress.ip_address(ip)
         if not scope.allows(address):
@@ -66,17 +68,22 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"unknown check {options['check']!r}; known: {', '.join(sorted(checks))}"
                 )
+            if checks[options["check"]].proto != proto:
+                raise CommandError(
+                    f"{options['check']} is a {checks[options['check']].proto} check"
+                    + ("" if options["udp"] else "; add --udp")
+                )
             names = [options["check"]]
         else:
             host = Host.objects.filter(ip=ip).first()
             service = (
-                Port.objects.filter(host=host, proto="tcp", port=port)
+                Port.objects.filter(host=host, proto=proto, port=port)
                 .values_list("service", flat=True)
                 .first()
                 if host
                 else ""
             )
-            names = [c.name for c in checks_for(service=service or "", port=port)]
+            names = [c.name for c in checks_for(service=service or "", port=port, proto=proto)]
             if not names:
                 raise CommandError(
                     f"no check applies to {ip}:{port} (service {service or 'unknown'}); "
@@ -93,7 +100,7 @@ class Command(BaseCommand):
         rows, failed = [], False
         for name in names:
             ids = pocs_queue(
-                targets=[PocTarget(host.pk, "tcp", port, name)], reason=PocReason.MANUAL
+                targets=[PocTarget(host.pk, proto, port, name)], reason=PocReason.MANUAL
             )
             if not ids:
                 raise CommandError(f"{name} on {ip}:{port} is already queued or running")
