@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from alerts import diff
+from alerts.kinds import EventKind
 from alerts.models import HighRiskPort
 from alerts.rules import RuleBook
 from alerts.selectors import rule_specs_load
@@ -241,7 +242,7 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             detail = {**detail, "zone": zone, "high_risk": s.high_risk}
             if new_fp and "new" not in detail:
                 detail["new"] = new_fp
-            immediate = kind == diff.HIGH_RISK
+            immediate = kind == EventKind.HIGH_RISK
             candidates.append(
                 Candidate(hid, ip, zone, proto, port, kind, detail, immediate=immediate)
             )
@@ -251,7 +252,9 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
             if new_fp:
                 detail["new"] = new_fp
             candidates.append(
-                Candidate(hid, ip, zone, proto, port, diff.BLACKLISTED, detail, only_if_denied=True)
+                Candidate(
+                    hid, ip, zone, proto, port, EventKind.BLACKLISTED, detail, only_if_denied=True
+                )
             )
 
     # Seeing a port proves it open, even in a degraded run.

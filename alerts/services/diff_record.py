@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db.models import Exists
 
 from alerts import diff
+from alerts.kinds import EventKind
 from alerts.services.diff_history import FP_FIELDS, HostRow, same_port_of_run
 from alerts.services.events import Candidate, chunks
 from scanner import synproxy
@@ -25,7 +26,7 @@ def answering_all_candidate(finding, *, zone: str) -> Candidate:
     }
     # Port 0: the event is about the host; one open event per host (open_key).
     return Candidate(
-        finding.host_id, finding.host.ip, zone, "tcp", 0, diff.HOST_ANSWERS_ALL, detail
+        finding.host_id, finding.host.ip, zone, "tcp", 0, EventKind.HOST_ANSWERS_ALL, detail
     )
 
 
@@ -57,7 +58,7 @@ def misses_record(
             ip, zone = hosts[hid].ip, hosts[hid].zone or run.zone
             fp = diff.Fingerprint(service, product, version)
             detail = {"zone": zone, "missed_runs": missed + 1, "old": fp.as_dict()}
-            candidates.append(Candidate(hid, ip, zone, proto, port, diff.CLOSED, detail))
+            candidates.append(Candidate(hid, ip, zone, proto, port, EventKind.CLOSED, detail))
     ports_misses_record(bump_ids=bump, close_ids=close)
     return candidates, len(bump) + len(close), len(close)
 

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
+from alerts.kinds import severity_for
 from alerts.models import (
     OPEN_STATES,
     AlertEvent,
@@ -23,7 +24,6 @@ from alerts.models import (
 )
 from alerts.rules import DENY, RuleBook, Subject
 from alerts.selectors import rule_specs_load
-from alerts.severity import severity_for
 from alerts.signals import events_raised
 
 # Ids or keys per IN (...) list: SQLite's default limit of bound variables is 32766 (999 on
