@@ -5,24 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from alerts.kinds import EventKind
 from alerts.severity import Severity
-
-
-class EventKind(models.TextChoices):
-    NEW_PORT = "new_port", "new port"
-    HIGH_RISK = "high_risk", "high-risk port"
-    CLOSED = "closed", "closed"
-    REOPENED = "reopened", "reopened"
-    SERVICE_CHANGED = "service_changed", "service changed"
-    # A deny-rule match on a port that would otherwise have been quiet.
-    BLACKLISTED = "blacklisted", "blacklisted"
-    # Filled by later features (PoC checks, host agents); listed so the column accepts them.
-    POC_FINDING = "poc_finding", "PoC finding"
-    NEW_PROCESS = "new_process", "new process"
-    # Host agents: a port whose owning process (name + exe) is another one than before.
-    PROCESS_CHANGED = "process_changed", "process changed"
-    # A SYN proxy, tarpit or middlebox: one event for the host (port 0), not per port.
-    HOST_ANSWERS_ALL = "host_answers_all", "answers on all ports"
 
 
 class EventState(models.TextChoices):
@@ -77,7 +61,7 @@ class AlertEvent(models.Model):
     # number of NULLs enforces "one open event per key" on MariaDB and SQLite alike
     # (a partial unique index would not work on MariaDB).
     open_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
-    # Derived from the kind when the event is raised (alerts.severity.severity_for).
+    # Derived from the kind when the event is raised (alerts.kinds.severity_for).
     severity = models.PositiveSmallIntegerField(choices=Severity.choices, default=Severity.MEDIUM)
 
     class Meta:

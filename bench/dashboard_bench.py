@@ -128,8 +128,8 @@ def _weighted(rng: random.Random, table: list[tuple[str, int]], n: int) -> list[
 def fill(args) -> None:
     from django.core.management import call_command
 
+    from alerts.kinds import severity_for
     from alerts.models import OPEN_STATES, AlertEvent, EventAudit, Rule, open_key_for
-    from alerts.severity import severity_for
     from scanner.models import Host, Network, Port, ScanRun
 
     rng = random.Random(12)

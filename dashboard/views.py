@@ -20,10 +20,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views import defaults
-from prometheus_client import CONTENT_TYPE_LATEST
-from rest_framework.exceptions import APIException
 
+from accounts.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
+from accounts.selectors import last_visit_start
 from agents import selectors as agents_selectors
+from alerts import selectors as alerts_selectors
+from alerts.filters import event_filters_parse
 from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
 from alerts.rule_files import (
     MAX_BYTES,
@@ -38,7 +40,7 @@ from alerts.selectors import (
     rule_spec_of,
     rules_import_preview,
 )
-from alerts.services.events import TRANSITIONS
+from alerts.services.events import TRANSITIONS, event_note_add, events_transition
 from alerts.services.rules import (
     rule_create,
     rule_expire,
@@ -46,10 +48,8 @@ from alerts.services.rules import (
     rules_import,
 )
 from alerts.severity import Severity
-from api.authentication import token_authenticate
-from audit.models import AuditEntry
-from dashboard import selectors, slots
-from dashboard.filters import event_filters_parse
+from audit.selectors import audit_entries
+from dashboard import slots
 from dashboard.forms import (
     BulkTriageForm,
     NoteForm,
@@ -58,17 +58,10 @@ from dashboard.forms import (
     TriageForm,
     rule_initial_from_event,
 )
-from dashboard.metrics import metrics_text
-from dashboard.models import Visit
-from dashboard.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
-from dashboard.services import (
-    event_note,
-    events_triage,
-    finding_recheck,
-    policy_run_now,
-)
-from poc.services import RecheckRefused
+from poc.services import RecheckRefused, poc_recheck
+from scanner import selectors as scanner_selectors
 from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
+from scanner.services.runs import policy_run_now
 from scanner.targets import TargetError
 
 PAGE_SIZE = 50
@@ -84,18 +77,25 @@ def _post_only(request: HttpRequest):
     return None
 
 
+def _bars(rows: list, value_index: int = 1) -> list[dict]:
+    """Rows with a percent of the largest value, for CSS bar charts (no chart library)."""
+    top = max((r[value_index] for r in rows), default=0) or 1
+    return [{"row": r, "value": r[value_index], "pct": 100 * r[value_index] // top} for r in rows]
+
+
 @role_required(VIEWER)
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/home.html", selectors.overview())
+    context = {**scanner_selectors.scan_overview(), **alerts_selectors.events_overview()}
+    context["events_per_day"] = _bars(context["events_per_day"])
+    context["ports_over_time"] = _bars(context.pop("finished_runs"))
+    return render(request, "dashboard/home.html", context)
 
 
 @role_required(VIEWER)
 def since(request: HttpRequest) -> HttpResponse:
-    visit = Visit.objects.filter(user=request.user).first()
-    start = (visit and visit.previous_login) or (timezone.now() - timezone.timedelta(days=1))
-    return render(
-        request, "dashboard/since.html", selectors.since_last_visit(user=request.user, since=start)
-    )
+    start = last_visit_start(user=request.user)
+    context = alerts_selectors.since_last_visit(user=request.user, since=start)
+    return render(request, "dashboard/since.html", context)
 
 
 # --- Events -----------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def since(request: HttpRequest) -> HttpResponse:
 @role_required(VIEWER)
 def events_list(request: HttpRequest) -> HttpResponse:
     filters = event_filters_parse(request.GET)
-    page = selectors.events_page(filters, number=request.GET.get("page"), size=PAGE_SIZE)
+    page = alerts_selectors.events_page(filters, number=request.GET.get("page"), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -137,7 +137,7 @@ def events_bulk(request: HttpRequest) -> HttpResponse:
         for field, errors in form.errors.items():
             messages.error(request, f"{field}: {' '.join(errors)}")
         return redirect(back)
-    changed, refused = events_triage(
+    changed, refused = events_transition(
         event_ids=form.cleaned_data["ids"],
         to_state=form.cleaned_data["to_state"],
         actor=request.user,
@@ -153,7 +153,7 @@ def events_bulk(request: HttpRequest) -> HttpResponse:
 @role_required(VIEWER)
 def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
     try:
-        event = selectors.event_detail(event_id)
+        event = alerts_selectors.event_detail(event_id)
     except AlertEvent.DoesNotExist:
         raise Http404("no such event") from None
     allowed = TRANSITIONS.get(event.state, frozenset())
@@ -182,7 +182,7 @@ def event_transition(request: HttpRequest, event_id: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "choose a state")
     else:
-        changed, refused = events_triage(
+        changed, refused = events_transition(
             event_ids=[event_id],
             to_state=form.cleaned_data["to_state"],
             actor=request.user,
@@ -203,7 +203,7 @@ def event_recheck(request: HttpRequest, event_id: int) -> HttpResponse:
     if not AlertEvent.objects.filter(pk=event_id).exists():
         raise Http404("no such event")
     try:
-        check_id = finding_recheck(event_id=event_id, author=request.user)
+        check_id = poc_recheck(event_id=event_id, author=request.user)
     except RecheckRefused as exc:
         messages.error(request, str(exc))
         return redirect("dashboard:event", event_id=event_id)
@@ -222,7 +222,7 @@ def event_note_view(request: HttpRequest, event_id: int) -> HttpResponse:
         raise Http404("no such event")
     form = NoteForm(request.POST)
     if form.is_valid() and form.cleaned_data["text"].strip():
-        event_note(event_id=event_id, author=request.user, text=form.cleaned_data["text"])
+        event_note_add(event_id=event_id, author=request.user, text=form.cleaned_data["text"])
         messages.success(request, "note added")
     else:
         messages.error(request, "a note needs text (at most 5,000 characters)")
@@ -280,7 +280,7 @@ def events_csv(request: HttpRequest) -> StreamingHttpResponse:
             int(imm),
         )
         for pk, at, ip, proto, port, kind, sev, state, sup, rule, run, imm in (
-            selectors.events_csv_rows(filters)
+            alerts_selectors.events_csv_rows(filters)
         )
     )
     header = [
@@ -306,16 +306,17 @@ def events_csv(request: HttpRequest) -> StreamingHttpResponse:
 @role_required(VIEWER)
 def hosts_list(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:64]
-    page = selectors.hosts_page(q=q, number=request.GET.get("page"), size=PAGE_SIZE)
+    page = scanner_selectors.hosts_page(q=q, number=request.GET.get("page"), size=PAGE_SIZE)
     return render(request, "dashboard/hosts.html", {"page": page, "q": q})
 
 
 @role_required(VIEWER)
 def host_detail(request: HttpRequest, ip: str) -> HttpResponse:
     try:
-        context = selectors.host_detail(ip)
+        context = scanner_selectors.host_detail(ip)
     except (Host.DoesNotExist, ValueError):
         raise Http404("no such host") from None
+    context["events"] = alerts_selectors.host_events(host_id=context["host"].pk)
     context["slots"] = slots.host_slots(context["host"])
     return render(request, "dashboard/host.html", context)
 
@@ -327,8 +328,8 @@ def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
     if state not in (PortState.OPEN, PortState.CLOSED, "all"):
         message = "state must be open, closed or all"
         return HttpResponseBadRequest(message, content_type="text/plain")
-    rows = selectors.ports_csv_rows(state=None if state == "all" else state)
-    return _csv_response("ports.csv", ["ip", *selectors.PORT_CSV_FIELDS], rows)
+    rows = scanner_selectors.ports_csv_rows(state=None if state == "all" else state)
+    return _csv_response("ports.csv", ["ip", *scanner_selectors.PORT_CSV_FIELDS], rows)
 
 
 # --- Runs, policies, networks -----------------------------------------------------------
@@ -336,17 +337,18 @@ def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 @role_required(VIEWER)
 def runs_list(request: HttpRequest) -> HttpResponse:
-    page = _page(request, selectors.runs_list())
-    active = any(run.state in selectors.ACTIVE_RUN_STATES for run in page.object_list)
+    page = _page(request, scanner_selectors.runs_list())
+    active = any(run.state in scanner_selectors.ACTIVE_RUN_STATES for run in page.object_list)
     return render(request, "dashboard/runs.html", {"page": page, "active": active})
 
 
 @role_required(VIEWER)
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     try:
-        context = selectors.run_tree(run_id)
+        context = scanner_selectors.run_tree(run_id)
     except ScanRun.DoesNotExist:
         raise Http404("no such run") from None
+    context["events"] = alerts_selectors.run_events_count(run_id=run_id)
     return render(request, "dashboard/run.html", context)
 
 
@@ -355,7 +357,7 @@ def policies_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/policies.html",
-        {"policies": selectors.policies_list(), "can_admin": has_role(request.user, ADMIN)},
+        {"policies": scanner_selectors.policies_list(), "can_admin": has_role(request.user, ADMIN)},
     )
 
 
@@ -376,7 +378,9 @@ def policy_run(request: HttpRequest, policy_id: int) -> HttpResponse:
 
 @role_required(VIEWER)
 def networks_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/networks.html", {"networks": selectors.networks_list()})
+    return render(
+        request, "dashboard/networks.html", {"networks": scanner_selectors.networks_list()}
+    )
 
 
 @role_required(VIEWER)
@@ -395,7 +399,7 @@ def rules_list(request: HttpRequest) -> HttpResponse:
         request,
         "dashboard/rules.html",
         {
-            "rules": selectors.rules_list(),
+            "rules": alerts_selectors.rules_list(),
             "high_risk": HighRiskPort.objects.all(),
             "can_admin": has_role(request.user, ADMIN),
             "now": timezone.now(),
@@ -511,27 +515,7 @@ def rules_import_view(request: HttpRequest) -> HttpResponse:
 
 @role_required(ADMIN)
 def audit_log(request: HttpRequest) -> HttpResponse:
-    qs = AuditEntry.objects.select_related("actor").order_by("-at", "-id")
-    return render(request, "dashboard/audit.html", {"page": _page(request, qs)})
-
-
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus scrape: a logged-in viewer, or an API token (Authorization: Bearer|Token)."""
-    user = request.user if request.user.is_authenticated else None
-    if user is None:
-        try:
-            user = (token_authenticate(request, keywords=("bearer", "token")) or (None,))[0]
-        except APIException as exc:  # a bad token (401) or an address locked out (429)
-            return HttpResponse(
-                f"{exc.detail}\n", status=exc.status_code, content_type="text/plain"
-            )
-    if user is None:
-        response = HttpResponse("authentication required\n", status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="portmon"'
-        return response
-    if not has_role(user, VIEWER):
-        return HttpResponse("the viewer role is needed\n", status=403, content_type="text/plain")
-    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
+    return render(request, "dashboard/audit.html", {"page": _page(request, audit_entries())})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

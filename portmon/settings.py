@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "alerts",
     "alerts.notify",
     "agents",
+    "accounts",
     "dashboard",
     "poc",
     "audit",

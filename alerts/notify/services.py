@@ -15,11 +15,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agents.selectors import cross_check
 from alerts.models import AlertEvent, EventState
 from alerts.notify import selectors, transports
 from alerts.notify.content import MAX_ATTEMPTS, Digest, Item, digest_build, retry_delay
 from alerts.notify.models import Channel, Message, MessageEvent, MessageKind, MessageState
+from alerts.notify.sections import section_read
 from alerts.notify.templating import email_render
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def digest_prepare(
         items=selectors.digest_items(start=start, end=now, network_ids=network_ids),
         degraded_runs=selectors.degraded_runs(start=start, end=now),
         site_url=selectors.site_url(),
-        agent_checks=cross_check(network_ids=network_ids),
+        agent_checks=section_read("agent_checks", network_ids=network_ids),
         baselines=selectors.baselines(start=start, end=now, network_ids=network_ids),
     )
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import formats, timezone
 from django.utils.html import format_html
 
-from dashboard.roles import has_role as _has_role
+from accounts.roles import has_role as _has_role
 
 register = template.Library()
 

@@ -9,8 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from alerts.kinds import severity_for
 from alerts.models import AlertEvent, EventNote, Rule
-from alerts.severity import Severity, severity_for
+from alerts.severity import Severity
 from audit.models import AuditEntry
 from tests.dashboard.conftest import event
 
