@@ -413,9 +413,10 @@ if not 0 < PORTMON_SYNPROXY_MIN_SHARE < 1:
 PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
 # Each port's nmap -sV budget (--host-timeout; all ports of a run are probed at once). A
 # service that speaks first is named in under a second, an HTTP server on an odd port after
-# the NULL probe's wait (PORTMON_NMAP_NULL_WAIT_MS), redis ~5 s later; past that nmap only waits out 5 s probes on a
-# port that says nothing it knows (28 of them: 164 s measured). 60 s waits out the first
-# 11 probes, up to TLS; a port still unnamed then stays open and unnamed this run.
+# the NULL probe's wait (PORTMON_NMAP_NULL_WAIT_MS), redis ~5 s later; past that nmap only
+# waits out 5 s probes on a port that says nothing it knows (28 of them: 164 s measured).
+# 60 s waits out the first 11 probes, up to TLS; a port still unnamed then stays open and
+# unnamed this run.
 PORTMON_NMAP_PORT_TIMEOUT = env_int("PORTMON_NMAP_PORT_TIMEOUT", 60, lo=5)
 # A fingerprint task runs its nmap batches side by side, each within the port timeout
 # (nmap notices it at its next probe's end: up to ~8 s late), plus at most one more for
