@@ -18,7 +18,15 @@ from django.utils import timezone
 from agents.selectors import cross_check
 from alerts.models import AlertEvent, EventState
 from alerts.notify import selectors, transports
-from alerts.notify.content import MAX_ATTEMPTS, Digest, Item, digest_build, retry_delay
+from alerts.notify.content import (
+    MAX_ATTEMPTS,
+    SEVERITY_COLOURS,
+    SEVERITY_LABELS,
+    Digest,
+    Item,
+    digest_build,
+    retry_delay,
+)
 from alerts.notify.models import Channel, Message, MessageEvent, MessageKind, MessageState
 from alerts.notify.templating import email_render
 
@@ -39,10 +47,6 @@ WEBHOOK_RECIPIENT = "webhook"
 
 def _fmt(value: datetime) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M %Z")
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _webhook_url() -> str:
@@ -87,30 +91,13 @@ def digest_prepare(
         site_url=selectors.site_url(),
         agent_checks=cross_check(network_ids=network_ids),
         baselines=selectors.baselines(start=start, end=now, network_ids=network_ids),
+        still_open=selectors.still_open(before=start, network_ids=network_ids),
+        open_totals=selectors.open_totals(network_ids=network_ids),
     )
 
 
 def digest_render(*, digest: Digest) -> tuple[str, str, str]:
     """(subject, text, html) of a digest."""
-    counts = digest.counts
-    parts = [
-        f"{counts[key]} {label}"
-        for key, label in (
-            ("high_risk", "high-risk"),
-            ("new", "new"),
-            ("service_changed", "changed"),
-            ("closed", "closed"),
-            ("poc", "PoC"),
-            ("other", "other"),
-        )
-        if counts.get(key)
-    ]
-    if counts.get("rule_hits"):
-        parts.append(_plural(counts["rule_hits"], "rule hit"))
-    if digest.degraded_runs:
-        parts.append(_plural(len(digest.degraded_runs), "degraded run"))
-    if digest.baselines:
-        parts.append(_plural(len(digest.baselines), "baseline"))
     span = digest.period_end - digest.period_start
     period_text = (
         "in the last 24 hours"
@@ -120,10 +107,12 @@ def digest_render(*, digest: Digest) -> tuple[str, str, str]:
     context = {
         "digest": digest,
         "date": timezone.localdate(digest.period_end).isoformat(),
-        "headline": ", ".join(parts),
         "period_text": period_text,
         "site_url": digest.site_url,
         "fmt": _fmt,
+        "now": digest.period_end,
+        "colours": SEVERITY_COLOURS,
+        "labels": SEVERITY_LABELS,
     }
     return email_render("digest", context)
 
