@@ -347,3 +347,19 @@ def digest_build(
         still_open=still_open,
         open_totals=tuple(sorted((open_totals or {}).items(), reverse=True)),
     )
+
+
+def digest_top(digest: Digest, *, limit: int) -> tuple[tuple[Item, ...], int]:
+    """The digest's events worst first, then oldest first (the period's and the still
+    open ones, allowed ones left out): (at most `limit` of them, how many more)."""
+    seen: dict[int, Item] = {}
+    sections = [s for s in digest.sections if s.key != "rule_hits"]
+    if digest.still_open:
+        sections.append(digest.still_open)
+    for section in sections:
+        for item in section.items:
+            if not item.suppressed:
+                seen.setdefault(item.event_id, item)
+    ranked = sorted(seen.values(), key=lambda i: (-i.severity, i.created_at, i.event_id))
+    hidden = sum(s.more for s in sections)
+    return tuple(ranked[:limit]), len(ranked) - min(len(ranked), limit) + hidden

@@ -9,7 +9,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from alerts.models import OPEN_STATES, AlertEvent, EventState
 from alerts.notify.content import SECTION_LIMIT, BaselineItem, Item, RunItem, Section, open_section
-from alerts.notify.models import Message, MessageEvent, MessageKind, MessageState
+from alerts.notify.models import ChatChannel, Message, MessageEvent, MessageKind, MessageState
 from scanner.models import Network, ScanRun
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,36 @@ def global_recipients() -> list[str]:
 def digest_recipients() -> dict[str, frozenset[int] | None]:
     """{email: network ids it owns, or None for everything (a global recipient)}."""
     result: dict[str, frozenset[int] | None] = {a: None for a in global_recipients()}
-    owned: dict[str, set[int]] = {}
-    for net_id, owner in Network.objects.exclude(owner_email="").values_list("id", "owner_email"):
-        owned.setdefault(owner.strip().lower(), set()).add(net_id)
+    owned = _owned_networks()
     for owner, net_ids in sorted(owned.items()):
         if owner not in result:
             result[owner] = frozenset(net_ids)
     return result
+
+
+def _owned_networks() -> dict[str, set[int]]:
+    owned: dict[str, set[int]] = {}
+    for net_id, owner in Network.objects.exclude(owner_email="").values_list("id", "owner_email"):
+        owned.setdefault(owner.strip().lower(), set()).add(net_id)
+    return owned
+
+
+def chat_channels_immediate() -> list[ChatChannel]:
+    """Enabled channels that take immediate alerts (owner_email lower-cased)."""
+    channels = list(ChatChannel.objects.filter(enabled=True, immediate=True).order_by("id"))
+    for channel in channels:
+        channel.owner_email = channel.owner_email.strip().lower()
+    return channels
+
+
+def chat_channels_digest() -> list[tuple[ChatChannel, frozenset[int] | None]]:
+    """Enabled channels that take the digest, each with the network ids its owner owns
+    (None for a channel without owner: every network)."""
+    owned = _owned_networks()
+    return [
+        (c, frozenset(owned.get(c.owner_email.strip().lower(), ())) if c.owner_email else None)
+        for c in ChatChannel.objects.filter(enabled=True, digest=True).order_by("id")
+    ]
 
 
 def digest_period_start(*, channel: str, recipient: str, end: datetime) -> datetime:

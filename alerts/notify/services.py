@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from agents.selectors import cross_check
 from alerts.models import AlertEvent, EventState
-from alerts.notify import selectors, transports
+from alerts.notify import channels, selectors, transports
+from alerts.notify.chat import ChatError
 from alerts.notify.content import (
     MAX_ATTEMPTS,
     SEVERITY_COLOURS,
@@ -96,14 +97,16 @@ def digest_prepare(
     )
 
 
+def _period_text(digest: Digest) -> str:
+    span = digest.period_end - digest.period_start
+    if span <= timedelta(hours=25):
+        return "in the last 24 hours"
+    return f"since {_fmt(digest.period_start)}"
+
+
 def digest_render(*, digest: Digest) -> tuple[str, str, str]:
     """(subject, text, html) of a digest."""
-    span = digest.period_end - digest.period_start
-    period_text = (
-        "in the last 24 hours"
-        if span <= timedelta(hours=25)
-        else f"since {_fmt(digest.period_start)}"
-    )
+    period_text = _period_text(digest)
     context = {
         "digest": digest,
         "date": timezone.localdate(digest.period_end).isoformat(),
@@ -133,24 +136,49 @@ def _message_create(*, message: Message, event_ids) -> Message | None:
 
 
 def digest_queue(*, now: datetime | None = None) -> list[Message]:
-    """Create today's digest messages (one per recipient, plus the webhook); idempotent."""
+    """Create today's digest messages (one per recipient, plus the webhook and the chat
+    channels); idempotent."""
     now = now or timezone.now()
     day = timezone.localdate(now).isoformat()
     targets = [
-        (Channel.EMAIL, address, network_ids)
+        (Channel.EMAIL, address, network_ids, None)
         for address, network_ids in selectors.digest_recipients().items()
     ]
     if _webhook_url():
-        targets.append((Channel.WEBHOOK, WEBHOOK_RECIPIENT, None))
+        targets.append((Channel.WEBHOOK, WEBHOOK_RECIPIENT, None, None))
+    targets.extend(
+        (Channel.CHAT, chat.name, network_ids, chat)
+        for chat, network_ids in selectors.chat_channels_digest()
+    )
     created = []
-    for channel, recipient, network_ids in targets:
-        key = f"digest:{day}:{channel}:{recipient}"
+    for channel, recipient, network_ids, chat in targets:
+        key = f"digest:{day}:{channel}:{chat.pk if chat else recipient}"
         if Message.objects.filter(dedupe_key=key).exists():
             continue
         digest = digest_prepare(
             recipient=recipient, network_ids=network_ids, channel=channel, now=now
         )
         subject, text, html = digest_render(digest=digest)
+        if chat is not None:
+            # A summary where people talk: nothing to say is not worth a message a day.
+            if digest.empty and not digest.still_open:
+                continue
+            body, notify_type = channels.digest_body(
+                digest=digest, period_text=_period_text(digest)
+            )
+            message = channels.chat_message(
+                channel=chat,
+                kind=MessageKind.DIGEST,
+                dedupe_key=key,
+                title=subject,
+                body=body,
+                notify_type=notify_type,
+                now=now,
+            )
+            message.period_start, message.period_end = digest.period_start, digest.period_end
+            if _message_create(message=message, event_ids=digest.event_ids):
+                created.append(message)
+            continue
         message = Message(
             channel=channel,
             recipient=recipient,
@@ -214,6 +242,7 @@ def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
     ).order_by("id")
     global_to = selectors.global_recipients()
     webhook = bool(_webhook_url())
+    chats = selectors.chat_channels_immediate()
     base_url = selectors.site_url()
     created = 0
     for event in events:
@@ -223,7 +252,9 @@ def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
         targets = [(Channel.EMAIL, r, f"email:{r}") for r in recipients]
         if webhook:
             targets.append((Channel.WEBHOOK, WEBHOOK_RECIPIENT, WEBHOOK_RECIPIENT))
-        if not targets:
+        # Chat: the owner's channels and the channels without owner (every network's).
+        to_chat = [c for c in chats if c.owner_email in ("", owner)]
+        if not targets and not to_chat:
             continue
         subject, text, html = email_render(
             "immediate", {"item": item, "site_url": base_url, "fmt": _fmt}
@@ -255,6 +286,20 @@ def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
                         "event": _item_json(item),
                     }
                 )
+            if _message_create(message=message, event_ids=[event.pk]):
+                created += 1
+        if to_chat:
+            body, notify_type = channels.immediate_body(item=item, fmt=_fmt)
+        for chat in to_chat:
+            message = channels.chat_message(
+                channel=chat,
+                kind=MessageKind.IMMEDIATE,
+                dedupe_key=f"immediate:event:{event.pk}{cycle}:chat:{chat.pk}",
+                title=subject,
+                body=body,
+                notify_type=notify_type,
+                now=now,
+            )
             if _message_create(message=message, event_ids=[event.pk]):
                 created += 1
     return created
@@ -300,7 +345,7 @@ def message_claim(*, message_id: int, now: datetime) -> Message | None:
     ).update(next_attempt_at=now + CLAIM_LEASE, attempts=F("attempts") + 1)
     if claimed != 1:
         return None
-    return Message.objects.get(pk=message_id)
+    return Message.objects.select_related("chat_channel").get(pk=message_id)
 
 
 def message_mark_sent(*, message: Message, now: datetime) -> None:
@@ -342,6 +387,8 @@ def _deliver(message: Message, connection) -> None:
             timeout=float(settings.PORTMON_WEBHOOK_TIMEOUT),
             allow_local=settings.PORTMON_WEBHOOK_ALLOW_LOCAL,
         )
+    elif message.channel == Channel.CHAT:
+        channels.chat_deliver(message)
     else:
         raise ValueError(f"unknown channel {message.channel!r}")
 
@@ -353,13 +400,16 @@ def messages_send_due(*, now: datetime | None = None, limit: int = SEND_BATCH) -
     due = list(
         Message.objects.filter(state=MessageState.PENDING, next_attempt_at__lte=now)
         .order_by("next_attempt_at", "id")
-        .values_list("id", "channel")[:limit]
+        .values_list("id", "channel", "chat_channel_id")[:limit]
     )
     unreachable: set[str] = set()
     connection = None
     try:
-        for message_id, channel in due:
-            if channel in unreachable:
+        for message_id, channel, chat_id in due:
+            # Each chat channel is its own server: one that failed waits for the next pass
+            # (a hanging one costs one timeout per pass, not one per message).
+            destination = f"chat:{chat_id}" if channel == Channel.CHAT else channel
+            if destination in unreachable:
                 report.skipped += 1
                 continue
             message = message_claim(message_id=message_id, now=now)
@@ -393,8 +443,8 @@ def messages_send_due(*, now: datetime | None = None, limit: int = SEND_BATCH) -
                     report.failed += 1
                 else:
                     report.retrying += 1
-                if _unreachable(exc):
-                    unreachable.add(channel)
+                if _unreachable(exc) or isinstance(exc, ChatError):
+                    unreachable.add(destination)
             else:
                 message_mark_sent(message=message, now=now)
                 report.sent += 1
