@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from alerts.notify import channels
-from alerts.notify.models import ChatChannel, Message, MessageKind, MessageState
+from alerts.notify.models import ChatChannel, Message, MessageState
 from alerts.notify.services import digest_queue, immediate_queue, messages_send_due
 from tests.alerts.notify.conftest import NOW, SITE, event_make, free_port
 
@@ -259,7 +259,9 @@ def test_it_refuses_to_connect_to_this_host_at_send_time_too(receiver, world, se
     assert receiver.requests == []
 
 
-def test_a_channels_secret_is_never_logged_or_shown(receiver, world, settings, caplog, admin_client):
+def test_a_channels_secret_is_never_logged_or_shown(
+    receiver, world, settings, caplog, admin_client
+):
     caplog.set_level(logging.DEBUG)  # whatever LOG_LEVEL an operator chooses
     settings.PORTMON_DIGEST_RECIPIENTS = []
     url = f"json://portmon:{PASSWORD}@127.0.0.1:{receiver.port}/hook/{TOKEN}?rto=2"
