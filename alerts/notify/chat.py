@@ -157,7 +157,12 @@ for _name, _reasons in (
 
 # --- Connections checked as webhooks are ------------------------------------------------
 
-_original_create_connection = urllib3.util.connection.create_connection
+# (A second import of this module, e.g. a reload, wraps the original, not its own wrapper.)
+_original_create_connection = getattr(
+    urllib3.util.connection.create_connection,
+    "portmon_original",
+    urllib3.util.connection.create_connection,
+)
 
 
 def _create_connection(
@@ -177,6 +182,7 @@ def _create_connection(
         raise ConnectionRefusedError(str(exc)) from None
 
 
+_create_connection.portmon_original = _original_create_connection  # type: ignore[attr-defined]
 urllib3.util.connection.create_connection = _create_connection
 
 
