@@ -263,8 +263,15 @@ class Digest:
 
     @property
     def headline(self) -> str:
-        """What the subject says after the date: counts of the period's sections, then
-        degraded runs, baselines and older open events; "no changes" when all are zero."""
+        """What the subject says after the date: the period's counts, then how many older
+        events are still open."""
+        if self.still_open:
+            return f"{self.period_headline}, {self.still_open.total} still open"
+        return self.period_headline
+
+    @property
+    def period_headline(self) -> str:
+        """Counts of the period's sections, degraded runs and baselines; "no changes"."""
         counts = self.counts
         parts = [
             f"{counts[key]} {label}"
@@ -284,11 +291,7 @@ class Digest:
             parts.append(plural(len(self.degraded_runs), "degraded run"))
         if self.baselines:
             parts.append(plural(len(self.baselines), "baseline"))
-        if not parts:
-            parts.append("no changes")
-        if self.still_open:
-            parts.append(f"{self.still_open.total} still open")
-        return ", ".join(parts)
+        return ", ".join(parts) or "no changes"
 
 
 def plural(count: int, noun: str) -> str:
