@@ -89,6 +89,13 @@ class ChatChannelAdmin(admin.ModelAdmin):
     readonly_fields = ("service", "url_masked", "created_at")
     actions = ["send_test"]
 
+    def delete_model(self, request, obj):
+        channels.chat_channel_delete(name=obj.name)
+
+    def delete_queryset(self, request, queryset):
+        for name in queryset.values_list("name", flat=True):
+            channels.chat_channel_delete(name=name)
+
     @admin.action(description="Send a test message")
     def send_test(self, request, queryset):
         for channel in queryset:

@@ -352,6 +352,26 @@ def test_notify_add_list_remove(receiver):
         notify("add", "team", receiver.url())
     assert notify("remove", "team") == "removed team\n"
     assert "no chat channels" in notify("list")
+    with pytest.raises(CommandError, match="no chat channel named 'team'"):
+        notify("remove", "team")
+
+
+def test_deleting_a_channel_drops_its_unsent_messages_and_keeps_the_sent_ones(
+    receiver, world, admin_client, settings
+):
+    settings.PORTMON_DIGEST_RECIPIENTS = []
+    doomed = channel("doomed", receiver.url())
+    first = event_make(world["host_x"], 23, "high_risk", immediate=True, at=NOW)
+    immediate_queue(event_ids=[first.pk], now=NOW)
+    messages_send_due(now=NOW)
+    second = event_make(world["host_x"], 21, "high_risk", immediate=True, at=NOW)
+    immediate_queue(event_ids=[second.pk], now=NOW)
+
+    admin_client.post(f"/admin/notify/chatchannel/{doomed.pk}/delete/", {"post": "yes"})
+    assert not ChatChannel.objects.exists()
+    [kept] = Message.objects.filter(channel="chat")
+    assert kept.state == MessageState.SENT and kept.recipient == "doomed"
+    assert messages_send_due(now=NOW + timedelta(minutes=1)).retrying == 0
 
 
 @pytest.mark.parametrize(
