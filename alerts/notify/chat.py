@@ -174,8 +174,9 @@ def _create_connection(
         return _original_create_connection(address, timeout, source_address, socket_options)
     if not isinstance(timeout, int | float):  # urllib3's "default" sentinel
         timeout = socket._GLOBAL_DEFAULT_TIMEOUT
+    host, port = address
     try:
-        return connect_checked(address, timeout, source_address, socket_options)
+        return connect_checked((host.strip("[]"), port), timeout, source_address, socket_options)
     except WebhookError as exc:
         _state.refusal = str(exc)
         # An OSError: requests reports it as a connection error like any other.

@@ -5,6 +5,7 @@ hangs, malformed URLs, and a URL's secret never shown or logged."""
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -423,3 +424,34 @@ def test_every_url_example_in_the_docs_is_accepted_for_its_service():
     for url, service in DOC_EXAMPLES.items():
         assert url in doc, url
         assert channels.chat_url_validate(url).service == service, url
+
+
+@pytest.mark.parametrize(
+    "host, says",
+    [
+        ("127.0.0.1", "PORTMON_WEBHOOK_ALLOW_LOCAL"),
+        ("localhost", "PORTMON_WEBHOOK_ALLOW_LOCAL"),
+        ("[::ffff:127.0.0.1]", "not a usable json:// URL"),  # Apprise does not take these
+        ("127.1", "not a usable json:// URL"),
+    ],
+)
+def test_it_sends_nothing_to_this_host_however_it_is_spelt(host, says):
+    from alerts.notify.chat import ChatError, chat_send
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    try:
+        with pytest.raises(ChatError, match=says):
+            chat_send(
+                url=f"json://{host}:{port}/hook",
+                title="t",
+                body="b",
+                notify_type="info",
+                timeout=2,
+                allow_local=False,
+            )
+        with pytest.raises(BlockingIOError):
+            server.accept()  # no connection was even attempted
+    finally:
+        server.close()
