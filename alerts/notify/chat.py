@@ -93,7 +93,9 @@ def _masked(plugin) -> str:
 
 def _tokens(text: str) -> set[str]:
     parts = urlsplit(text)
-    found = {parts.username or "", parts.password or "", parts.hostname or "", parts.fragment}
+    # From the netloc as written: .hostname is lower-cased, and a token there is not.
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    found = {*userinfo.split(":"), hostport, *hostport.rsplit(":", 1), parts.fragment}
     found.update(parts.path.split("/"))
     found.update(value for _key, value in parse_qsl(parts.query, keep_blank_values=True))
     return {t for t in found if t}

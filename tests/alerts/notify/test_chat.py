@@ -455,3 +455,29 @@ def test_it_sends_nothing_to_this_host_however_it_is_spelt(host, says):
             server.accept()  # no connection was even attempted
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    "url, secrets",
+    [
+        (
+            "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#security",
+            ["T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ"],
+        ),
+        (
+            "https://hooks.slack.com/services/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ",
+            ["T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ"],
+        ),
+        ("dingtalk://SECsecret0123@abcdef0123456789abcdef/", ["SECsecret0123", "abcdef0123"]),
+        ("wecombot://105a0acd-9a3e-4df8-a4f1-8a9e5f3a5bb1", ["105a0acd-9a3e"]),
+        ("feishu://abcdef12-3456-7890-abcd-ef1234567890", ["abcdef12-3456"]),
+        ("jsons://user:password@chat-relay.example.com/hook/Tok3nTok3n", ["password", "Tok3n"]),
+    ],
+)
+def test_it_masks_and_scrubs_every_token_of_a_url(url, secrets):
+    from alerts.notify.chat import chat_url_check, scrub, secrets_of
+
+    masked = chat_url_check(url, allow_local=False).masked
+    said = scrub(f"failed to post to {url} ({url.split('://')[1]})", secrets_of(url, masked))
+    for secret in secrets:
+        assert secret not in masked and secret not in said, (masked, said)
