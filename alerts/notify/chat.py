@@ -103,7 +103,7 @@ def _tokens(text: str) -> set[str]:
 
 def secrets_of(url: str, masked: str = "") -> list[str]:
     """The parts of url that the masked form does not show, longest first."""
-    shown = {t for t in masked.replace("/", " ").replace(":", " ").replace("@", " ").split()}
+    shown = _tokens(masked) | set(masked.replace("/", " ").replace(":", " ").split())
     found = {url} if len(url) >= 16 else set()
     for token in _tokens(url) | _tokens(unquote(url)):
         for piece in (token, unquote(token)):
