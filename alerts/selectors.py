@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Q, QuerySet
+from django.conf import settings
+from django.db.models import Count, Min, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -158,6 +159,8 @@ def events_filtered(f: EventFilters) -> QuerySet[AlertEvent]:
         qs = qs.filter(kind__in=f.kinds)
     if f.severity is not None:
         qs = qs.filter(severity__gte=f.severity)
+    if f.severity_max is not None:
+        qs = qs.filter(severity__lte=f.severity_max)
     # Host conditions are subqueries on host_id, not joins: with a join MariaDB may read
     # the hosts first and sort every matching event instead of walking an event index.
     if f.network_id is not None:
@@ -280,28 +283,69 @@ def run_events_count(*, run_id: int) -> int:
     return AlertEvent.objects.filter(run_id=run_id).count()
 
 
-def events_overview(*, days: int = 14) -> dict:
-    """Open events by severity (worst first: label, value, count) and events per day over
-    the last `days` days ((day, count), oldest first), for the home page."""
-    open_by_severity = dict(
-        AlertEvent.objects.filter(state__in=OPEN_STATES, suppressed=False)
+def events_overview(*, days: int = 14, top: int = 10, now: datetime | None = None) -> dict:
+    """What the home page shows of events: what is new and dangerous, and how old.
+
+    - `open_events`: (label, value, count) of open, alerted events per severity, worst first;
+    - `ageing`: per severity (worst first) the open count, the oldest one's age in days, the
+      target from PORTMON_TARGET_DAYS and how many are past it (`overdue`);
+    - `top_open`: the `top` newest open high/critical events (host loaded), worst first,
+      and `top_open_total`, how many there are in all;
+    - `events_per_day`: (day, {severity label: count}) over the last `days` days, oldest
+      first, every day present (zeros included).
+    """
+    now = now or timezone.now()
+    targets = settings.PORTMON_TARGET_DAYS
+    alerted_open = AlertEvent.objects.filter(state__in=OPEN_STATES, suppressed=False)
+    overdue = Q(pk__in=[])
+    for value, label in Severity.choices:
+        overdue |= Q(severity=value, created_at__lt=now - timedelta(days=targets[label]))
+    by_severity = {
+        sev: (n, late, oldest)
+        for sev, n, late, oldest in alerted_open.order_by()
         .values_list("severity")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("id"), late=Count("id", filter=overdue), oldest=Min("created_at"))
+    }
+    worst_first = list(reversed(Severity.choices))
+    ageing = []
+    for value, label in worst_first:
+        n, late, oldest = by_severity.get(value, (0, 0, None))
+        ageing.append(
+            {
+                "label": label,
+                "value": value,
+                "open": n,
+                "overdue": late,
+                "target_days": targets[label],
+                "oldest_days": (now - oldest).days if oldest else None,
+                "oldest_at": oldest,
+            }
+        )
+    dangerous = alerted_open.filter(severity__gte=Severity.HIGH)
+    top_open = list(
+        dangerous.select_related("host", "host__network").order_by(
+            "-severity", "-created_at", "-id"
+        )[:top]
     )
-    since = (timezone.now() - timedelta(days=days - 1)).date()
-    per_day = dict(
+    since = (now - timedelta(days=days - 1)).date()
+    counts: dict[date, dict[str, int]] = {}
+    labels = dict(Severity.choices)
+    for day, sev, n in (
         AlertEvent.objects.filter(created_at__gte=_day_start(since))
         .annotate(day=TruncDate("created_at"))
-        .values_list("day")
+        .order_by()
+        .values_list("day", "severity")
         .annotate(n=Count("id"))
-    )
+    ):
+        counts.setdefault(day, {})[labels.get(sev, str(sev))] = n
     span = [since + timedelta(days=i) for i in range(days)]
     return {
-        "open_events": [
-            (label, value, open_by_severity.get(value, 0))
-            for value, label in reversed(Severity.choices)
-        ],
-        "events_per_day": [(d, per_day.get(d, 0)) for d in span],
+        "open_events": [(a["label"], a["value"], a["open"]) for a in ageing],
+        "ageing": ageing,
+        "overdue_total": sum(a["overdue"] for a in ageing),
+        "top_open": top_open,
+        "top_open_total": sum(by_severity.get(v, (0,))[0] for v, _ in worst_first[:2]),
+        "events_per_day": [(d, counts.get(d, {})) for d in span],
     }
 
 

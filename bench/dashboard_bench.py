@@ -5,8 +5,8 @@ Usage (MariaDB; the database is created, filled, timed and dropped):
         .venv/bin/python bench/dashboard_bench.py [--events 100000] [--hosts 10000] \
         [--requests 15] [--keep]
 
-The benchmark uses its own database, portmon_bench_dashboard (never the one in
-DATABASE_URL). Requests go through Django's test Client as a logged-in triager: the whole
+The benchmark uses its own database, portmon_bench_dashboard by default (--db NAME when
+several people bench on one server; never the one in DATABASE_URL). Requests go through Django's test Client as a logged-in triager: the whole
 server path (middleware, session, role check, queries, template) without a socket, so the
 figures are server time. Each page is requested once to warm up, then --requests times;
 median and p95 are printed with the query count of one request. The CSV exports of all
@@ -41,11 +41,13 @@ KINDS = [
 STATES = [("new", 40), ("acknowledged", 20), ("fixed", 20), ("ignored", 15), ("reopened", 5)]
 
 
-def bench_url(url: str) -> str:
+def bench_url(url: str, db: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb"):
         sys.exit("dashboard_bench: DATABASE_URL must be mysql://user:pass@host:port/db (MariaDB)")
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
+    if parts.path.strip("/") == db:
+        sys.exit(f"dashboard_bench: --db {db} is DATABASE_URL's own database; name another")
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def admin_connection(url: str):
@@ -83,16 +85,22 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="measure the database a --keep run left (migrated)"
     )
+    parser.add_argument(
+        "--db", default=BENCH_DB, help=f"database to create and drop (default {BENCH_DB})"
+    )
     args = parser.parse_args()
     args.keep = args.keep or args.reuse
+    if not args.db.replace("_", "").isalnum():
+        sys.exit("dashboard_bench: --db takes letters, digits and _ only")
+    bench_db = args.db
 
-    url = bench_url(os.environ.get("DATABASE_URL", ""))
+    url = bench_url(os.environ.get("DATABASE_URL", ""), bench_db)
     admin = admin_connection(url)
     if not args.reuse:
         with admin.cursor() as c:
-            c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+            c.execute(f"DROP DATABASE IF EXISTS {bench_db}")
             c.execute(
-                f"CREATE DATABASE {BENCH_DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                f"CREATE DATABASE {bench_db} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
             )
 
     os.environ["DATABASE_URL"] = url
@@ -116,7 +124,7 @@ def main() -> None:
         connections.close_all()
         if not args.keep:
             with admin.cursor() as c:
-                c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+                c.execute(f"DROP DATABASE IF EXISTS {bench_db}")
         admin.close()
 
 

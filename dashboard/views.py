@@ -49,7 +49,7 @@ from alerts.services.rules import (
 )
 from alerts.severity import Severity
 from audit.selectors import audit_entries
-from dashboard import slots
+from dashboard import charts, slots
 from dashboard.forms import (
     BulkTriageForm,
     NoteForm,
@@ -77,17 +77,38 @@ def _post_only(request: HttpRequest):
     return None
 
 
-def _bars(rows: list, value_index: int = 1) -> list[dict]:
-    """Rows with a percent of the largest value, for CSS bar charts (no chart library)."""
-    top = max((r[value_index] for r in rows), default=0) or 1
-    return [{"row": r, "value": r[value_index], "pct": 100 * r[value_index] // top} for r in rows]
+def _events_chart(per_day: list) -> dict:
+    """New events per day, stacked by severity (worst at the bottom)."""
+    names = [label for _, label in reversed(Severity.choices)]
+    series = [(name, [counts.get(name, 0) for _, counts in per_day]) for name in names]
+    labels = [day.strftime("%d %b") for day, _ in per_day]
+    return {
+        "svg": charts.stacked_bars("New events per day", labels, series),
+        "legend": charts.legend([(n, charts.severity_class(n)) for n in names]),
+        "total": sum(sum(v) for _, v in series),
+    }
+
+
+def _runs_chart(finished: list) -> dict:
+    """Open ports found by each finished run, one line per policy (runs of different
+    policies cover different targets: one line would mix them)."""
+    names = list(dict.fromkeys(series for *_, series in finished))
+    labels = [timezone.localtime(at).strftime("%d %b") for at, *_ in finished]
+    series = [
+        (name, [found if s == name else None for _, found, _, s in finished]) for name in names
+    ]
+    return {
+        "svg": charts.lines("Open ports found per run", labels, series),
+        "legend": charts.legend([(n, charts.line_class(i)) for i, n in enumerate(names)]),
+        "degraded": sum(1 for _, _, degraded, _ in finished if degraded),
+    }
 
 
 @role_required(VIEWER)
 def home(request: HttpRequest) -> HttpResponse:
     context = {**scanner_selectors.scan_overview(), **alerts_selectors.events_overview()}
-    context["events_per_day"] = _bars(context["events_per_day"])
-    context["ports_over_time"] = _bars(context.pop("finished_runs"))
+    context["events_chart"] = _events_chart(context["events_per_day"])
+    context["runs_chart"] = _runs_chart(context.pop("finished_runs"))
     return render(request, "dashboard/home.html", context)
 
 

@@ -90,7 +90,9 @@ def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
 
 def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
     """Counts and recent runs for the home page; `finished_runs`: (created_at, ports_found,
-    degraded) of the last finished runs, oldest first."""
+    degraded, series) of the last finished runs, oldest first, `series` naming what the run
+    scanned (its policy, or "ad hoc" / "imports"): one policy's runs are one line of a
+    chart, never mixed with another's."""
     recent = list(
         ScanRun.objects.select_related("policy")
         .annotate(
@@ -102,15 +104,51 @@ def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
     last = list(
         ScanRun.objects.filter(state="finished")
         .order_by("-created_at", "-id")
-        .values_list("created_at", "ports_found", "degraded")[:finished]
+        .values_list("created_at", "ports_found", "degraded", "policy__name", "source")[:finished]
     )
+    exposure = network_exposure()
     return {
-        "open_ports": Port.objects.filter(state=PortState.OPEN).count(),
+        "open_ports": sum(n["open"] for n in exposure),
         "hosts": Host.objects.count(),
         "networks": Network.objects.count(),
         "runs": recent,
-        "finished_runs": list(reversed(last)),
+        "finished_runs": [
+            (at, found, degraded, name or ("imports" if source == "import" else "ad hoc"))
+            for at, found, degraded, name, source in reversed(last)
+        ],
+        "exposure": exposure,
     }
+
+
+def network_exposure(*, services: int = 6) -> list[dict]:
+    """Open ports per network, by service, largest network first: [{"network" (None for
+    hosts outside every network), "open", "services": [(service, count)] the `services`
+    largest, "other": ports of the rest}]. One grouped query over open ports."""
+    grouped = (
+        Port.objects.filter(state=PortState.OPEN)
+        .order_by()
+        .values_list("host__network_id", "service")
+        .annotate(n=Count("id"))
+    )
+    per_net: dict[int | None, dict[str, int]] = {}
+    for net_id, service, n in grouped:
+        bucket = per_net.setdefault(net_id, {})
+        name = service or "unknown"
+        bucket[name] = bucket.get(name, 0) + n
+    nets = Network.objects.in_bulk([pk for pk in per_net if pk is not None])
+    out = []
+    for net_id, counts in per_net.items():
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        out.append(
+            {
+                "network": nets.get(net_id),
+                "open": sum(counts.values()),
+                "services": ranked[:services],
+                "other": sum(n for _, n in ranked[services:]),
+            }
+        )
+    out.sort(key=lambda row: (-row["open"], row["network"].cidr if row["network"] else "~"))
+    return out
 
 
 PORT_CSV_FIELDS = (
