@@ -2,8 +2,10 @@
 
 from collections.abc import Iterator
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 
 from scanner.models import (
     CoverageSpan,
@@ -121,9 +123,22 @@ def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
 
 
 def network_exposure(*, services: int = 6) -> list[dict]:
-    """Open ports per network, by service, largest network first: [{"network" (None for
-    hosts outside every network), "open", "services": [(service, count)] the `services`
-    largest, "other": ports of the rest}]. One grouped query over open ports."""
+    """Open ports per network, by service, largest network first: [{"network_id", "cidr",
+    "zone" (None for hosts outside every network), "open", "services": [(service, count)]
+    the `services` largest, "other": ports of the rest}]. One grouped query over open
+    ports, cached for PORTMON_OVERVIEW_CACHE_SECONDS under a key that changes when a run is
+    recorded or diffed (what changes ports) or a network is added."""
+    runs = ScanRun.objects.aggregate(
+        n=Count("id"), last=Max("id"), diffed=Max("diffed_at"), done=Max("finished_at")
+    )
+    nets_version = Network.objects.aggregate(n=Count("id"), last=Max("id"))
+    key = "scanner:exposure:" + ":".join(
+        str(v) for v in (*runs.values(), *nets_version.values(), services)
+    )
+    seconds = settings.PORTMON_OVERVIEW_CACHE_SECONDS
+    cached = cache.get(key) if seconds else None
+    if cached is not None:
+        return cached
     grouped = (
         Port.objects.filter(state=PortState.OPEN)
         .order_by()
@@ -139,15 +154,20 @@ def network_exposure(*, services: int = 6) -> list[dict]:
     out = []
     for net_id, counts in per_net.items():
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        net = nets.get(net_id)
         out.append(
             {
-                "network": nets.get(net_id),
+                "network_id": net.pk if net else None,
+                "cidr": net.cidr if net else None,
+                "zone": net.zone if net else "",
                 "open": sum(counts.values()),
                 "services": ranked[:services],
                 "other": sum(n for _, n in ranked[services:]),
             }
         )
-    out.sort(key=lambda row: (-row["open"], row["network"].cidr if row["network"] else "~"))
+    out.sort(key=lambda row: (-row["open"], row["cidr"] or "~"))
+    if seconds:
+        cache.set(key, out, seconds)
     return out
 
 
