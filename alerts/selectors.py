@@ -284,6 +284,15 @@ def run_events_count(*, run_id: int) -> int:
     return AlertEvent.objects.filter(run_id=run_id).count()
 
 
+def run_events(*, run_id: int, limit: int = 200) -> list[AlertEvent]:
+    """The events a run's diff raised (host loaded), worst first, at most `limit`."""
+    return list(
+        AlertEvent.objects.filter(run_id=run_id)
+        .select_related("host")
+        .order_by("-severity", "-created_at", "-id")[:limit]
+    )
+
+
 def events_overview(*, days: int = 14, top: int = 10, now: datetime | None = None) -> dict:
     """What the home page shows of events: what is new and dangerous, and how old.
 
@@ -342,14 +351,15 @@ def _overview_counts(*, now: datetime, since: date) -> tuple[dict, dict]:
     several people, or reloaded, would pay it each time. A change that bypasses the event
     services (an edit in the admin) shows within the cache time.
     """
-    version = (
-        AlertEvent.objects.order_by("-pk").values_list("pk", flat=True).first(),
-        EventAudit.objects.order_by("-pk").values_list("pk", flat=True).first(),
-    )
-    key = f"alerts:overview:{since}:{version[0]}:{version[1]}"
-    cached = cache.get(key) if settings.PORTMON_OVERVIEW_CACHE_SECONDS else None
-    if cached is not None:
-        return cached
+    seconds = settings.PORTMON_OVERVIEW_CACHE_SECONDS
+    key = ""
+    if seconds:
+        newest_event = AlertEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
+        newest_step = EventAudit.objects.order_by("-pk").values_list("pk", flat=True).first()
+        key = f"alerts:overview:{since}:{newest_event}:{newest_step}"
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
     targets = settings.PORTMON_TARGET_DAYS
     overdue = Q(pk__in=[])
     for value, label in Severity.choices:
@@ -373,8 +383,8 @@ def _overview_counts(*, now: datetime, since: date) -> tuple[dict, dict]:
         .annotate(n=Count("id"))
     ):
         per_day.setdefault(day, {})[labels.get(sev, str(sev))] = n
-    if settings.PORTMON_OVERVIEW_CACHE_SECONDS:
-        cache.set(key, (by_severity, per_day), settings.PORTMON_OVERVIEW_CACHE_SECONDS)
+    if seconds:
+        cache.set(key, (by_severity, per_day), seconds)
     return by_severity, per_day
 
 

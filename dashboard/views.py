@@ -17,7 +17,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views import defaults
 
@@ -48,7 +48,7 @@ from alerts.services.rules import (
     rules_import,
 )
 from alerts.severity import Severity
-from audit.selectors import audit_entries
+from audit.selectors import audit_entries, audit_page_rows
 from dashboard import charts, slots
 from dashboard.forms import (
     BulkTriageForm,
@@ -339,6 +339,7 @@ def host_detail(request: HttpRequest, ip: str) -> HttpResponse:
         raise Http404("no such host") from None
     context["events"] = alerts_selectors.host_events(host_id=context["host"].pk)
     context["slots"] = slots.host_slots(context["host"])
+    context["port_rows"] = slots.port_rows(context["ports"], context["slots"])
     return render(request, "dashboard/host.html", context)
 
 
@@ -370,6 +371,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     except ScanRun.DoesNotExist:
         raise Http404("no such run") from None
     context["events"] = alerts_selectors.run_events_count(run_id=run_id)
+    context["event_rows"] = alerts_selectors.run_events(run_id=run_id)
+    context["found"] = scanner_selectors.run_ports(run_id=run_id)
     return render(request, "dashboard/run.html", context)
 
 
@@ -534,9 +537,35 @@ def rules_import_view(request: HttpRequest) -> HttpResponse:
 # --- Audit ------------------------------------------------------------------------------
 
 
+# Where an audited object is shown: a dashboard page, else its admin page (staff only).
+AUDIT_PAGES = {
+    "alerts.rule": "dashboard:rule_edit",
+    "alerts.alertevent": "dashboard:event",
+    "scanner.scanrun": "dashboard:run",
+}
+
+
+def _audit_link(entry, staff: bool) -> str:
+    if not entry.object_id.isdigit():
+        return ""
+    if entry.object_type in AUDIT_PAGES:
+        return reverse(AUDIT_PAGES[entry.object_type], args=[int(entry.object_id)])
+    app, _, model = entry.object_type.partition(".")
+    if staff and app and model:
+        try:
+            return reverse(f"admin:{app}_{model}_change", args=[entry.object_id])
+        except NoReverseMatch:
+            return ""
+    return ""
+
+
 @role_required(ADMIN)
 def audit_log(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/audit.html", {"page": _page(request, audit_entries())})
+    page = _page(request, audit_entries())
+    page.object_list = audit_page_rows(page.object_list)
+    for entry in page.object_list:
+        entry.link = _audit_link(entry, request.user.is_staff)
+    return render(request, "dashboard/audit.html", {"page": page})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

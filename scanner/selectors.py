@@ -128,17 +128,19 @@ def network_exposure(*, services: int = 6) -> list[dict]:
     the `services` largest, "other": ports of the rest}]. One grouped query over open
     ports, cached for PORTMON_OVERVIEW_CACHE_SECONDS under a key that changes when a run is
     recorded or diffed (what changes ports) or a network is added."""
-    runs = ScanRun.objects.aggregate(
-        n=Count("id"), last=Max("id"), diffed=Max("diffed_at"), done=Max("finished_at")
-    )
-    nets_version = Network.objects.aggregate(n=Count("id"), last=Max("id"))
-    key = "scanner:exposure:" + ":".join(
-        str(v) for v in (*runs.values(), *nets_version.values(), services)
-    )
     seconds = settings.PORTMON_OVERVIEW_CACHE_SECONDS
-    cached = cache.get(key) if seconds else None
-    if cached is not None:
-        return cached
+    key = ""
+    if seconds:
+        runs = ScanRun.objects.aggregate(
+            n=Count("id"), last=Max("id"), diffed=Max("diffed_at"), done=Max("finished_at")
+        )
+        scope = Network.objects.aggregate(n=Count("id"), last=Max("id"))
+        key = "scanner:exposure:" + ":".join(
+            str(v) for v in (*runs.values(), *scope.values(), services)
+        )
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
     grouped = (
         Port.objects.filter(state=PortState.OPEN)
         .order_by()
@@ -227,13 +229,36 @@ def hosts_page(*, q: str = "", number, size: int) -> Page:
     return page
 
 
+# Observations of one host read for its ports' fingerprint history (newest first): a
+# daily scan of a host with 50 ports keeps a month of changes in view.
+HOST_HISTORY_ROWS = 1500
+
+
 def host_detail(ip: str) -> dict:
-    """A host and its ports; Host.DoesNotExist, or ValueError for a malformed address."""
+    """A host and its ports, open ones first, each with `history`: its fingerprints as they
+    changed (oldest first, consecutive repeats collapsed, unfingerprinted runs left out);
+    Host.DoesNotExist, or ValueError for a malformed address."""
     host = Host.objects.select_related("network").get(ip=ip)
-    return {
-        "host": host,
-        "ports": list(Port.objects.filter(host=host).order_by("state", "proto", "port")),
-    }
+    ports = sorted(
+        Port.objects.filter(host=host),
+        key=lambda p: (p.state != PortState.OPEN, p.proto, p.port),
+    )
+    seen = (
+        PortObservation.objects.filter(host=host, fingerprinted=True)
+        .order_by("-seen_at", "-id")
+        .values_list("proto", "port", "service", "product", "version", "seen_at")[
+            :HOST_HISTORY_ROWS
+        ]
+    )
+    history: dict[tuple[str, int], list[dict]] = {}
+    for proto, port, service, product, version, at in reversed(list(seen)):
+        label = " ".join(x for x in (service, product, version) if x)
+        steps = history.setdefault((proto, port), [])
+        if label and (not steps or steps[-1]["label"] != label):
+            steps.append({"label": label, "since": at})
+    for p in ports:
+        p.history = history.get((p.proto, p.port), [])
+    return {"host": host, "ports": ports}
 
 
 # A run in one of these states is still moving: its pages refresh themselves.
@@ -269,6 +294,19 @@ def run_tree(run_id: int) -> dict:
         "percent": round(100.0 * done / total, 1),
         "active": run.state in ACTIVE_RUN_STATES,
     }
+
+
+# Rows of a run's findings its page lists (the count says how many there are in all).
+RUN_PAGE_ROWS = 200
+
+
+def run_ports(*, run_id: int, limit: int = RUN_PAGE_ROWS) -> list[PortObservation]:
+    """The open ports a run found (host loaded), by address then port, at most `limit`."""
+    return list(
+        PortObservation.objects.filter(run_id=run_id)
+        .select_related("host")
+        .order_by("host__ip", "proto", "port")[:limit]
+    )
 
 
 def policies_list() -> QuerySet[ScanPolicy]:
