@@ -73,6 +73,10 @@ def stacked_bars(title: str, labels: list[str], series: list[tuple[str, list[int
     """One bar per label, the series stacked bottom-up in the order given."""
     if not labels:
         return format_html('<p class="muted">{}: no data yet.</p>', title)
+    series = [
+        (name, list(values[: len(labels)]) + [0] * (len(labels) - len(values)))
+        for name, values in series
+    ]
     totals = [sum(values[i] for _, values in series) for i in range(len(labels))]
     top = _scale_top(max(totals, default=0))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -129,7 +133,7 @@ def lines(title: str, labels: list[str], series: list[tuple[str, list[int | None
 
     parts = []
     for n, (name, vs) in enumerate(series):
-        points = [(i, v) for i, v in enumerate(vs) if v is not None]
+        points = [(i, v) for i, v in enumerate(vs[: len(labels)]) if v is not None]
         css = line_class(n)
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in points))
