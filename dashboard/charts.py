@@ -6,8 +6,8 @@ never widens a page. Every value is escaped (format_html)."""
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT = 600, 180
-LEFT, RIGHT, TOP, BOTTOM = 36, 8, 8, 22
+WIDTH, HEIGHT = 420, 170
+LEFT, RIGHT, TOP, BOTTOM = 34, 8, 10, 22
 
 
 def _scale_top(peak: int) -> int:
@@ -64,7 +64,7 @@ def _frame(title: str, top: int, body: SafeString, labels: list[tuple[float, str
     )
 
 
-def _every(n: int, most: int = 7) -> int:
+def _every(n: int, most: int = 5) -> int:
     """Label every k-th point so that at most `most` labels share the axis."""
     return max(1, -(-n // most))
 
