@@ -116,3 +116,31 @@ def test_it_diffs_audit_values_of_any_shape():
     assert (odd[0].field, odd[0].before, odd[0].after) == ("value", '["x"]', "text")
     long = field_changes({"a": "x" * 5000}, {"a": "y"})
     assert len(long[0].before) == 300 and long[0].before.endswith("…")
+
+
+def test_it_links_pages_to_the_admin_where_they_send_you_there(login, users, world):
+    from agents.models import Agent
+    from scanner.models import ScanPolicy
+
+    policy = ScanPolicy.objects.create(name="nightly", targets="198.18.0.0/24", ports="22")
+    agent = Agent.objects.create(name="db-agent", token_hash="x")
+    users["admin"].is_staff = users["admin"].is_superuser = True
+    users["admin"].save()
+    admin = "/admin/scanner"
+    links = {
+        "/policies/": [f"{admin}/scanpolicy/{policy.pk}/change/", f"{admin}/scanpolicy/add/"],
+        "/networks/": [f"{admin}/network/{world['net'].pk}/change/", f"{admin}/network/add/"],
+        "/agents/": [f"/admin/agents/agent/{agent.pk}/change/"],
+        "/rules/": ["/admin/alerts/highriskport/"],
+    }  # fmt: skip
+    staff = login(users["admin"])
+    for path, hrefs in links.items():
+        page = staff.get(path).content.decode()
+        for href in hrefs:
+            assert f'href="{href}"' in page, (path, href)
+            # Each admin page answers (no link to a page that is not there).
+            assert staff.get(href).status_code == 200, href
+    viewer = login(users["viewer"])
+    for path, hrefs in links.items():
+        page = viewer.get(path).content.decode()
+        assert not any(f'href="{href}"' in page for href in hrefs), path
