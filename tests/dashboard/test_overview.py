@@ -143,3 +143,16 @@ def test_it_caches_the_counts_until_an_event_or_a_triage_step(login, users, worl
         assert medium() == "2"  # acknowledged is still open
         events_transition(event_ids=[world["ssh"].pk], to_state="fixed", actor=users["triager"])
         assert medium() == "1"
+
+
+def test_it_reads_an_upper_bound_on_severity_and_reports_a_bad_one():
+    from django.http import QueryDict
+
+    from alerts.filters import event_filters_parse
+
+    f = event_filters_parse(QueryDict("severity=medium&severity_max=medium"))
+    assert (f.severity, f.severity_max, f.errors) == (20, 20, ())
+    bad = event_filters_parse(QueryDict("severity_max=<b>worst"))
+    assert bad.severity_max is None and bad.errors == (
+        "severity_max: '<b>worst' is not a severity",
+    )
