@@ -284,8 +284,8 @@ def run_events_count(*, run_id: int) -> int:
     return AlertEvent.objects.filter(run_id=run_id).count()
 
 
-def run_events(*, run_id: int, limit: int = 200) -> list[AlertEvent]:
-    """The events a run's diff raised (host loaded), worst first, at most `limit`."""
+def run_events(*, run_id: int, limit: int = 100) -> list[AlertEvent]:
+    """The events a run's diff raised (host loaded), worst first, at most `limit` (the run page)."""
     return list(
         AlertEvent.objects.filter(run_id=run_id)
         .select_related("host")

@@ -296,8 +296,9 @@ def run_tree(run_id: int) -> dict:
     }
 
 
-# Rows of a run's findings its page lists (the count says how many there are in all).
-RUN_PAGE_ROWS = 200
+# Rows of a run's findings its page lists (the count says how many there are in all):
+# 200 rows took 56 ms to render (bench/dashboard_bench.py), most of it per-row links.
+RUN_PAGE_ROWS = 100
 
 
 def run_ports(*, run_id: int, limit: int = RUN_PAGE_ROWS) -> list[PortObservation]:
