@@ -72,7 +72,7 @@ def _every(n: int, most: int = 5) -> int:
 def stacked_bars(title: str, labels: list[str], series: list[tuple[str, list[int]]]) -> SafeString:
     """One bar per label, the series stacked bottom-up in the order given."""
     if not labels:
-        return format_html('<p class="muted">{}: no data yet.</p>', title)
+        return format_html('<p class="muted" title="{}">No data yet.</p>', title)
     series = [
         (name, list(values[: len(labels)]) + [0] * (len(labels) - len(values)))
         for name, values in series
@@ -122,7 +122,7 @@ def lines(title: str, labels: list[str], series: list[tuple[str, list[int | None
     """One line per series over shared x labels (None: no point there); a series with a
     single point shows as a dot."""
     if not labels:
-        return format_html('<p class="muted">{}: no data yet.</p>', title)
+        return format_html('<p class="muted" title="{}">No data yet.</p>', title)
     values = [v for _, vs in series for v in vs if v is not None]
     top = _scale_top(max(values, default=0))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM

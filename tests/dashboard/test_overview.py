@@ -98,7 +98,7 @@ def test_it_tells_a_first_run_what_to_do_and_draws_empty_charts(login, users, db
     assert "No open port recorded yet." in page
     assert page.count('<svg class="chart"') == 1  # events: 14 days of zeros
     assert ">none</text>" in page
-    assert "Open ports found per finished run" in page and "no data yet" in page
+    assert "Open ports found per finished run" in page and "No data yet." in page
 
 
 def test_it_draws_a_chart_of_one_point_and_of_only_zeros():
