@@ -17,6 +17,7 @@ class EventFilters:
     states: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     severity: int | None = None  # this severity or worse
+    severity_max: int | None = None  # this severity or milder (with severity: exactly one)
     network_id: int | None = None
     host: str = ""  # an IP, or a CIDR
     port: int | None = None
@@ -65,6 +66,11 @@ def event_filters_parse(params) -> EventFilters:
         severity = severity_value(params["severity"])
         if severity is None:
             errors.append(f"severity: {params['severity'][:40]!r} is not a severity")
+    severity_max = None
+    if params.get("severity_max", "").strip():
+        severity_max = severity_value(params["severity_max"])
+        if severity_max is None:
+            errors.append(f"severity_max: {params['severity_max'][:40]!r} is not a severity")
     host = params.get("host", "").strip()
     if host:
         try:
@@ -80,6 +86,7 @@ def event_filters_parse(params) -> EventFilters:
         states=tuple(s for s in states if s in EventState.values or s == "open"),
         kinds=tuple(k for k in kinds if k in EventKind.values),
         severity=severity,
+        severity_max=severity_max,
         network_id=_int(params.get("network", ""), "network", errors),
         host=host,
         port=_int(params.get("port", ""), "port", errors, 1, 65535),

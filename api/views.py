@@ -35,6 +35,9 @@ EVENT_FILTERS = [
     OpenApiParameter("state", str, many=True, description="state, or 'open'; repeatable"),
     OpenApiParameter("kind", str, many=True, description="event kind; repeatable"),
     OpenApiParameter("severity", str, description="this severity or worse"),
+    OpenApiParameter(
+        "severity_max", str, description="this severity or milder (with severity: exactly one)"
+    ),
     OpenApiParameter("network", int),
     OpenApiParameter("host", str, description="IP or CIDR"),
     OpenApiParameter("port", int),

@@ -17,7 +17,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views import defaults
 
@@ -48,8 +48,8 @@ from alerts.services.rules import (
     rules_import,
 )
 from alerts.severity import Severity
-from audit.selectors import audit_entries
-from dashboard import slots
+from audit.selectors import audit_entries, audit_page_rows
+from dashboard import charts, slots
 from dashboard.forms import (
     BulkTriageForm,
     NoteForm,
@@ -77,17 +77,38 @@ def _post_only(request: HttpRequest):
     return None
 
 
-def _bars(rows: list, value_index: int = 1) -> list[dict]:
-    """Rows with a percent of the largest value, for CSS bar charts (no chart library)."""
-    top = max((r[value_index] for r in rows), default=0) or 1
-    return [{"row": r, "value": r[value_index], "pct": 100 * r[value_index] // top} for r in rows]
+def _events_chart(per_day: list) -> dict:
+    """New events per day, stacked by severity (worst at the bottom)."""
+    names = [label for _, label in reversed(Severity.choices)]
+    series = [(name, [counts.get(name, 0) for _, counts in per_day]) for name in names]
+    labels = [day.strftime("%d %b") for day, _ in per_day]
+    return {
+        "svg": charts.stacked_bars("New events per day", labels, series),
+        "legend": charts.legend([(n, charts.severity_class(n)) for n in names]),
+        "total": sum(sum(v) for _, v in series),
+    }
+
+
+def _runs_chart(finished: list) -> dict:
+    """Open ports found by each finished run, one line per policy (runs of different
+    policies cover different targets: one line would mix them)."""
+    names = list(dict.fromkeys(series for *_, series in finished))
+    labels = [timezone.localtime(at).strftime("%d %b") for at, *_ in finished]
+    series = [
+        (name, [found if s == name else None for _, found, _, s in finished]) for name in names
+    ]
+    return {
+        "svg": charts.lines("Open ports found per run", labels, series),
+        "legend": charts.legend([(n, charts.line_class(i)) for i, n in enumerate(names)]),
+        "degraded": sum(1 for _, _, degraded, _ in finished if degraded),
+    }
 
 
 @role_required(VIEWER)
 def home(request: HttpRequest) -> HttpResponse:
     context = {**scanner_selectors.scan_overview(), **alerts_selectors.events_overview()}
-    context["events_per_day"] = _bars(context["events_per_day"])
-    context["ports_over_time"] = _bars(context.pop("finished_runs"))
+    context["events_chart"] = _events_chart(context["events_per_day"])
+    context["runs_chart"] = _runs_chart(context.pop("finished_runs"))
     return render(request, "dashboard/home.html", context)
 
 
@@ -318,6 +339,7 @@ def host_detail(request: HttpRequest, ip: str) -> HttpResponse:
         raise Http404("no such host") from None
     context["events"] = alerts_selectors.host_events(host_id=context["host"].pk)
     context["slots"] = slots.host_slots(context["host"])
+    context["port_rows"] = slots.port_rows(context["ports"], context["slots"])
     return render(request, "dashboard/host.html", context)
 
 
@@ -349,6 +371,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     except ScanRun.DoesNotExist:
         raise Http404("no such run") from None
     context["events"] = alerts_selectors.run_events_count(run_id=run_id)
+    context["event_rows"] = alerts_selectors.run_events(run_id=run_id)
+    context["found"] = scanner_selectors.run_ports(run_id=run_id)
     return render(request, "dashboard/run.html", context)
 
 
@@ -513,9 +537,35 @@ def rules_import_view(request: HttpRequest) -> HttpResponse:
 # --- Audit ------------------------------------------------------------------------------
 
 
+# Where an audited object is shown: a dashboard page, else its admin page (staff only).
+AUDIT_PAGES = {
+    "alerts.rule": "dashboard:rule_edit",
+    "alerts.alertevent": "dashboard:event",
+    "scanner.scanrun": "dashboard:run",
+}
+
+
+def _audit_link(entry, staff: bool) -> str:
+    if not entry.object_id.isdigit():
+        return ""
+    if entry.object_type in AUDIT_PAGES:
+        return reverse(AUDIT_PAGES[entry.object_type], args=[int(entry.object_id)])
+    app, _, model = entry.object_type.partition(".")
+    if staff and app and model:
+        try:
+            return reverse(f"admin:{app}_{model}_change", args=[entry.object_id])
+        except NoReverseMatch:
+            return ""
+    return ""
+
+
 @role_required(ADMIN)
 def audit_log(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/audit.html", {"page": _page(request, audit_entries())})
+    page = _page(request, audit_entries())
+    page.object_list = audit_page_rows(page.object_list)
+    for entry in page.object_list:
+        entry.link = _audit_link(entry, request.user.is_staff)
+    return render(request, "dashboard/audit.html", {"page": page})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

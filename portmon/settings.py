@@ -342,6 +342,17 @@ PORTMON_IMMEDIATE_MAX_AGE_HOURS = env_int("PORTMON_IMMEDIATE_MAX_AGE_HOURS", 6, 
 PORTMON_CLOSED_AFTER_RUNS = env_int("PORTMON_CLOSED_AFTER_RUNS", 3)
 PORTMON_DEGRADED_RATIO = float(env_str("PORTMON_DEGRADED_RATIO", "0.5"))
 PORTMON_DIGEST_RECIPIENTS = env_list("PORTMON_DIGEST_RECIPIENTS")
+# Days an open event may stay open, per severity, before the overview counts it overdue
+# (its "ageing" table); the defaults are a common remediation target.
+PORTMON_TARGET_DAYS = {
+    "critical": env_int("PORTMON_TARGET_DAYS_CRITICAL", 1, lo=1),
+    "high": env_int("PORTMON_TARGET_DAYS_HIGH", 3, lo=1),
+    "medium": env_int("PORTMON_TARGET_DAYS_MEDIUM", 14, lo=1),
+    "low": env_int("PORTMON_TARGET_DAYS_LOW", 30, lo=1),
+}
+# The overview's counts over all events and ports are cached this long (0: never) under a
+# key that changes with every event, triage step and finished run (docs/dashboard.md).
+PORTMON_OVERVIEW_CACHE_SECONDS = env_int("PORTMON_OVERVIEW_CACHE_SECONDS", 60, lo=0)
 PORTMON_DIGEST_TIME = env_str("PORTMON_DIGEST_TIME", "08:00")
 if not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", PORTMON_DIGEST_TIME.strip()):
     raise SettingError(f"PORTMON_DIGEST_TIME={PORTMON_DIGEST_TIME!r} is not HH:MM")

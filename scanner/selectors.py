@@ -2,8 +2,10 @@
 
 from collections.abc import Iterator
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 
 from scanner.models import (
     CoverageSpan,
@@ -90,7 +92,9 @@ def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
 
 def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
     """Counts and recent runs for the home page; `finished_runs`: (created_at, ports_found,
-    degraded) of the last finished runs, oldest first."""
+    degraded, series) of the last finished runs, oldest first, `series` naming what the run
+    scanned (its policy, or "ad hoc" / "imports"): one policy's runs are one line of a
+    chart, never mixed with another's."""
     recent = list(
         ScanRun.objects.select_related("policy")
         .annotate(
@@ -102,15 +106,71 @@ def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
     last = list(
         ScanRun.objects.filter(state="finished")
         .order_by("-created_at", "-id")
-        .values_list("created_at", "ports_found", "degraded")[:finished]
+        .values_list("created_at", "ports_found", "degraded", "policy__name", "source")[:finished]
     )
+    exposure = network_exposure()
     return {
-        "open_ports": Port.objects.filter(state=PortState.OPEN).count(),
+        "open_ports": sum(n["open"] for n in exposure),
         "hosts": Host.objects.count(),
         "networks": Network.objects.count(),
         "runs": recent,
-        "finished_runs": list(reversed(last)),
+        "finished_runs": [
+            (at, found, degraded, name or ("imports" if source == "import" else "ad hoc"))
+            for at, found, degraded, name, source in reversed(last)
+        ],
+        "exposure": exposure,
     }
+
+
+def network_exposure(*, services: int = 6) -> list[dict]:
+    """Open ports per network, by service, largest network first: [{"network_id", "cidr",
+    "zone" (None for hosts outside every network), "open", "services": [(service, count)]
+    the `services` largest, "other": ports of the rest}]. One grouped query over open
+    ports, cached for PORTMON_OVERVIEW_CACHE_SECONDS under a key that changes when a run is
+    recorded or diffed (what changes ports) or a network is added."""
+    seconds = settings.PORTMON_OVERVIEW_CACHE_SECONDS
+    key = ""
+    if seconds:
+        runs = ScanRun.objects.aggregate(
+            n=Count("id"), last=Max("id"), diffed=Max("diffed_at"), done=Max("finished_at")
+        )
+        scope = Network.objects.aggregate(n=Count("id"), last=Max("id"))
+        key = "scanner:exposure:" + ":".join(
+            str(v) for v in (*runs.values(), *scope.values(), services)
+        )
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    grouped = (
+        Port.objects.filter(state=PortState.OPEN)
+        .order_by()
+        .values_list("host__network_id", "service")
+        .annotate(n=Count("id"))
+    )
+    per_net: dict[int | None, dict[str, int]] = {}
+    for net_id, service, n in grouped:
+        bucket = per_net.setdefault(net_id, {})
+        name = service or "unknown"
+        bucket[name] = bucket.get(name, 0) + n
+    nets = Network.objects.in_bulk([pk for pk in per_net if pk is not None])
+    out = []
+    for net_id, counts in per_net.items():
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        net = nets.get(net_id)
+        out.append(
+            {
+                "network_id": net.pk if net else None,
+                "cidr": net.cidr if net else None,
+                "zone": net.zone if net else "",
+                "open": sum(counts.values()),
+                "services": ranked[:services],
+                "other": sum(n for _, n in ranked[services:]),
+            }
+        )
+    out.sort(key=lambda row: (-row["open"], row["cidr"] or "~"))
+    if seconds:
+        cache.set(key, out, seconds)
+    return out
 
 
 PORT_CSV_FIELDS = (
@@ -169,13 +229,36 @@ def hosts_page(*, q: str = "", number, size: int) -> Page:
     return page
 
 
+# Observations of one host read for its ports' fingerprint history (newest first): a
+# daily scan of a host with 50 ports keeps a month of changes in view.
+HOST_HISTORY_ROWS = 1500
+
+
 def host_detail(ip: str) -> dict:
-    """A host and its ports; Host.DoesNotExist, or ValueError for a malformed address."""
+    """A host and its ports, open ones first, each with `history`: its fingerprints as they
+    changed (oldest first, consecutive repeats collapsed, unfingerprinted runs left out);
+    Host.DoesNotExist, or ValueError for a malformed address."""
     host = Host.objects.select_related("network").get(ip=ip)
-    return {
-        "host": host,
-        "ports": list(Port.objects.filter(host=host).order_by("state", "proto", "port")),
-    }
+    ports = sorted(
+        Port.objects.filter(host=host),
+        key=lambda p: (p.state != PortState.OPEN, p.proto, p.port),
+    )
+    seen = (
+        PortObservation.objects.filter(host=host, fingerprinted=True)
+        .order_by("-seen_at", "-id")
+        .values_list("proto", "port", "service", "product", "version", "seen_at")[
+            :HOST_HISTORY_ROWS
+        ]
+    )
+    history: dict[tuple[str, int], list[dict]] = {}
+    for proto, port, service, product, version, at in reversed(list(seen)):
+        label = " ".join(x for x in (service, product, version) if x)
+        steps = history.setdefault((proto, port), [])
+        if label and (not steps or steps[-1]["label"] != label):
+            steps.append({"label": label, "since": at})
+    for p in ports:
+        p.history = history.get((p.proto, p.port), [])
+    return {"host": host, "ports": ports}
 
 
 # A run in one of these states is still moving: its pages refresh themselves.
@@ -211,6 +294,20 @@ def run_tree(run_id: int) -> dict:
         "percent": round(100.0 * done / total, 1),
         "active": run.state in ACTIVE_RUN_STATES,
     }
+
+
+# Rows of a run's findings its page lists (the count says how many there are in all):
+# 200 rows took 56 ms to render (bench/dashboard_bench.py), most of it per-row links.
+RUN_PAGE_ROWS = 100
+
+
+def run_ports(*, run_id: int, limit: int = RUN_PAGE_ROWS) -> list[PortObservation]:
+    """The open ports a run found (host loaded), by address then port, at most `limit`."""
+    return list(
+        PortObservation.objects.filter(run_id=run_id)
+        .select_related("host")
+        .order_by("host__ip", "proto", "port")[:limit]
+    )
 
 
 def policies_list() -> QuerySet[ScanPolicy]:

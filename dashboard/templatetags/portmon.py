@@ -37,6 +37,19 @@ def when(value):
 
 
 @register.filter
+def age(value, now=None) -> str:
+    """How long ago a moment was, in the largest sensible unit: "45 min", "5 h", "3 d"."""
+    if not isinstance(value, datetime):
+        return ""
+    seconds = max(0, int(((now or timezone.now()) - value).total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+@register.filter
 def has_role(user, role: str) -> bool:
     """{% if user|has_role:"admin" %}: the same check as the views' role_required."""
     return _has_role(user, role)

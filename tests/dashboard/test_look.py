@@ -97,3 +97,13 @@ def test_it_links_the_high_risk_ports_to_the_admin_for_staff_only(login, users, 
     link = 'href="/admin/alerts/highriskport/"'
     assert link in login(users["admin"]).get("/rules/").content.decode()
     assert link not in login(users["viewer"]).get("/rules/").content.decode()
+
+
+def test_it_gives_every_table_on_every_page_a_header_row(login, users, world):
+    """The host page's events table had none: a reader had to guess each column."""
+    seen = 0
+    for path, page in pages_of(login(users["admin"]), world):
+        for table in re.findall(r"<table[^>]*>(.*?)</table>", page, re.S):
+            seen += 1
+            assert "<th" in table, (path, table[:200])
+    assert seen >= 15

@@ -105,6 +105,7 @@ class Command(BaseCommand):
                     targets=targets,
                     ports=ports,
                     poc=poc,
+                    name=path.name,
                 )
         except (ImportFileError, CoverageError, TargetError) as exc:
             raise CommandError(f"{file}: {exc}") from None
@@ -176,6 +177,7 @@ class Command(BaseCommand):
         targets: str,
         ports: str,
         poc: bool,
+        name: str = "",
     ):
         scope = scope_load()
         read = findings_read(stream, report=report, allow_truncated=allow_truncated)
@@ -201,6 +203,7 @@ class Command(BaseCommand):
             "coverage": coverage,
             "probes_allowed": poc,
             "at_from_file": when is None,
+            "source_name": name,
         }
         if first is None:
             if not coverage()[0]:
