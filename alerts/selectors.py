@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -15,7 +15,7 @@ from alerts.models import OPEN_STATES, AlertEvent, EventAudit, EventKind, HighRi
 from alerts.rule_files import RULE_FIELDS, PlanItem, RuleEntry, rules_import_plan
 from alerts.rules import RuleSpec, Subject, rule_spec_validate
 from alerts.severity import Severity
-from scanner.models import Host
+from scanner.models import Host, Port
 
 
 def rule_spec_of(rule: Rule) -> RuleSpec:
@@ -117,6 +117,35 @@ def _subject(event: AlertEvent) -> Subject:
     )
 
 
+def rule_open_matches(*, spec: RuleSpec) -> list[int]:
+    """Ids of the open events (any age) a rule matches on its own fields, worst first: what
+    saving an allow rule from an event resolves. The database narrows by protocol, port
+    and address; the rule itself decides (zone, process glob, exact CIDR)."""
+    rule_spec_validate(
+        ip_cidr=spec.ip_cidr, port_lo=spec.port_lo, port_hi=spec.port_hi, process=spec.process
+    )
+    qs = AlertEvent.objects.filter(state__in=OPEN_STATES)
+    if spec.proto not in ("", "any"):
+        qs = qs.filter(proto=spec.proto)
+    if spec.port_lo is not None:
+        hi = spec.port_hi if spec.port_hi is not None else spec.port_lo
+        qs = qs.filter(port__gte=spec.port_lo, port__lte=hi)
+    if spec.ip_cidr:
+        net = ipaddress.ip_network(spec.ip_cidr.strip(), strict=False)
+        if net.num_addresses == 1:
+            qs = qs.filter(host_id__in=Host.objects.filter(ip=str(net.network_address)))
+        else:
+            qs = qs.filter(_events_of_hosts_in(net))
+    qs = qs.select_related("host", "host__network").only(
+        "pk", "proto", "port", "detail", "host__ip", "host__network__zone"
+    )
+    return [
+        e.pk
+        for e in qs.order_by(*EVENT_ORDERS["severity"]).iterator(chunk_size=2000)
+        if spec.matches(_subject(e))
+    ]
+
+
 def rule_dry_run_counts(
     *, specs: list[RuleSpec], now: datetime | None = None, days: int = DRY_RUN_DAYS
 ) -> list[int]:
@@ -183,7 +212,37 @@ def events_filtered(f: EventFilters) -> QuerySet[AlertEvent]:
         qs = qs.filter(suppressed=True)
     elif f.suppressed == "no":
         qs = qs.filter(suppressed=False)
-    return qs.order_by("-created_at", "-id")
+    if f.q:
+        qs = qs.filter(_events_matching(f.q))
+    return qs.order_by(*EVENT_ORDERS[f.sort])
+
+
+EVENT_ORDERS = {
+    "severity": ("-severity", "created_at", "id"),
+    "newest": ("-created_at", "-id"),
+    "oldest": ("created_at", "id"),
+}
+# What the search box reads in an event's detail: the fingerprint it carries (new, and
+# old on a change) and the process a host agent named.
+SEARCHED_DETAIL = (
+    "detail__new__service", "detail__new__product", "detail__old__service",
+    "detail__old__product", "detail__process", "detail__previous_process",
+)  # fmt: skip
+
+
+def _events_matching(q: str) -> Q:
+    """One search box: an address (or part of one) or host name, a port number, a service,
+    product or process (the event's own fingerprint, or its port's current one)."""
+    hosts = Host.objects.filter(Q(ip__contains=q) | Q(hostname__icontains=q)).values("pk")
+    cond = Q(host_id__in=hosts)
+    if q.isascii() and q.isdigit() and 0 <= int(q) <= 65535:
+        cond |= Q(port=int(q))
+    for name in SEARCHED_DETAIL:
+        cond |= Q(**{f"{name}__icontains": q})
+    port_named = Port.objects.filter(
+        host_id=OuterRef("host_id"), proto=OuterRef("proto"), port=OuterRef("port")
+    ).filter(Q(service__icontains=q) | Q(product__icontains=q))
+    return cond | Q(Exists(port_named))
 
 
 def _events_of_hosts_in(net) -> Q:
@@ -215,8 +274,42 @@ def events_page(f: EventFilters, *, number, size: int) -> Page:
     """
     ids = events_filtered(f).select_related(None).values_list("pk", flat=True)
     page = Paginator(ids, size).get_page(number)
-    page.object_list = events_by_ids(list(page.object_list), EVENT_ROW_RELATED)
+    page.object_list = event_rows(events_by_ids(list(page.object_list), EVENT_ROW_RELATED))
     return page
+
+
+def fingerprint_label(fp) -> str:
+    """A fingerprint as text ("ssh OpenSSH 9.2"), from a dict (detail["new"]) or a Port row."""
+    get = fp.get if isinstance(fp, dict) else (lambda name, _=None: getattr(fp, name, ""))
+    return " ".join(str(get(name, "") or "") for name in ("service", "product", "version")).strip()
+
+
+def event_rows(events: list[AlertEvent]) -> list[AlertEvent]:
+    """What a list row shows beyond the event's columns, set on each event:
+    `service` ("old -> new" on a change; else the event's fingerprint, else its port's
+    current one), `process` (from a host agent, "old -> new" on a change) and `owner` (the
+    network's). The ports of the whole page are read in one query."""
+    keys = {(e.host_id, e.proto, e.port) for e in events}
+    host_ids = {k[0] for k in keys}
+    current = {}
+    if host_ids:
+        rows = Port.objects.filter(host_id__in=host_ids, port__in={k[2] for k in keys}).only(
+            "host_id", "proto", "port", "service", "product", "version"
+        )
+        current = {(p.host_id, p.proto, p.port): p for p in rows}
+    for e in events:
+        detail = e.detail if isinstance(e.detail, dict) else {}
+        new = fingerprint_label(detail["new"]) if isinstance(detail.get("new"), dict) else ""
+        old = fingerprint_label(detail["old"]) if isinstance(detail.get("old"), dict) else ""
+        if not new and (e.host_id, e.proto, e.port) in current:
+            new = fingerprint_label(current[(e.host_id, e.proto, e.port)])
+        e.service = f"{old or '?'} -> {new or '?'}" if old or "old" in detail else new
+        process = str(detail.get("process") or "")
+        before = str(detail.get("previous_process") or "")
+        e.process = f"{before} -> {process}" if before and before != process else process
+        network = e.host.network
+        e.owner = network.owner_email if network else ""
+    return events
 
 
 def events_by_ids(ids: list[int], related: tuple[str, ...]) -> list[AlertEvent]:
@@ -241,7 +334,13 @@ def events_csv_rows(f: EventFilters) -> Iterator[tuple]:
     result set in memory, chunked or not (all 100,000 events: +37 MiB). The IPs of a page
     come from one query on its host ids, keeping the event query on its own indexes.
     """
-    base = events_filtered(f).select_related(None).values_list(*CSV_FIELDS)
+    # Newest first whatever the page's order: the keyset below walks created_at down.
+    base = (
+        events_filtered(f)
+        .select_related(None)
+        .order_by("-created_at", "-id")
+        .values_list(*CSV_FIELDS)
+    )
     after = None
     while True:
         rows = base
