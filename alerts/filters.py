@@ -3,6 +3,7 @@ page, the CSV export and the API read the same filters the same way. Bad values 
 reported and ignored, never a 500."""
 
 import ipaddress
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -100,8 +101,10 @@ def event_filters_parse(
     if sort not in SORTS:
         errors.append(f"sort: {sort[:40]!r} is not one of {', '.join(SORTS)}")
         sort = default_sort
-    # Searched as text by the database (bound parameters): nothing to escape here.
-    q = " ".join(params.get("q", "").split())[:SEARCH_MAX]
+    # Searched as text by the database (bound parameters, LIKE wildcards escaped by the
+    # ORM); control characters go (a NUL would end the pattern early in SQLite's LIKE).
+    q = "".join(c for c in params.get("q", "") if unicodedata.category(c) != "Cc")
+    q = " ".join(q.split())[:SEARCH_MAX]
     return EventFilters(
         states=tuple(s for s in states if s in EventState.values or s == "open"),
         kinds=tuple(k for k in kinds if k in EventKind.values),
