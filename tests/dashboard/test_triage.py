@@ -327,3 +327,37 @@ def test_it_dry_runs_and_resolves_thousands_of_matches(login, users, world):
     assert "3000 open event(s) it matches resolved" in response.content.decode()
     assert AlertEvent.objects.filter(port__gte=1000, state="ignored").count() == 3000
     assert AlertEvent.objects.get(pk=world["ssh"].pk).state == "new"
+
+
+def test_it_finds_the_old_product_of_a_service_change(login, users, world):
+    Port.objects.filter(host=world["a"], port=22).update(product="nginx")
+    changed = event(
+        world["a"],
+        22,
+        "service_changed",
+        detail={"zone": "internal", "old": {"product": "Apache httpd"}, "new": {"product": "x"}},
+    )
+    assert ids_on(login(users["viewer"]).get("/events/", {"q": "apache"})) == [changed.pk]
+
+
+def test_it_matches_a_common_service_port_by_port(login, users, world, monkeypatch):
+    """A word naming many ports is matched row by row, with the same result."""
+    from alerts import selectors
+
+    c = login(users["viewer"])
+    few = ids_on(c.get("/events/", {"q": "ssh"}))
+    monkeypatch.setattr(selectors, "SEARCH_PORT_PAIRS", 0)
+    assert ids_on(c.get("/events/", {"q": "ssh"})) == few == [world["ssh"].pk]
+
+
+def test_it_says_more_than_the_cap_instead_of_counting_every_match(
+    login, users, world, monkeypatch
+):
+    from alerts import selectors
+
+    monkeypatch.setattr(selectors, "SEARCH_COUNT_CAP", 2)
+    response = login(users["viewer"]).get("/events/", {"q": "198.18"})
+    assert "more than 2 events: narrow the search" in response.content.decode()
+    assert len(ids_on(response)) == 3  # a page is still listed, as far as the count goes
+    response = login(users["viewer"]).get("/events/", {"q": "198.18.1"})
+    assert "2 events" in response.content.decode()
