@@ -109,6 +109,8 @@ def since(request: HttpRequest) -> HttpResponse:
 
 # The events list is the work surface: open events, worst and longest waiting first.
 LIST_DEFAULTS = {"default_states": ("open",), "default_sort": "severity"}
+# Filters folded under "More filters" unless one of them is set.
+MORE_FILTERS = ("network", "host", "port", "since", "until", "rule", "suppressed")
 
 
 @role_required(VIEWER)
@@ -128,6 +130,8 @@ def events_list(request: HttpRequest) -> HttpResponse:
             "filters": filters,
             # What was typed, shown back as typed: a bad filter keeps its input.
             "raw": request.GET,
+            "more_filters": bool(filters.errors)
+            or any(request.GET.get(name) for name in MORE_FILTERS),
             "query": query.urlencode(),
             "kind_query": kind_query.urlencode(),
             "states": EventState.choices,
