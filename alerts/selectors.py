@@ -146,6 +146,21 @@ def rule_open_matches(*, spec: RuleSpec) -> list[int]:
     ]
 
 
+# Matches a rule's dry run lists (the count is of all of them).
+PREVIEW_ROWS = 50
+
+
+def rule_preview(*, spec: RuleSpec) -> dict:
+    """The rule form's dry run: how many open events the rule matches and the worst
+    PREVIEW_ROWS of them (as list rows), and how many events of the last 7 days."""
+    ids = rule_open_matches(spec=spec)
+    return {
+        "open_count": len(ids),
+        "rows": event_rows(events_by_ids(ids[:PREVIEW_ROWS], EVENT_ROW_RELATED)),
+        "recent_count": len(rule_dry_run(spec=spec)),
+    }
+
+
 def rule_dry_run_counts(
     *, specs: list[RuleSpec], now: datetime | None = None, days: int = DRY_RUN_DAYS
 ) -> list[int]:

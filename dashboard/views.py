@@ -35,12 +35,7 @@ from alerts.rule_files import (
 )
 from alerts.rules import RuleError
 from alerts.selectors import (
-    EVENT_ROW_RELATED,
-    event_rows,
-    events_by_ids,
-    rule_dry_run,
     rule_entries_load,
-    rule_open_matches,
     rule_spec_of,
     rules_import_preview,
 )
@@ -438,23 +433,13 @@ def rules_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-# Rows of a dry run shown under the form (the count is of all of them).
-PREVIEW_ROWS = 50
 # What a dry run needs from the form; reason and owner are not (they block only a save).
 SPEC_FIELDS = ("action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone")
 
 
 def _rule_preview(fields: dict, rule: Rule | None) -> dict:
-    """The inline dry run: open events the draft matches (count, the worst ones) and how
-    many events of the last 7 days it would have caught."""
     draft = Rule(pk=rule.pk if rule else None, **fields)
-    spec = rule_spec_of(draft)
-    ids = rule_open_matches(spec=spec)
-    return {
-        "open_count": len(ids),
-        "rows": event_rows(events_by_ids(ids[:PREVIEW_ROWS], EVENT_ROW_RELATED)),
-        "recent_count": len(rule_dry_run(spec=spec)),
-    }
+    return alerts_selectors.rule_preview(spec=rule_spec_of(draft))
 
 
 def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:

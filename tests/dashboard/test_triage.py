@@ -361,3 +361,12 @@ def test_it_says_more_than_the_cap_instead_of_counting_every_match(
     assert len(ids_on(response)) == 3  # a page is still listed, as far as the count goes
     response = login(users["viewer"]).get("/events/", {"q": "198.18.1"})
     assert "2 events" in response.content.decode()
+
+
+def test_it_gives_the_api_the_same_search_and_order(login, users, world):
+    c = login(users["viewer"])
+    answer = c.get("/api/events/", {"q": "3306"}).json()
+    assert [e["id"] for e in answer["results"]] == [world["mysql"].pk]
+    ordered = c.get("/api/events/", {"sort": "severity", "state": "open"}).json()["results"]
+    assert ordered[0]["id"] == world["mysql"].pk  # the only high one
+    assert c.get("/api/events/", {"sort": "sideways"}).status_code == 400
