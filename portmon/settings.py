@@ -124,6 +124,15 @@ TEMPLATES = [
             "builtins": ["dashboard.templatetags.portmon"],
         },
     },
+    {
+        # Emails and chat messages (alerts/notify/jinja2/notify/): Jinja2, HTML autoescaped,
+        # text not; django.template.engines["email"].
+        "NAME": "email",
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"environment": "alerts.notify.templating.environment"},
+    },
 ]
 
 # --- Database ---------------------------------------------------------------
