@@ -174,6 +174,7 @@ def test_it_accepts_a_risk_until_a_date_and_reopens_it_after(login, users, world
     assert audit.comment == f"risk accepted until {day}" and audit.actor == users["triager"]
     page = c.get("/events/?state=ignored").content.decode()
     assert f"risk accepted until {day}" in page
+    assert "Risk accepted" in c.get(f"/events/{ssh.pk}/").content.decode()
     assert acceptances_lapse(at=timezone.now()) == []  # not yet
     assert acceptances_lapse(at=ssh.accepted_until + timedelta(seconds=1)) == [ssh.pk]
     ssh.refresh_from_db()
