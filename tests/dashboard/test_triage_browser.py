@@ -188,6 +188,7 @@ def test_it_fits_the_triage_pages_in_390_and_800_px(chrome, live_server, users, 
             for p in range(8000, 8020)
         ]
     )
+    crowded_event = AlertEvent.objects.filter(kind="service_changed").first()
     world["net"].owner_email = "network-owner-with-a-long-address@security.example.org"
     world["net"].save()
     pages = {
@@ -196,7 +197,7 @@ def test_it_fits_the_triage_pages_in_390_and_800_px(chrome, live_server, users, 
         "events-bad-filter": "/events/?host=300.1.1.1&port=http&q=%3Cscript%3E",
         "events-all-states": "/events/?state=all",
         "rule-from-event": f"/rules/new/?from_event={world['mysql'].pk}",
-        "rule-from-event-many": f"/rules/new/?from_event={AlertEvent.objects.last().pk}",
+        "rule-from-agent-event": f"/rules/new/?from_event={crowded_event.pk}",
     }
     log_in(chrome, live_server, "admin", "/events/")
     too_wide, errors = [], []
