@@ -48,6 +48,9 @@ class AlertEvent(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     # When it was last set to fixed/ignored: a fixed event reopens if seen after this.
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # An ignored event whose risk was accepted until then: it reopens afterwards
+    # (alerts.services.triage.acceptances_lapse).
+    accepted_until = models.DateTimeField(null=True, blank=True)
     # Old/new fingerprint, zone, whether the port is high-risk, why it fired.
     detail = models.JSONField(default=dict, blank=True)
     # An allow rule matched: kept for the record (and the digest's rule hits), not alerted.
@@ -78,6 +81,7 @@ class AlertEvent(models.Model):
                 fields=["state", "suppressed", "severity", "created_at"],
                 name="alertevent_open_ageing_idx",
             ),
+            models.Index(fields=["accepted_until"], name="alertevent_accepted_idx"),
         ]
 
     def __str__(self) -> str:

@@ -109,6 +109,7 @@ class EventSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "resolved_at",
+            "accepted_until",
         ]
 
 

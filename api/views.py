@@ -32,7 +32,7 @@ from scanner.services.scope import network_add, network_remove
 from scanner.targets import TargetError
 
 EVENT_FILTERS = [
-    OpenApiParameter("state", str, many=True, description="state, or 'open'; repeatable"),
+    OpenApiParameter("state", str, many=True, description="state, or 'open' or 'all'; repeatable"),
     OpenApiParameter("kind", str, many=True, description="event kind; repeatable"),
     OpenApiParameter("severity", str, description="this severity or worse"),
     OpenApiParameter(
@@ -46,6 +46,10 @@ EVENT_FILTERS = [
     OpenApiParameter("since", OpenApiTypes.DATE),
     OpenApiParameter("until", OpenApiTypes.DATE),
     OpenApiParameter("suppressed", str, enum=["yes", "no"]),
+    OpenApiParameter(
+        "q", str, description="search: address, host name, port, service, product, process"
+    ),
+    OpenApiParameter("sort", str, enum=["newest", "oldest", "severity"]),
 ]
 
 

@@ -25,7 +25,7 @@ from accounts.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
 from accounts.selectors import last_visit_start
 from agents import selectors as agents_selectors
 from alerts import selectors as alerts_selectors
-from alerts.filters import event_filters_parse
+from alerts.filters import SORTS, event_filters_parse
 from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
 from alerts.rule_files import (
     MAX_BYTES,
@@ -35,7 +35,6 @@ from alerts.rule_files import (
 )
 from alerts.rules import RuleError
 from alerts.selectors import (
-    rule_dry_run,
     rule_entries_load,
     rule_spec_of,
     rules_import_preview,
@@ -44,9 +43,11 @@ from alerts.services.events import TRANSITIONS, event_note_add, events_transitio
 from alerts.services.rules import (
     rule_create,
     rule_expire,
+    rule_open_events_resolve,
     rule_update,
     rules_import,
 )
+from alerts.services.triage import TRIAGE_ACTIONS, TriageError, events_triage
 from alerts.severity import Severity
 from audit.selectors import audit_entries, audit_page_rows
 from dashboard import charts, slots
@@ -122,26 +123,42 @@ def since(request: HttpRequest) -> HttpResponse:
 # --- Events -----------------------------------------------------------------------------
 
 
+# The events list is the work surface: open events, worst and longest waiting first.
+LIST_DEFAULTS = {"default_states": ("open",), "default_sort": "severity"}
+# Filters folded under "More filters" unless one of them is set.
+MORE_FILTERS = ("network", "host", "port", "since", "until", "rule", "suppressed")
+
+
 @role_required(VIEWER)
 def events_list(request: HttpRequest) -> HttpResponse:
-    filters = event_filters_parse(request.GET)
+    filters = event_filters_parse(request.GET, **LIST_DEFAULTS)
     page = alerts_selectors.events_page(filters, number=request.GET.get("page"), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
+    # A row's kind links to the same list narrowed to that kind: one click.
+    kind_query = query.copy()
+    kind_query.pop("kind", None)
     return render(
         request,
         "dashboard/events.html",
         {
             "page": page,
             "filters": filters,
+            # What was typed, shown back as typed: a bad filter keeps its input.
+            "raw": request.GET,
+            "more_filters": bool(filters.errors)
+            or any(request.GET.get(name) for name in MORE_FILTERS),
             "query": query.urlencode(),
+            "kind_query": kind_query.urlencode(),
             "states": EventState.choices,
             "kinds": EventKind.choices,
+            "sorts": SORTS.items(),
             "severities": list(reversed(Severity.choices)),
             "networks": Network.objects.order_by("cidr"),
             "rules": Rule.objects.order_by("id").only("pk", "action", "reason"),
-            "triage_form": TriageForm(),
+            "actions": [(k, label) for k, (_, label) in TRIAGE_ACTIONS.items()],
             "can_triage": has_role(request.user, TRIAGER),
+            "now": timezone.now(),
         },
     )
 
@@ -158,16 +175,25 @@ def events_bulk(request: HttpRequest) -> HttpResponse:
         for field, errors in form.errors.items():
             messages.error(request, f"{field}: {' '.join(errors)}")
         return redirect(back)
-    changed, refused = events_transition(
-        event_ids=form.cleaned_data["ids"],
-        to_state=form.cleaned_data["to_state"],
-        actor=request.user,
-        note=form.cleaned_data["note"],
-    )
-    if changed:
-        messages.success(request, f"{len(changed)} event(s) now {form.cleaned_data['to_state']}")
-    for why in list(refused.values())[:10]:
+    try:
+        result = events_triage(
+            event_ids=form.cleaned_data["ids"],
+            action=form.cleaned_data["action"],
+            actor=request.user,
+            reason=form.cleaned_data["reason"],
+            until=form.until_at(),
+            seen=form.seen(),
+        )
+    except TriageError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    if result.changed:
+        state = TRIAGE_ACTIONS[form.cleaned_data["action"]][0]
+        messages.success(request, f"{len(result.changed)} event(s) now {state}")
+    for why in list(result.refused.values())[:10]:
         messages.error(request, why)
+    if len(result.refused) > 10:
+        messages.error(request, f"... and {len(result.refused) - 10} more left as they were")
     return redirect(back)
 
 
@@ -283,7 +309,7 @@ def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
 
 @role_required(VIEWER)
 def events_csv(request: HttpRequest) -> StreamingHttpResponse:
-    filters = event_filters_parse(request.GET)
+    filters = event_filters_parse(request.GET, **LIST_DEFAULTS)
     labels = dict(Severity.choices)
     rows = (
         (
@@ -431,8 +457,17 @@ def rules_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+# What a dry run needs from the form; reason and owner are not (they block only a save).
+SPEC_FIELDS = ("action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone")
+
+
+def _rule_preview(fields: dict, rule: Rule | None) -> dict:
+    draft = Rule(pk=rule.pk if rule else None, **fields)
+    return alerts_selectors.rule_preview(spec=rule_spec_of(draft))
+
+
 def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
-    initial = {}
+    initial, event = {}, None
     if rule is None and request.GET.get("from_event", "").isdigit():
         event = (
             AlertEvent.objects.select_related("host", "host__network")
@@ -440,18 +475,27 @@ def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
             .first()
         )
         if event is not None:
-            initial = rule_initial_from_event(event)
+            initial = rule_initial_from_event(event, request.user)
     form = RuleForm(request.POST or None, instance=rule, initial=initial)
     preview = None
-    if request.method == "POST" and form.is_valid():
-        fields = {name: form.cleaned_data[name] for name in form.Meta.fields}
+    if request.method == "GET" and event is not None:
+        # From an event: the dry run of the prefilled rule, before anything is typed.
+        fields = {name: initial.get(name, form.fields[name].initial) for name in SPEC_FIELDS}
+        preview = _rule_preview({k: v for k, v in fields.items() if v is not None}, rule)
+    if request.method == "POST":
+        valid = form.is_valid()
         if "preview" in request.POST:
-            draft = Rule(pk=rule.pk if rule else None, **fields)
-            try:
-                preview = rule_dry_run(spec=rule_spec_of(draft))
-            except (RuleError, ValueError) as exc:
-                form.add_error(None, str(exc))
-        else:
+            if not any(name in form.errors for name in SPEC_FIELDS):
+                # Reason and owner are for the save: their absence does not block a dry run.
+                for name in ("reason", "owner"):
+                    form.errors.pop(name, None)
+                fields = {name: form.cleaned_data.get(name) for name in SPEC_FIELDS}
+                try:
+                    preview = _rule_preview(fields, rule)
+                except (RuleError, ValueError) as exc:
+                    form.add_error(None, str(exc))
+        elif valid:
+            fields = {name: form.cleaned_data[name] for name in form.Meta.fields}
             try:
                 saved = (
                     rule_update(rule_id=rule.pk, fields=fields)
@@ -461,10 +505,18 @@ def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
-                messages.success(request, f"rule #{saved.pk} saved")
+                note = ""
+                if form.cleaned_data["resolve_open"]:
+                    resolved = rule_open_events_resolve(rule_id=saved.pk, actor=request.user)
+                    note = f"; {len(resolved)} open event(s) it matches resolved"
+                messages.success(request, f"rule #{saved.pk} saved{note}")
+                if event is not None:
+                    return redirect("dashboard:event", event_id=event.pk)
                 return redirect("dashboard:rules")
     return render(
-        request, "dashboard/rule_form.html", {"form": form, "rule": rule, "preview": preview}
+        request,
+        "dashboard/rule_form.html",
+        {"form": form, "rule": rule, "preview": preview, "event": event, "now": timezone.now()},
     )
 
 

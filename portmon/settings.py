@@ -489,6 +489,9 @@ PORTMON_FIXED_SCHEDULES = [
     # Diff finished runs whose diff was lost (no run goes unalerted).
     {"name": "alerts: diff runs whose diff was lost", "task": "alerts.diff_pending",
      "every_minutes": 10, "expire_seconds": 600},
+    # Reopen ignored events whose accepted risk ran out (the events list's "accept risk").
+    {"name": "alerts: reopen lapsed risk acceptances", "task": "alerts.acceptances_lapse",
+     "every_minutes": 10, "expire_seconds": 600},
     # Hand on PoC checks whose worker died; queue the daily re-check of open findings.
     {"name": "poc: reap and re-check", "task": "poc.reap",
      "every_minutes": 1, "expire_seconds": 60},

@@ -233,8 +233,12 @@ def event_transition(
     actor=None,
     note: str = "",
     at: datetime | None = None,
+    comment: str = "",
+    accepted_until: datetime | None = None,
 ) -> AlertEvent:
-    """Move one event to another state, writing an audit row (and the note, if any)."""
+    """Move one event to another state, writing an audit row (and the note, if any).
+    `accepted_until`: an ignored event's accepted risk ends then (any other change clears
+    it)."""
     at = at or timezone.now()
     if to_state not in EventState.values:
         raise TransitionError(f"unknown state {to_state!r}")
@@ -251,9 +255,18 @@ def event_transition(
         else:
             event.open_key = None
             event.resolved_at = at
+        event.accepted_until = accepted_until if to_state == EventState.IGNORED else None
         try:
             with transaction.atomic():
-                event.save(update_fields=["state", "updated_at", "open_key", "resolved_at"])
+                event.save(
+                    update_fields=[
+                        "state",
+                        "updated_at",
+                        "open_key",
+                        "resolved_at",
+                        "accepted_until",
+                    ]
+                )
         except IntegrityError:
             other = AlertEvent.objects.filter(open_key=event.open_key).values_list("pk", flat=True)
             raise TransitionError(
@@ -266,6 +279,7 @@ def event_transition(
             from_state=from_state,
             to_state=to_state,
             at=at,
+            comment=comment[:300],
         )
         if note:
             EventNote.objects.create(event=event, author=actor, text=note, created_at=at)
