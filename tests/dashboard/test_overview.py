@@ -50,6 +50,9 @@ def test_it_links_each_severity_to_exactly_that_severity(login, users, world):
     url, shown = link.group(1).replace("&amp;", "&"), int(link.group(2))
     listed = c.get(url).context["page"].paginator.count
     assert shown == listed == 1  # ssh (medium); not mysql (high)
+    # The events page's filter form keeps the upper bound: "Filter" again lists the same.
+    form = c.get(url).content.decode().split('id="filters"', 1)[1].split("</form>", 1)[0]
+    assert re.search(r'<select name="severity_max">.*?<option value="medium" selected>', form, re.S)
     api = c.get("/api/events/?state=open&severity=medium&severity_max=medium&suppressed=no").json()
     assert {e["id"] for e in api["results"]} == {world["ssh"].pk}
 
