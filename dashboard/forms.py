@@ -3,8 +3,8 @@
 from django import forms
 
 from alerts.models import AlertEvent, EventState, Rule
+from alerts.rule_files import RULE_FIELDS
 from alerts.services.events import NOTE_MAX
-from alerts.services.rules import RULE_FIELDS
 
 TRIAGE_STATES = [
     (EventState.ACKNOWLEDGED, "acknowledge"),

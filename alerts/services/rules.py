@@ -7,13 +7,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from alerts.models import Rule
-from alerts.rule_files import CREATE, UPDATE, PlanItem, RuleEntry, rules_import_plan
-
-# Fields a person sets on a rule (the rest are counters and timestamps).
-RULE_FIELDS = (
-    "action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone", "reason", "owner",
-    "expires_at", "enabled",
-)  # fmt: skip
+from alerts.rule_files import (
+    CREATE,
+    RULE_FIELDS,
+    UPDATE,
+    PlanItem,
+    RuleEntry,
+    rules_import_plan,
+)
 
 
 def rule_create(*, fields: dict) -> Rule:
