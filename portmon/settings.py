@@ -124,6 +124,15 @@ TEMPLATES = [
             "builtins": ["dashboard.templatetags.portmon"],
         },
     },
+    {
+        # Emails and chat messages (alerts/notify/jinja2/notify/): Jinja2, HTML autoescaped,
+        # text not; django.template.engines["email"].
+        "NAME": "email",
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"environment": "alerts.notify.templating.environment"},
+    },
 ]
 
 # --- Database ---------------------------------------------------------------
@@ -413,13 +422,19 @@ if not 0 < PORTMON_SYNPROXY_MIN_SHARE < 1:
 PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
 # Each port's nmap -sV budget (--host-timeout; all ports of a run are probed at once). A
 # service that speaks first is named in under a second, an HTTP server on an odd port after
-# nmap's 6 s NULL probe, redis after ~14 s; past that nmap only waits out 5 s probes on a
-# port that says nothing it knows (28 of them: 164 s measured). 60 s waits out the first
-# 11 probes, up to TLS; a port still unnamed then stays open and unnamed this run.
+# the NULL probe's wait (PORTMON_NMAP_NULL_WAIT_MS), redis ~5 s later; past that nmap only
+# waits out 5 s probes on a port that says nothing it knows (28 of them: 164 s measured).
+# 60 s waits out the first 11 probes, up to TLS; a port still unnamed then stays open and
+# unnamed this run.
 PORTMON_NMAP_PORT_TIMEOUT = env_int("PORTMON_NMAP_PORT_TIMEOUT", 60, lo=5)
 # A fingerprint task runs its nmap batches side by side, each within the port timeout
 # (nmap notices it at its next probe's end: up to ~8 s late), plus at most one more for
 # the named ports of a host that timed out (nmap.fingerprint_many), plus a margin.
+# How long nmap -sV listens for a banner before its first request (nmap's own: 6000 ms).
+# Most services on odd ports wait for the client, so this wait is how late their names
+# come: redis on a random port 11.4 s at 6000, 7.3 s at 2000. A later banner is still
+# matched on nmap's next probe (scanner/engines/nmap_probes.py). 6000 uses nmap's file.
+PORTMON_NMAP_NULL_WAIT_MS = env_int("PORTMON_NMAP_NULL_WAIT_MS", 2000, lo=500, hi=6000)
 FINGERPRINT_SOFT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 60
 FINGERPRINT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 120
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the
