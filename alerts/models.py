@@ -6,6 +6,15 @@ from django.db import models
 from django.utils import timezone
 
 from alerts.kinds import EventKind
+from alerts.rules import (
+    MAX_LEN,
+    RuleAction,
+    RuleError,
+    RuleProto,
+    RuleZone,
+    rule_spec_validate,
+    text_error,
+)
 from alerts.severity import Severity
 
 
@@ -131,37 +140,30 @@ class EventAudit(models.Model):
         return f"event {self.event_id}: {self.from_state} -> {self.to_state}"
 
 
-class RuleAction(models.TextChoices):
-    ALLOW = "allow", "allow (whitelist: no alert)"
-    DENY = "deny", "deny (blacklist: alert at once)"
-
-
-class RuleProto(models.TextChoices):
-    ANY = "any", "any"
-    TCP = "tcp", "tcp"
-    UDP = "udp", "udp"
-
-
-class RuleZone(models.TextChoices):
-    ANY = "", "any"
-    INTERNAL = "internal", "internal"
-    EXTERNAL = "external", "external"
+# Rule columns that Portmon keeps (read-only in the admin and the API); the rest are the
+# fields a person sets (alerts.rule_files.RULE_FIELDS).
+RULE_KEPT_FIELDS = ("hit_count", "last_hit_at", "created_at")
 
 
 class Rule(models.Model):
-    """A white/black-list entry; blank or null fields match anything."""
+    """A white/black-list entry; blank or null fields match anything. Its fields are
+    defined in alerts.rules (choices, sizes) and alerts.rule_files.RuleEntry."""
 
     action = models.CharField(max_length=8, choices=RuleAction.choices)
-    ip_cidr = models.CharField(max_length=49, blank=True, help_text="IP or CIDR; blank: any")
+    ip_cidr = models.CharField(
+        max_length=MAX_LEN["ip_cidr"], blank=True, help_text="IP or CIDR; blank: any"
+    )
     process = models.CharField(
-        max_length=200, blank=True, help_text="process name glob (host agents); blank: any"
+        max_length=MAX_LEN["process"],
+        blank=True,
+        help_text="process name glob (host agents); blank: any",
     )
     port_lo = models.PositiveIntegerField(null=True, blank=True, help_text="blank: any port")
     port_hi = models.PositiveIntegerField(null=True, blank=True, help_text="blank: same as lo")
     proto = models.CharField(max_length=3, choices=RuleProto.choices, default=RuleProto.ANY)
     zone = models.CharField(max_length=16, choices=RuleZone.choices, blank=True, default="")
-    reason = models.CharField(max_length=300)
-    owner = models.CharField(max_length=200, help_text="who answers for this rule")
+    reason = models.CharField(max_length=MAX_LEN["reason"])
+    owner = models.CharField(max_length=MAX_LEN["owner"], help_text="who answers for this rule")
     expires_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     hit_count = models.PositiveIntegerField(default=0)
@@ -175,8 +177,6 @@ class Rule(models.Model):
         return f"{self.action} #{self.pk}: {self.reason}"
 
     def clean(self) -> None:
-        from alerts.rules import RuleError, rule_spec_validate, text_error
-
         # The same text rule as rule files: what the API or admin saves, export writes and
         # import must read back.
         bad = {

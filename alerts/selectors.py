@@ -15,24 +15,13 @@ from django.utils import timezone
 from alerts.filters import EventFilters
 from alerts.models import OPEN_STATES, AlertEvent, EventAudit, EventKind, HighRiskPort, Rule
 from alerts.rule_files import RULE_FIELDS, PlanItem, RuleEntry, rules_import_plan
-from alerts.rules import RuleSpec, Subject, rule_spec_validate
+from alerts.rules import MATCH_FIELDS, RuleSpec, Subject, rule_spec_validate
 from alerts.severity import Severity
 from scanner.models import Host, Port
 
 
 def rule_spec_of(rule: Rule) -> RuleSpec:
-    return RuleSpec(
-        id=rule.pk,
-        action=rule.action,
-        ip_cidr=rule.ip_cidr,
-        process=rule.process,
-        port_lo=rule.port_lo,
-        port_hi=rule.port_hi,
-        proto=rule.proto,
-        zone=rule.zone,
-        expires_at=rule.expires_at,
-        enabled=rule.enabled,
-    )
+    return RuleSpec(id=rule.pk, **{name: getattr(rule, name) for name in MATCH_FIELDS})
 
 
 def rule_entry_of(rule: Rule) -> RuleEntry:

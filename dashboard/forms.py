@@ -6,8 +6,8 @@ from django import forms
 from django.utils import timezone
 
 from alerts.models import AlertEvent, EventState, Rule
+from alerts.rule_files import RULE_FIELDS
 from alerts.services.events import NOTE_MAX
-from alerts.services.rules import RULE_FIELDS
 from alerts.services.triage import TRIAGE_ACTIONS
 
 TRIAGE_STATES = [

@@ -7,16 +7,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from alerts.models import OPEN_STATES, AlertEvent, EventAudit, EventState, Rule, RuleAction
-from alerts.rule_files import CREATE, UPDATE, PlanItem, RuleEntry, rules_import_plan
+from alerts.rule_files import (
+    CREATE,
+    RULE_FIELDS,
+    UPDATE,
+    PlanItem,
+    RuleEntry,
+    rules_import_plan,
+)
 from audit.services import audit_record
 
 # Ids per IN (...) list when a rule resolves events (SQLite's bound-variable limit).
 CHUNK = 900
-# Fields a person sets on a rule (the rest are counters and timestamps).
-RULE_FIELDS = (
-    "action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone", "reason", "owner",
-    "expires_at", "enabled",
-)  # fmt: skip
 
 
 def rule_create(*, fields: dict) -> Rule:
