@@ -17,6 +17,7 @@ from alerts.models import OPEN_STATES, AlertEvent, EventAudit, EventKind, HighRi
 from alerts.rule_files import RULE_FIELDS, PlanItem, RuleEntry, rules_import_plan
 from alerts.rules import MATCH_FIELDS, RuleSpec, Subject, rule_spec_validate
 from alerts.severity import Severity
+from portmon.cachekeys import cache_key
 from scanner.models import Host, Port
 
 
@@ -523,7 +524,7 @@ def _overview_counts(*, now: datetime, since: date) -> tuple[dict, dict]:
     if seconds:
         newest_event = AlertEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
         newest_step = EventAudit.objects.order_by("-pk").values_list("pk", flat=True).first()
-        key = f"alerts:overview:{since}:{newest_event}:{newest_step}"
+        key = cache_key("alerts:overview", since, newest_event, newest_step)
         cached = cache.get(key)
         if cached is not None:
             return cached

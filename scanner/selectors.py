@@ -7,6 +7,7 @@ from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 
+from portmon.cachekeys import cache_key
 from scanner.models import (
     CoverageSpan,
     Host,
@@ -137,9 +138,7 @@ def network_exposure(*, services: int = 6) -> list[dict]:
             n=Count("id"), last=Max("id"), diffed=Max("diffed_at"), done=Max("finished_at")
         )
         scope = Network.objects.aggregate(n=Count("id"), last=Max("id"))
-        key = "scanner:exposure:" + ":".join(
-            str(v) for v in (*runs.values(), *scope.values(), services)
-        )
+        key = cache_key("scanner:exposure", *runs.values(), *scope.values(), services)
         cached = cache.get(key)
         if cached is not None:
             return cached

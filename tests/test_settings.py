@@ -146,3 +146,17 @@ def test_it_stops_with_one_line_on_a_bind_that_names_no_port(tmp_path):
         assert "Traceback" not in out.stderr
         assert f"PORTMON_BIND={bind!r} is not HOST:PORT" in out.stderr
         assert "set SITE_URL" in out.stderr
+
+
+def test_cache_keys_are_valid_for_every_backend_whatever_they_are_made_of():
+    from datetime import UTC, datetime
+
+    from django.core.cache.backends.base import memcache_key_warnings
+
+    from portmon.cachekeys import cache_key
+
+    parts = (datetime(2026, 12, 6, 22, 33, 32, tzinfo=UTC), None, "a b\nc", "x" * 400, 6)
+    key = cache_key("scanner:exposure", *parts)
+    assert list(memcache_key_warnings(key)) == []
+    assert key != cache_key("scanner:exposure", *parts[:-1], 7)  # every part counts
+    assert cache_key("p", "a:b", "c") != cache_key("p", "a", "b:c")  # parts stay apart
