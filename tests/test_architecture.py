@@ -91,7 +91,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_services_and_selectors_never_import_tasks():
-    # Tasks are an interface (STYLE.md): services queue them by name (scanner.services.publish).
+    # Tasks are an interface on top of services, like views: services queue them by name
+    # (scanner.services.publish) and never import a tasks module.
     graph = import_graph(project_modules())
     wrong = {
         name: sorted(t for t in targets if t.endswith(".tasks"))
