@@ -10,6 +10,8 @@ import math
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -45,6 +47,26 @@ def rate(text: str) -> int:
             f"{text!r} is not a whole number of packets/s between {MIN_RATE} and {MAX_RATE}"
         )
     return int(text)
+
+
+@contextmanager
+def tasks_in_this_process(local: bool) -> Iterator[None]:
+    """--local: the tasks the scan queues run in this process while the command runs.
+
+    Celery's app is process-wide, so the eager setting is put back when the command ends
+    however it ends: a caller in the same process (call_command, a test) keeps its workers.
+    """
+    if not local:
+        yield
+        return
+    from portmon.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
 def one_line(text: str, limit: int = 500) -> str:
@@ -91,11 +113,10 @@ class Command(BaseCommand):
             ports_text_check(parse_ports(opts["ports"]))
         except ScopeError as exc:
             raise CommandError(str(exc)) from None
-        if opts["local"]:
-            from portmon.celery import app
+        with tasks_in_this_process(opts["local"]):
+            self._scan(opts)
 
-            app.conf.task_always_eager = True
-            app.conf.task_eager_propagates = True
+    def _scan(self, opts: dict) -> None:
         try:
             run = run_start(
                 targets=opts["targets"],
