@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("PORTMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# A worker's warm shutdown after SIGTERM (idle: ~1 s); past this it is killed, as systemd
+# does after TimeoutStopSec. Short: a test that left a task hanging pays it at teardown.
+STOP_GRACE_S = 10.0
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -113,10 +116,32 @@ class Workers:
             pass
         proc.wait(timeout=30)
 
+    def stop(self, name: str, grace: float = STOP_GRACE_S) -> int | None:
+        """Stop a worker as systemd does (KillMode=mixed): SIGTERM to the main process, whose
+        warm shutdown finishes the tasks in hand; whatever is left after `grace` seconds
+        gets SIGKILL, the whole process group. The exit code, None when it had to be killed."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+                return None
+        try:  # pool children or engines left behind (PR_SET_PDEATHSIG should have ended them)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return proc.returncode
+
     def stop_all(self) -> None:
-        for name, proc in self.procs.items():
+        """All at once (SIGTERM to each, then wait): teardown costs the slowest, not the sum."""
+        for proc in self.procs.values():
             if proc.poll() is None:
-                self.kill(name, signal.SIGTERM if False else signal.SIGKILL)
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for name in self.procs:
+            self.stop(name, grace=max(0.0, deadline - time.monotonic()))
 
     def start_beat(self, name: str = "beat", extra_env=None) -> subprocess.Popen:
         """Real `celery beat` with django-celery-beat's database scheduler (as bin/run)."""
