@@ -17,6 +17,48 @@ TEST_REDIS_URL = os.environ.get("PORTMON_TEST_REDIS_URL", "redis://127.0.0.1:637
 STOP_GRACE_S = 10.0
 
 
+# Tests with one of these marks start real processes (workers, servers, daemons, commands,
+# a browser, a namespace lab); the fast gate (bin/test fast) runs all the others.
+REAL_PROCESS_MARKS = ("lab", "celery", "browser", "process")
+
+
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "celery_workers" in fixtures:
+            item.add_marker(pytest.mark.celery)
+        # "db": what the SQLite pass of bin/test repeats (the rest does not depend on the engine).
+        if item.get_closest_marker("django_db") or fixtures & DB_FIXTURES:
+            item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(autouse=True)
+def no_processes_in_the_fast_gate(request, monkeypatch):
+    """With PORTMON_TEST_NO_PROCESSES=1 (the fast gate), a test without a real-process mark
+    that starts a process fails and says which mark it needs: the gate stays fast."""
+    if os.environ.get("PORTMON_TEST_NO_PROCESSES") != "1" or any(
+        request.node.get_closest_marker(mark) for mark in REAL_PROCESS_MARKS
+    ):
+        yield
+        return
+    started: list[str] = []
+    real = subprocess.Popen._execute_child
+
+    def refuse(self, args, *rest, **kwargs):
+        started.append(str(args)[:200])
+        raise RuntimeError(f"no processes in the fast gate: {args!r}")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    yield
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", real)
+    if started:
+        pytest.fail(f"this test starts processes, mark it @pytest.mark.process: {started}")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def fast_password_hasher():
     """Users made by the tests get a cheap hash: Django's PBKDF2 (1.2M rounds) costs over a

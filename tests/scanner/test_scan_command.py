@@ -35,6 +35,7 @@ def scan(*args):
     return 0, out.getvalue(), ""
 
 
+@pytest.mark.process
 def test_it_refuses_bad_numbers_from_the_shell_in_one_line(tmp_path):
     env = {**os.environ, "PORTMON_DATA_DIR": str(tmp_path)}
     env.pop("DATABASE_URL", None)
