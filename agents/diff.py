@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from agents.schema import Socket
+from alerts.kinds import EventKind
 
-NEW_PROCESS = "new_process"
-PROCESS_CHANGED = "process_changed"
+# The changes that are events, by their event kind (alerts.kinds).
+NEW_PROCESS = EventKind.NEW_PROCESS
+PROCESS_CHANGED = EventKind.PROCESS_CHANGED
 
 PortKey = tuple[int, str, int]  # host_id, proto, port
 Identity = tuple[str, str]  # name, exe

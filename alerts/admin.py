@@ -1,6 +1,14 @@
 from django.contrib import admin, messages
 
-from alerts.models import AlertEvent, EventAudit, EventNote, HighRiskPort, Rule
+from alerts.models import (
+    RULE_KEPT_FIELDS,
+    AlertEvent,
+    EventAudit,
+    EventNote,
+    HighRiskPort,
+    Rule,
+)
+from alerts.rule_files import RULE_FIELDS
 from alerts.selectors import rule_dry_run, rule_spec_of
 from alerts.services.events import events_transition
 
@@ -77,25 +85,11 @@ class EventAuditAdmin(admin.ModelAdmin):
 
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "action",
-        "ip_cidr",
-        "process",
-        "port_lo",
-        "port_hi",
-        "proto",
-        "zone",
-        "reason",
-        "owner",
-        "expires_at",
-        "enabled",
-        "hit_count",
-        "last_hit_at",
-    ]
+    list_display = ["id", *RULE_FIELDS, *RULE_KEPT_FIELDS]
     list_filter = ["action", "enabled", "proto", "zone"]
     search_fields = ["ip_cidr", "process", "reason", "owner"]
-    readonly_fields = ["hit_count", "last_hit_at", "created_at"]
+    fields = [*RULE_FIELDS, *RULE_KEPT_FIELDS]
+    readonly_fields = list(RULE_KEPT_FIELDS)
     actions = ["dry_run"]
 
     @admin.action(description="Dry run: which of the last 7 days' events would it match")

@@ -16,14 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-NEW_PORT = "new_port"
-HIGH_RISK = "high_risk"
-CLOSED = "closed"
-REOPENED = "reopened"
-SERVICE_CHANGED = "service_changed"
-BLACKLISTED = "blacklisted"
-# A host answering SYN-ACK on (nearly) every port (scanner/synproxy.py): one event per host.
-HOST_ANSWERS_ALL = "host_answers_all"
+from alerts.kinds import EventKind
 
 
 @dataclass(frozen=True)
@@ -274,17 +267,19 @@ def sighting_events(s: Sighting, *, at: datetime, window: timedelta) -> list[tup
     events: list[tuple[str, dict]] = []
     if s.high_risk and s.newly_open:
         reason = "new" if s.prev_seen is None else ("reopened" if s.was_closed else "back")
-        events.append((HIGH_RISK, {"reason": reason}))
+        events.append((EventKind.HIGH_RISK, {"reason": reason}))
     elif s.was_closed:
-        events.append((REOPENED, {}))
+        events.append((EventKind.REOPENED, {}))
     elif s.prev_seen is None:
         if not s.baseline:
-            events.append((NEW_PORT, {"reason": "never seen"}))
+            events.append((EventKind.NEW_PORT, {"reason": "never seen"}))
     elif s.prev_seen < at - window and s.missed_before > 0:
         days = (at - s.prev_seen).days
-        events.append((NEW_PORT, {"reason": f"not seen for {days} days"}))
+        events.append((EventKind.NEW_PORT, {"reason": f"not seen for {days} days"}))
     if fingerprint_changed(s.old_fp, s.new_fp):
-        events.append((SERVICE_CHANGED, {"old": s.old_fp.as_dict(), "new": s.new_fp.as_dict()}))
+        events.append(
+            (EventKind.SERVICE_CHANGED, {"old": s.old_fp.as_dict(), "new": s.new_fp.as_dict()})
+        )
     return events
 
 

@@ -11,18 +11,26 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from alerts.rules import RuleError, RuleSpec, rule_spec_validate, text_error
+from alerts.rules import (
+    MATCH_FIELDS,
+    MAX_LEN,
+    RuleAction,
+    RuleError,
+    RuleProto,
+    RuleSpec,
+    RuleZone,
+    rule_spec_validate,
+    text_error,
+)
 
 FORMAT = "portmon-rules"
 VERSION = 1
 # Far above a real rule set (hundreds), low enough that a hostile file stays cheap.
 MAX_BYTES = 1024 * 1024
 MAX_RULES = 5000
-ACTIONS = ("allow", "deny")
-PROTOS = ("any", "tcp", "udp")
-ZONES = ("", "internal", "external")
-# The model's column sizes (alerts.models.Rule).
-MAX_LEN = {"ip_cidr": 49, "process": 200, "reason": 300, "owner": 200}
+ACTIONS = tuple(RuleAction.values)
+PROTOS = tuple(RuleProto.values)
+ZONES = tuple(RuleZone.values)
 DOCUMENT_FIELDS = {"format", "version", "exported_at", "rules"}
 
 
@@ -30,19 +38,21 @@ class RuleFileError(ValueError):
     """Why a rules file is refused; the message names the field (rules[3].port_lo: ...)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuleEntry:
-    """One rule of a file, validated: the fields of alerts.models.Rule a person sets."""
+    """One rule as a person sets it, validated: the definition of those fields (in the
+    order forms and files show them). The model has these columns and its own counters;
+    its form, the admin, the API and rule files use RULE_FIELDS."""
 
     action: str
-    reason: str
-    owner: str
     ip_cidr: str = ""
     process: str = ""
     port_lo: int | None = None
     port_hi: int | None = None
-    proto: str = "any"
-    zone: str = ""
+    proto: str = RuleProto.ANY.value
+    zone: str = RuleZone.ANY.value
+    reason: str
+    owner: str
     expires_at: datetime | None = None
     enabled: bool = True
 
@@ -64,21 +74,13 @@ class RuleEntry:
         return asdict(self)
 
     def spec(self, rule_id: int | None = None) -> RuleSpec:
-        return RuleSpec(
-            id=rule_id,
-            action=self.action,
-            ip_cidr=self.ip_cidr,
-            process=self.process,
-            port_lo=self.port_lo,
-            port_hi=self.port_hi,
-            proto=self.proto,
-            zone=self.zone,
-            expires_at=self.expires_at,
-            enabled=self.enabled,
-        )
+        return RuleSpec(id=rule_id, **{name: getattr(self, name) for name in MATCH_FIELDS})
 
 
+# The fields a person sets, in order.
 RULE_FIELDS = tuple(RuleEntry.__dataclass_fields__)
+if not set(MATCH_FIELDS) <= set(RULE_FIELDS) or not set(MAX_LEN) <= set(RULE_FIELDS):
+    raise TypeError("RuleEntry must have every field of RuleSpec and of MAX_LEN")
 REQUIRED = ("action", "reason", "owner")
 
 

@@ -13,11 +13,37 @@ import fnmatch
 import ipaddress
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
-ALLOW = "allow"
-DENY = "deny"
+from django.db import models
+
+# A rule's fields are defined once: the values of its choices and the sizes of its text
+# here, what it matches in RuleSpec, what a person sets in alerts.rule_files.RuleEntry.
+# The model, its form, the admin, the API serializer and rule files derive from them.
+
+
+class RuleAction(models.TextChoices):
+    ALLOW = "allow", "allow (whitelist: no alert)"
+    DENY = "deny", "deny (blacklist: alert at once)"
+
+
+class RuleProto(models.TextChoices):
+    ANY = "any", "any"
+    TCP = "tcp", "tcp"
+    UDP = "udp", "udp"
+
+
+class RuleZone(models.TextChoices):
+    ANY = "", "any"
+    INTERNAL = "internal", "internal"
+    EXTERNAL = "external", "external"
+
+
+ALLOW = RuleAction.ALLOW
+DENY = RuleAction.DENY
+# Characters a text field holds (the model's columns; rule files refuse longer text).
+MAX_LEN = {"ip_cidr": 49, "process": 200, "reason": 300, "owner": 200}
 
 
 class RuleError(ValueError):
@@ -66,6 +92,10 @@ class RuleSpec:
             if not subject.process or not fnmatch.fnmatchcase(subject.process, self.process):
                 return False
         return True
+
+
+# What a rule matches and does: RuleSpec's fields but its id.
+MATCH_FIELDS = tuple(f.name for f in fields(RuleSpec) if f.name != "id")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Event severity, derived from the kind (pure: no database).
+"""Event severity (pure: no database). Each kind's severity is declared with the kind
+(alerts.kinds).
 
 Stored on AlertEvent as a small integer so that filters and "worst first" sorting use an
 index; the labels are what people and the API see.
@@ -16,26 +17,14 @@ class Severity(models.IntegerChoices):
 
 BY_NAME = {label: value for value, label in Severity.choices}
 
-KIND_SEVERITY = {
-    "high_risk": Severity.HIGH,
-    "blacklisted": Severity.HIGH,
-    "new_port": Severity.MEDIUM,
-    "reopened": Severity.MEDIUM,
-    "service_changed": Severity.MEDIUM,
-    "new_process": Severity.MEDIUM,
-    "process_changed": Severity.MEDIUM,
-    "closed": Severity.LOW,
-}
 # PoC checks name their own severity; "info" is what scanners call the lowest one.
 POC_ALIASES = {"info": Severity.LOW, "informational": Severity.LOW, "moderate": Severity.MEDIUM}
 
 
-def severity_for(kind: str, detail: dict | None = None) -> int:
-    """The severity of an event of `kind`; a PoC finding carries its check's own."""
-    if kind == "poc_finding":
-        named = str((detail or {}).get("severity", "")).strip().lower()
-        return BY_NAME.get(named) or POC_ALIASES.get(named) or Severity.MEDIUM
-    return KIND_SEVERITY.get(kind, Severity.MEDIUM)
+def poc_severity(detail: dict | None) -> int:
+    """The severity a PoC finding's check named (detail["severity"]); medium if none."""
+    named = str((detail or {}).get("severity", "")).strip().lower()
+    return BY_NAME.get(named) or POC_ALIASES.get(named) or Severity.MEDIUM
 
 
 def severity_value(name: str) -> int | None:

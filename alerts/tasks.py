@@ -4,6 +4,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from alerts.services.diff import diffs_pending_run, run_diff
+from alerts.services.triage import acceptances_lapse as acceptances_lapse_run
 
 
 @shared_task(
@@ -26,3 +27,9 @@ def diff_run(run_id: int) -> dict | None:
 def diff_pending() -> list[int]:
     """Every 10 minutes (beat): diff finished runs whose diff was lost."""
     return diffs_pending_run()
+
+
+@shared_task(name="alerts.acceptances_lapse", soft_time_limit=240, time_limit=300, expires=600)
+def acceptances_lapse() -> list[int]:
+    """Every 10 minutes (beat): ignored events whose accepted risk ran out reopen."""
+    return acceptances_lapse_run()

@@ -1,10 +1,10 @@
-"""The dashboard's roles for the API: reads need viewer; each view names the role its
+"""The roles (accounts.roles) for the API: reads need viewer; each view names the role its
 writes need (`write_role`, or `action_roles` per action)."""
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from accounts.roles import ADMIN, VIEWER, has_role
 from audit.context import current_actor
-from dashboard.roles import ADMIN, VIEWER, has_role
 
 
 class RolePermission(BasePermission):

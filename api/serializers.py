@@ -2,7 +2,8 @@
 
 from rest_framework import serializers
 
-from alerts.models import AlertEvent, EventAudit, EventNote, EventState, Rule
+from alerts.models import RULE_KEPT_FIELDS, AlertEvent, EventAudit, EventNote, EventState, Rule
+from alerts.rule_files import RULE_FIELDS
 from alerts.severity import Severity
 from scanner.models import Host, Network, Port, ScanPolicy, ScanRun, ScanShard
 
@@ -109,6 +110,7 @@ class EventSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "resolved_at",
+            "accepted_until",
         ]
 
 
@@ -148,24 +150,8 @@ class NoteCreateSerializer(serializers.Serializer):
 class RuleSerializer(serializers.ModelSerializer):
     class Meta:
         model = Rule
-        fields = [
-            "id",
-            "action",
-            "ip_cidr",
-            "process",
-            "port_lo",
-            "port_hi",
-            "proto",
-            "zone",
-            "reason",
-            "owner",
-            "expires_at",
-            "enabled",
-            "hit_count",
-            "last_hit_at",
-            "created_at",
-        ]
-        read_only_fields = ["hit_count", "last_hit_at", "created_at"]
+        fields = ["id", *RULE_FIELDS, *RULE_KEPT_FIELDS]
+        read_only_fields = list(RULE_KEPT_FIELDS)
 
 
 class PolicySerializer(serializers.ModelSerializer):

@@ -1,34 +1,43 @@
-"""REST API: thin viewsets over the same selectors and services as the dashboard."""
+"""REST API and /metrics: thin views over the same selectors and services as the
+dashboard (the apps' own)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 
+from accounts.roles import ADMIN, TRIAGER, VIEWER, has_role
+from alerts.filters import event_filters_parse
+from alerts.metrics import AlertsCollector
 from alerts.models import AlertEvent, EventAudit, EventNote, Rule
 from alerts.rules import RuleError
-from alerts.selectors import rule_dry_run, rule_spec_of
+from alerts.selectors import events_by_ids, events_filtered, rule_dry_run, rule_spec_of
+from alerts.services.events import event_note_add, events_transition
 from alerts.services.rules import rule_create, rule_expire, rule_update
 from api import serializers as s
-from dashboard import selectors
-from dashboard.filters import event_filters_parse
-from dashboard.roles import ADMIN, TRIAGER
-from dashboard.services import event_note, events_triage, finding_recheck, policy_run_now
-from poc.services import RecheckRefused
+from api.authentication import token_authenticate
+from poc.services import RecheckRefused, poc_recheck
+from scanner.metrics import ScannerCollector
 from scanner.models import Host, Network, Port, ScanPolicy, ScanRun
 from scanner.scope import ScopeError
-from scanner.services.runs import run_start
+from scanner.services.runs import policy_run_now, run_start
+from scanner.services.schedules import policy_save
 from scanner.services.scope import network_add, network_remove
 from scanner.targets import TargetError
 
 EVENT_FILTERS = [
-    OpenApiParameter("state", str, many=True, description="state, or 'open'; repeatable"),
+    OpenApiParameter("state", str, many=True, description="state, or 'open' or 'all'; repeatable"),
     OpenApiParameter("kind", str, many=True, description="event kind; repeatable"),
     OpenApiParameter("severity", str, description="this severity or worse"),
+    OpenApiParameter(
+        "severity_max", str, description="this severity or milder (with severity: exactly one)"
+    ),
     OpenApiParameter("network", int),
     OpenApiParameter("host", str, description="IP or CIDR"),
     OpenApiParameter("port", int),
@@ -37,6 +46,10 @@ EVENT_FILTERS = [
     OpenApiParameter("since", OpenApiTypes.DATE),
     OpenApiParameter("until", OpenApiTypes.DATE),
     OpenApiParameter("suppressed", str, enum=["yes", "no"]),
+    OpenApiParameter(
+        "q", str, description="search: address, host name, port, service, product, process"
+    ),
+    OpenApiParameter("sort", str, enum=["newest", "oldest", "severity"]),
 ]
 
 
@@ -88,7 +101,7 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
             filters = event_filters_parse(self.request.query_params)
             if filters.errors:
                 raise ValidationError({"detail": list(filters.errors)})
-            return selectors.events_filtered(filters)
+            return events_filtered(filters)
         return AlertEvent.objects.select_related("host").prefetch_related(
             Prefetch("notes", EventNote.objects.select_related("author")),
             Prefetch("audit", EventAudit.objects.select_related("actor")),
@@ -96,11 +109,11 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
 
     def list(self, request, *args, **kwargs):
         # The page's ids from the events table alone, then its rows by id, as the
-        # dashboard's list does (dashboard.selectors.events_page): paging the joined query
+        # dashboard's list does (alerts.selectors.events_page): paging the joined query
         # had MariaDB sort the whole join (100,000 events: 370 ms a page, 22 ms now;
         # bench/dashboard_bench.py).
         ids = self.get_queryset().select_related(None).values_list("pk", flat=True)
-        events = selectors.events_by_ids(list(self.paginate_queryset(ids)), ("host",))
+        events = events_by_ids(list(self.paginate_queryset(ids)), ("host",))
         return self.get_paginated_response(self.get_serializer(events, many=True).data)
 
     @extend_schema(request=s.TransitionSerializer, responses=s.EventDetailSerializer)
@@ -109,7 +122,9 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
         event = self.get_object()
         body = s.TransitionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        _, refused = events_triage(event_ids=[event.pk], actor=request.user, **body.validated_data)
+        _, refused = events_transition(
+            event_ids=[event.pk], actor=request.user, **body.validated_data
+        )
         if refused:
             return Response({"detail": refused[event.pk]}, status=status.HTTP_409_CONFLICT)
         return Response(s.EventDetailSerializer(self.get_queryset().get(pk=event.pk)).data)
@@ -124,7 +139,7 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
         body = s.BulkTransitionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        changed, refused = events_triage(
+        changed, refused = events_transition(
             event_ids=data["ids"],
             to_state=data["to_state"],
             actor=request.user,
@@ -138,7 +153,7 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
         """Re-run a PoC finding's check now: its verdict fixes, keeps or reopens it."""
         event = self.get_object()
         try:
-            check_id = finding_recheck(event_id=event.pk, author=request.user)
+            check_id = poc_recheck(event_id=event.pk, author=request.user)
         except RecheckRefused as exc:
             raise _bad_request(exc) from None
         if check_id is None:
@@ -154,7 +169,7 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
         body = s.NoteCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            note = event_note(
+            note = event_note_add(
                 event_id=event.pk, author=request.user, text=body.validated_data["text"]
             )
         except ValueError as exc:
@@ -249,15 +264,12 @@ class PolicyViewSet(
     action_roles = {"run": ADMIN}
 
     def _save(self, serializer, instance=None):
-        policy = instance or ScanPolicy()
-        for k, v in serializer.validated_data.items():
-            setattr(policy, k, v)
         try:
-            policy.full_clean()
+            serializer.instance = policy_save(
+                fields=serializer.validated_data, policy_id=instance.pk if instance else None
+            )
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from None
-        policy.save()  # its beat entry follows (scanner.receivers)
-        serializer.instance = policy
 
     def perform_create(self, serializer):
         self._save(serializer)
@@ -298,3 +310,28 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         except TargetError as exc:
             raise _bad_request(exc) from None
         return Response(s.RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrape: a logged-in viewer, or an API token (Authorization: Bearer|Token).
+
+    The apps' collectors on a private registry (not the global one): each scrape reads the
+    database, so every web process answers the same."""
+    user = request.user if request.user.is_authenticated else None
+    if user is None:
+        try:
+            user = (token_authenticate(request, keywords=("bearer", "token")) or (None,))[0]
+        except APIException as exc:  # a bad token (401) or an address locked out (429)
+            return HttpResponse(
+                f"{exc.detail}\n", status=exc.status_code, content_type="text/plain"
+            )
+    if user is None:
+        response = HttpResponse("authentication required\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="portmon"'
+        return response
+    if not has_role(user, VIEWER):
+        return HttpResponse("the viewer role is needed\n", status=403, content_type="text/plain")
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in (ScannerCollector(), AlertsCollector()):
+        registry.register(collector)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

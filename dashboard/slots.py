@@ -30,3 +30,22 @@ def host_slots(host) -> list[dict]:
                 slot.update(available=True, rows=rows, columns=list(rows[0]) if rows else [])
         out.append(slot)
     return out
+
+
+def port_rows(ports, slots: list[dict]) -> list[dict]:
+    """The host page's one table: each port with the processes its agent reports listening
+    on it now and its PoC verdicts, read from the slots' rows (matched on "port/proto")."""
+    by_key: dict[str, dict[str, list]] = {}
+    for slot in slots:
+        for row in slot["rows"]:
+            if slot["key"] == "processes" and row.get("state") != "listening":
+                continue
+            by_key.setdefault(str(row.get("port", "")), {}).setdefault(slot["key"], []).append(row)
+    return [
+        {
+            "port": p,
+            "processes": by_key.get(f"{p.port}/{p.proto}", {}).get("processes", []),
+            "poc": by_key.get(f"{p.port}/{p.proto}", {}).get("poc", []),
+        }
+        for p in ports
+    ]

@@ -17,13 +17,15 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views import defaults
-from prometheus_client import CONTENT_TYPE_LATEST
-from rest_framework.exceptions import APIException
 
+from accounts.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
+from accounts.selectors import last_visit_start
 from agents import selectors as agents_selectors
+from alerts import selectors as alerts_selectors
+from alerts.filters import SORTS, event_filters_parse
 from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
 from alerts.rule_files import (
     MAX_BYTES,
@@ -33,23 +35,22 @@ from alerts.rule_files import (
 )
 from alerts.rules import RuleError
 from alerts.selectors import (
-    rule_dry_run,
     rule_entries_load,
     rule_spec_of,
     rules_import_preview,
 )
-from alerts.services.events import TRANSITIONS
+from alerts.services.events import TRANSITIONS, event_note_add, events_transition
 from alerts.services.rules import (
     rule_create,
     rule_expire,
+    rule_open_events_resolve,
     rule_update,
     rules_import,
 )
+from alerts.services.triage import TRIAGE_ACTIONS, TriageError, events_triage
 from alerts.severity import Severity
-from api.authentication import token_authenticate
-from audit.models import AuditEntry
-from dashboard import selectors, slots
-from dashboard.filters import event_filters_parse
+from audit.selectors import audit_entries, audit_page_rows
+from dashboard import charts, slots
 from dashboard.forms import (
     BulkTriageForm,
     NoteForm,
@@ -58,17 +59,10 @@ from dashboard.forms import (
     TriageForm,
     rule_initial_from_event,
 )
-from dashboard.metrics import metrics_text
-from dashboard.models import Visit
-from dashboard.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
-from dashboard.services import (
-    event_note,
-    events_triage,
-    finding_recheck,
-    policy_run_now,
-)
-from poc.services import RecheckRefused
+from poc.services import RecheckRefused, poc_recheck
+from scanner import selectors as scanner_selectors
 from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
+from scanner.services.runs import policy_run_now
 from scanner.targets import TargetError
 
 PAGE_SIZE = 50
@@ -84,43 +78,87 @@ def _post_only(request: HttpRequest):
     return None
 
 
+def _events_chart(per_day: list) -> dict:
+    """New events per day, stacked by severity (worst at the bottom)."""
+    names = [label for _, label in reversed(Severity.choices)]
+    series = [(name, [counts.get(name, 0) for _, counts in per_day]) for name in names]
+    labels = [day.strftime("%d %b") for day, _ in per_day]
+    return {
+        "svg": charts.stacked_bars("New events per day", labels, series),
+        "legend": charts.legend([(n, charts.severity_class(n)) for n in names]),
+        "total": sum(sum(v) for _, v in series),
+    }
+
+
+def _runs_chart(finished: list) -> dict:
+    """Open ports found by each finished run, one line per policy (runs of different
+    policies cover different targets: one line would mix them)."""
+    names = list(dict.fromkeys(series for *_, series in finished))
+    labels = [timezone.localtime(at).strftime("%d %b") for at, *_ in finished]
+    series = [
+        (name, [found if s == name else None for _, found, _, s in finished]) for name in names
+    ]
+    return {
+        "svg": charts.lines("Open ports found per run", labels, series),
+        "legend": charts.legend([(n, charts.line_class(i)) for i, n in enumerate(names)]),
+        "degraded": sum(1 for _, _, degraded, _ in finished if degraded),
+    }
+
+
 @role_required(VIEWER)
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/home.html", selectors.overview())
+    context = {**scanner_selectors.scan_overview(), **alerts_selectors.events_overview()}
+    context["events_chart"] = _events_chart(context["events_per_day"])
+    context["runs_chart"] = _runs_chart(context.pop("finished_runs"))
+    return render(request, "dashboard/home.html", context)
 
 
 @role_required(VIEWER)
 def since(request: HttpRequest) -> HttpResponse:
-    visit = Visit.objects.filter(user=request.user).first()
-    start = (visit and visit.previous_login) or (timezone.now() - timezone.timedelta(days=1))
-    return render(
-        request, "dashboard/since.html", selectors.since_last_visit(user=request.user, since=start)
-    )
+    start = last_visit_start(user=request.user)
+    context = alerts_selectors.since_last_visit(user=request.user, since=start)
+    return render(request, "dashboard/since.html", context)
 
 
 # --- Events -----------------------------------------------------------------------------
 
 
+# The events list is the work surface: open events, worst and longest waiting first.
+LIST_DEFAULTS = {"default_states": ("open",), "default_sort": "severity"}
+# Filters folded under "More filters" unless one of them is set.
+MORE_FILTERS = ("network", "host", "port", "since", "until", "rule", "suppressed")
+
+
 @role_required(VIEWER)
 def events_list(request: HttpRequest) -> HttpResponse:
-    filters = event_filters_parse(request.GET)
-    page = selectors.events_page(filters, number=request.GET.get("page"), size=PAGE_SIZE)
+    filters = event_filters_parse(request.GET, **LIST_DEFAULTS)
+    page = alerts_selectors.events_page(filters, number=request.GET.get("page"), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
+    # A row's kind links to the same list narrowed to that kind: one click.
+    kind_query = query.copy()
+    kind_query.pop("kind", None)
     return render(
         request,
         "dashboard/events.html",
         {
             "page": page,
             "filters": filters,
+            # What was typed, shown back as typed: a bad filter keeps its input.
+            "raw": request.GET,
+            "more_filters": bool(filters.errors)
+            or any(request.GET.get(name) for name in MORE_FILTERS),
             "query": query.urlencode(),
+            "kind_query": kind_query.urlencode(),
             "states": EventState.choices,
             "kinds": EventKind.choices,
+            "sorts": SORTS.items(),
             "severities": list(reversed(Severity.choices)),
             "networks": Network.objects.order_by("cidr"),
             "rules": Rule.objects.order_by("id").only("pk", "action", "reason"),
-            "triage_form": TriageForm(),
+            "actions": [(k, label) for k, (_, label) in TRIAGE_ACTIONS.items()],
             "can_triage": has_role(request.user, TRIAGER),
+            "now": timezone.now(),
         },
     )
 
@@ -137,23 +175,32 @@ def events_bulk(request: HttpRequest) -> HttpResponse:
         for field, errors in form.errors.items():
             messages.error(request, f"{field}: {' '.join(errors)}")
         return redirect(back)
-    changed, refused = events_triage(
-        event_ids=form.cleaned_data["ids"],
-        to_state=form.cleaned_data["to_state"],
-        actor=request.user,
-        note=form.cleaned_data["note"],
-    )
-    if changed:
-        messages.success(request, f"{len(changed)} event(s) now {form.cleaned_data['to_state']}")
-    for why in list(refused.values())[:10]:
+    try:
+        result = events_triage(
+            event_ids=form.cleaned_data["ids"],
+            action=form.cleaned_data["action"],
+            actor=request.user,
+            reason=form.cleaned_data["reason"],
+            until=form.until_at(),
+            seen=form.seen(),
+        )
+    except TriageError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    if result.changed:
+        state = TRIAGE_ACTIONS[form.cleaned_data["action"]][0]
+        messages.success(request, f"{len(result.changed)} event(s) now {state}")
+    for why in list(result.refused.values())[:10]:
         messages.error(request, why)
+    if len(result.refused) > 10:
+        messages.error(request, f"... and {len(result.refused) - 10} more left as they were")
     return redirect(back)
 
 
 @role_required(VIEWER)
 def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
     try:
-        event = selectors.event_detail(event_id)
+        event = alerts_selectors.event_detail(event_id)
     except AlertEvent.DoesNotExist:
         raise Http404("no such event") from None
     allowed = TRANSITIONS.get(event.state, frozenset())
@@ -182,7 +229,7 @@ def event_transition(request: HttpRequest, event_id: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "choose a state")
     else:
-        changed, refused = events_triage(
+        changed, refused = events_transition(
             event_ids=[event_id],
             to_state=form.cleaned_data["to_state"],
             actor=request.user,
@@ -203,7 +250,7 @@ def event_recheck(request: HttpRequest, event_id: int) -> HttpResponse:
     if not AlertEvent.objects.filter(pk=event_id).exists():
         raise Http404("no such event")
     try:
-        check_id = finding_recheck(event_id=event_id, author=request.user)
+        check_id = poc_recheck(event_id=event_id, author=request.user)
     except RecheckRefused as exc:
         messages.error(request, str(exc))
         return redirect("dashboard:event", event_id=event_id)
@@ -222,7 +269,7 @@ def event_note_view(request: HttpRequest, event_id: int) -> HttpResponse:
         raise Http404("no such event")
     form = NoteForm(request.POST)
     if form.is_valid() and form.cleaned_data["text"].strip():
-        event_note(event_id=event_id, author=request.user, text=form.cleaned_data["text"])
+        event_note_add(event_id=event_id, author=request.user, text=form.cleaned_data["text"])
         messages.success(request, "note added")
     else:
         messages.error(request, "a note needs text (at most 5,000 characters)")
@@ -262,7 +309,7 @@ def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
 
 @role_required(VIEWER)
 def events_csv(request: HttpRequest) -> StreamingHttpResponse:
-    filters = event_filters_parse(request.GET)
+    filters = event_filters_parse(request.GET, **LIST_DEFAULTS)
     labels = dict(Severity.choices)
     rows = (
         (
@@ -280,7 +327,7 @@ def events_csv(request: HttpRequest) -> StreamingHttpResponse:
             int(imm),
         )
         for pk, at, ip, proto, port, kind, sev, state, sup, rule, run, imm in (
-            selectors.events_csv_rows(filters)
+            alerts_selectors.events_csv_rows(filters)
         )
     )
     header = [
@@ -306,17 +353,19 @@ def events_csv(request: HttpRequest) -> StreamingHttpResponse:
 @role_required(VIEWER)
 def hosts_list(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:64]
-    page = selectors.hosts_page(q=q, number=request.GET.get("page"), size=PAGE_SIZE)
+    page = scanner_selectors.hosts_page(q=q, number=request.GET.get("page"), size=PAGE_SIZE)
     return render(request, "dashboard/hosts.html", {"page": page, "q": q})
 
 
 @role_required(VIEWER)
 def host_detail(request: HttpRequest, ip: str) -> HttpResponse:
     try:
-        context = selectors.host_detail(ip)
+        context = scanner_selectors.host_detail(ip)
     except (Host.DoesNotExist, ValueError):
         raise Http404("no such host") from None
+    context["events"] = alerts_selectors.host_events(host_id=context["host"].pk)
     context["slots"] = slots.host_slots(context["host"])
+    context["port_rows"] = slots.port_rows(context["ports"], context["slots"])
     return render(request, "dashboard/host.html", context)
 
 
@@ -327,8 +376,8 @@ def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
     if state not in (PortState.OPEN, PortState.CLOSED, "all"):
         message = "state must be open, closed or all"
         return HttpResponseBadRequest(message, content_type="text/plain")
-    rows = selectors.ports_csv_rows(state=None if state == "all" else state)
-    return _csv_response("ports.csv", ["ip", *selectors.PORT_CSV_FIELDS], rows)
+    rows = scanner_selectors.ports_csv_rows(state=None if state == "all" else state)
+    return _csv_response("ports.csv", ["ip", *scanner_selectors.PORT_CSV_FIELDS], rows)
 
 
 # --- Runs, policies, networks -----------------------------------------------------------
@@ -336,17 +385,20 @@ def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 @role_required(VIEWER)
 def runs_list(request: HttpRequest) -> HttpResponse:
-    page = _page(request, selectors.runs_list())
-    active = any(run.state in selectors.ACTIVE_RUN_STATES for run in page.object_list)
+    page = _page(request, scanner_selectors.runs_list())
+    active = any(run.state in scanner_selectors.ACTIVE_RUN_STATES for run in page.object_list)
     return render(request, "dashboard/runs.html", {"page": page, "active": active})
 
 
 @role_required(VIEWER)
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     try:
-        context = selectors.run_tree(run_id)
+        context = scanner_selectors.run_tree(run_id)
     except ScanRun.DoesNotExist:
         raise Http404("no such run") from None
+    context["events"] = alerts_selectors.run_events_count(run_id=run_id)
+    context["event_rows"] = alerts_selectors.run_events(run_id=run_id)
+    context["found"] = scanner_selectors.run_ports(run_id=run_id)
     return render(request, "dashboard/run.html", context)
 
 
@@ -355,7 +407,7 @@ def policies_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/policies.html",
-        {"policies": selectors.policies_list(), "can_admin": has_role(request.user, ADMIN)},
+        {"policies": scanner_selectors.policies_list(), "can_admin": has_role(request.user, ADMIN)},
     )
 
 
@@ -376,7 +428,9 @@ def policy_run(request: HttpRequest, policy_id: int) -> HttpResponse:
 
 @role_required(VIEWER)
 def networks_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/networks.html", {"networks": selectors.networks_list()})
+    return render(
+        request, "dashboard/networks.html", {"networks": scanner_selectors.networks_list()}
+    )
 
 
 @role_required(VIEWER)
@@ -395,7 +449,7 @@ def rules_list(request: HttpRequest) -> HttpResponse:
         request,
         "dashboard/rules.html",
         {
-            "rules": selectors.rules_list(),
+            "rules": alerts_selectors.rules_list(),
             "high_risk": HighRiskPort.objects.all(),
             "can_admin": has_role(request.user, ADMIN),
             "now": timezone.now(),
@@ -403,8 +457,17 @@ def rules_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+# What a dry run needs from the form; reason and owner are not (they block only a save).
+SPEC_FIELDS = ("action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone")
+
+
+def _rule_preview(fields: dict, rule: Rule | None) -> dict:
+    draft = Rule(pk=rule.pk if rule else None, **fields)
+    return alerts_selectors.rule_preview(spec=rule_spec_of(draft))
+
+
 def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
-    initial = {}
+    initial, event = {}, None
     if rule is None and request.GET.get("from_event", "").isdigit():
         event = (
             AlertEvent.objects.select_related("host", "host__network")
@@ -412,18 +475,27 @@ def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
             .first()
         )
         if event is not None:
-            initial = rule_initial_from_event(event)
+            initial = rule_initial_from_event(event, request.user)
     form = RuleForm(request.POST or None, instance=rule, initial=initial)
     preview = None
-    if request.method == "POST" and form.is_valid():
-        fields = {name: form.cleaned_data[name] for name in form.Meta.fields}
+    if request.method == "GET" and event is not None:
+        # From an event: the dry run of the prefilled rule, before anything is typed.
+        fields = {name: initial.get(name, form.fields[name].initial) for name in SPEC_FIELDS}
+        preview = _rule_preview({k: v for k, v in fields.items() if v is not None}, rule)
+    if request.method == "POST":
+        valid = form.is_valid()
         if "preview" in request.POST:
-            draft = Rule(pk=rule.pk if rule else None, **fields)
-            try:
-                preview = rule_dry_run(spec=rule_spec_of(draft))
-            except (RuleError, ValueError) as exc:
-                form.add_error(None, str(exc))
-        else:
+            if not any(name in form.errors for name in SPEC_FIELDS):
+                # Reason and owner are for the save: their absence does not block a dry run.
+                for name in ("reason", "owner"):
+                    form.errors.pop(name, None)
+                fields = {name: form.cleaned_data.get(name) for name in SPEC_FIELDS}
+                try:
+                    preview = _rule_preview(fields, rule)
+                except (RuleError, ValueError) as exc:
+                    form.add_error(None, str(exc))
+        elif valid:
+            fields = {name: form.cleaned_data[name] for name in form.Meta.fields}
             try:
                 saved = (
                     rule_update(rule_id=rule.pk, fields=fields)
@@ -433,10 +505,18 @@ def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
-                messages.success(request, f"rule #{saved.pk} saved")
+                note = ""
+                if form.cleaned_data["resolve_open"]:
+                    resolved = rule_open_events_resolve(rule_id=saved.pk, actor=request.user)
+                    note = f"; {len(resolved)} open event(s) it matches resolved"
+                messages.success(request, f"rule #{saved.pk} saved{note}")
+                if event is not None:
+                    return redirect("dashboard:event", event_id=event.pk)
                 return redirect("dashboard:rules")
     return render(
-        request, "dashboard/rule_form.html", {"form": form, "rule": rule, "preview": preview}
+        request,
+        "dashboard/rule_form.html",
+        {"form": form, "rule": rule, "preview": preview, "event": event, "now": timezone.now()},
     )
 
 
@@ -509,29 +589,35 @@ def rules_import_view(request: HttpRequest) -> HttpResponse:
 # --- Audit ------------------------------------------------------------------------------
 
 
+# Where an audited object is shown: a dashboard page, else its admin page (staff only).
+AUDIT_PAGES = {
+    "alerts.rule": "dashboard:rule_edit",
+    "alerts.alertevent": "dashboard:event",
+    "scanner.scanrun": "dashboard:run",
+}
+
+
+def _audit_link(entry, staff: bool) -> str:
+    if not entry.object_id.isdigit():
+        return ""
+    if entry.object_type in AUDIT_PAGES:
+        return reverse(AUDIT_PAGES[entry.object_type], args=[int(entry.object_id)])
+    app, _, model = entry.object_type.partition(".")
+    if staff and app and model:
+        try:
+            return reverse(f"admin:{app}_{model}_change", args=[entry.object_id])
+        except NoReverseMatch:
+            return ""
+    return ""
+
+
 @role_required(ADMIN)
 def audit_log(request: HttpRequest) -> HttpResponse:
-    qs = AuditEntry.objects.select_related("actor").order_by("-at", "-id")
-    return render(request, "dashboard/audit.html", {"page": _page(request, qs)})
-
-
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus scrape: a logged-in viewer, or an API token (Authorization: Bearer|Token)."""
-    user = request.user if request.user.is_authenticated else None
-    if user is None:
-        try:
-            user = (token_authenticate(request, keywords=("bearer", "token")) or (None,))[0]
-        except APIException as exc:  # a bad token (401) or an address locked out (429)
-            return HttpResponse(
-                f"{exc.detail}\n", status=exc.status_code, content_type="text/plain"
-            )
-    if user is None:
-        response = HttpResponse("authentication required\n", status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="portmon"'
-        return response
-    if not has_role(user, VIEWER):
-        return HttpResponse("the viewer role is needed\n", status=403, content_type="text/plain")
-    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
+    page = _page(request, audit_entries())
+    page.object_list = audit_page_rows(page.object_list)
+    for entry in page.object_list:
+        entry.link = _audit_link(entry, request.user.is_staff)
+    return render(request, "dashboard/audit.html", {"page": page})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -13,7 +13,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from alerts.models import OPEN_STATES, AlertEvent, EventKind, EventState
-from alerts.services.events import Candidate, TransitionError, event_transition, events_raise
+from alerts.services.events import (
+    Candidate,
+    TransitionError,
+    event_note_add,
+    event_transition,
+    events_raise,
+)
 from alerts.signals import events_raised
 from poc import engine
 from poc.checks import Verdict, checks_load
@@ -93,10 +99,11 @@ class RecheckRefused(ValueError):
     """A re-check that cannot be queued (not a PoC finding, no check named)."""
 
 
-def poc_recheck(*, event_id: int) -> int | None:
-    """Queue a re-check of a PoC finding now (a triager's button), whatever its state: the
-    verdict fixes, keeps or reopens it as the daily re-check would. Returns the run's id,
-    or None when a run of that check on that port is queued or running already."""
+def poc_recheck(*, event_id: int, author=None) -> int | None:
+    """Queue a re-check of a PoC finding now (a triager's button, page or API), whatever its
+    state: the verdict fixes, keeps or reopens it as the daily re-check would; the queued
+    run is noted on the event (by `author`). Returns the run's id, or None when a run of
+    that check on that port is queued or running already."""
     event = AlertEvent.objects.filter(pk=event_id, kind=EventKind.POC_FINDING).first()
     if event is None:
         raise RecheckRefused("only a PoC finding can be re-checked")
@@ -105,7 +112,10 @@ def poc_recheck(*, event_id: int) -> int | None:
         raise RecheckRefused(f"this finding's check {check!r} is not installed")
     target = PocTarget(event.host_id, event.proto, event.port, check, event.pk)
     ids = pocs_queue(targets=[target], reason=PocReason.MANUAL)
-    return ids[0] if ids else None
+    if not ids:
+        return None
+    event_note_add(event_id=event_id, author=author, text=f"PoC re-check {ids[0]} queued")
+    return ids[0]
 
 
 # --- chain -----------------------------------------------------------------------------

@@ -1,25 +1,21 @@
 """Celery tasks for PoC checks: thin wrappers that load by id and call a service."""
 
-from billiard.exceptions import TimeLimitExceeded
-from celery import Task, shared_task
+from celery import shared_task
 from django.conf import settings
 
 from poc import services
+from portmon.tasks import HandOnTask
 
 
 def _token(task_id: str | None) -> str:
     return (task_id or "").replace("-", "")[:32]
 
 
-class PocTask(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        # Celery acknowledges a task killed by its hard limit; the check's process died
-        # with it (PR_SET_PDEATHSIG). No verdict: the run ends failed, a finding stays.
-        if isinstance(exc, TimeLimitExceeded):
-            check_id = kwargs.get("check_id", args[0] if args else None)
-            services.poc_abandon(
-                check_id=check_id, token=_token(task_id), reason=f"killed by its time limit ({exc})"
-            )
+class PocTask(HandOnTask):
+    def hand_on(self, *, task_id: str, arguments: dict, reason: str) -> None:
+        # The check's process died with the task (PR_SET_PDEATHSIG). No verdict: the run
+        # ends failed, a finding stays.
+        services.poc_abandon(check_id=arguments["check_id"], token=_token(task_id), reason=reason)
 
 
 @shared_task(

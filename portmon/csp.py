@@ -2,8 +2,9 @@
 
 Scripts only from this site: the dashboard has no script at all, the admin and the API
 docs (Swagger UI, its start script served as a file) load theirs from /static/. Styles may
-be inline: the dashboard's stylesheet and its bar charts' widths are, and a style cannot
-run code. No plugins, no framing, forms post only here.
+be inline (the admin's and Swagger UI's are; a style cannot run code), though the
+dashboard has none: its stylesheets are files (Pico CSS vendored, portmon.css) and its
+charts are SVG coloured by class. No plugins, no framing, forms post only here.
 """
 
 from django.conf import settings

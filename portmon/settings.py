@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "alerts",
     "alerts.notify",
     "agents",
+    "accounts",
     "dashboard",
     "poc",
     "audit",
@@ -122,6 +123,15 @@ TEMPLATES = [
             # |when (dates with the zone), |has_role, {% mail_destination %} on every page.
             "builtins": ["dashboard.templatetags.portmon"],
         },
+    },
+    {
+        # Emails and chat messages (alerts/notify/jinja2/notify/): Jinja2, HTML autoescaped,
+        # text not; django.template.engines["email"].
+        "NAME": "email",
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"environment": "alerts.notify.templating.environment"},
     },
 ]
 
@@ -332,6 +342,17 @@ PORTMON_IMMEDIATE_MAX_AGE_HOURS = env_int("PORTMON_IMMEDIATE_MAX_AGE_HOURS", 6, 
 PORTMON_CLOSED_AFTER_RUNS = env_int("PORTMON_CLOSED_AFTER_RUNS", 3)
 PORTMON_DEGRADED_RATIO = float(env_str("PORTMON_DEGRADED_RATIO", "0.5"))
 PORTMON_DIGEST_RECIPIENTS = env_list("PORTMON_DIGEST_RECIPIENTS")
+# Days an open event may stay open, per severity, before the overview counts it overdue
+# (its "ageing" table); the defaults are a common remediation target.
+PORTMON_TARGET_DAYS = {
+    "critical": env_int("PORTMON_TARGET_DAYS_CRITICAL", 1, lo=1),
+    "high": env_int("PORTMON_TARGET_DAYS_HIGH", 3, lo=1),
+    "medium": env_int("PORTMON_TARGET_DAYS_MEDIUM", 14, lo=1),
+    "low": env_int("PORTMON_TARGET_DAYS_LOW", 30, lo=1),
+}
+# The overview's counts over all events and ports are cached this long (0: never) under a
+# key that changes with every event, triage step and finished run (docs/dashboard.md).
+PORTMON_OVERVIEW_CACHE_SECONDS = env_int("PORTMON_OVERVIEW_CACHE_SECONDS", 60, lo=0)
 PORTMON_DIGEST_TIME = env_str("PORTMON_DIGEST_TIME", "08:00")
 if not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", PORTMON_DIGEST_TIME.strip()):
     raise SettingError(f"PORTMON_DIGEST_TIME={PORTMON_DIGEST_TIME!r} is not HH:MM")
@@ -412,13 +433,19 @@ if not 0 < PORTMON_SYNPROXY_MIN_SHARE < 1:
 PORTMON_REPROBE_DAYS = env_int("PORTMON_REPROBE_DAYS", 3)
 # Each port's nmap -sV budget (--host-timeout; all ports of a run are probed at once). A
 # service that speaks first is named in under a second, an HTTP server on an odd port after
-# nmap's 6 s NULL probe, redis after ~14 s; past that nmap only waits out 5 s probes on a
-# port that says nothing it knows (28 of them: 164 s measured). 60 s waits out the first
-# 11 probes, up to TLS; a port still unnamed then stays open and unnamed this run.
+# the NULL probe's wait (PORTMON_NMAP_NULL_WAIT_MS), redis ~5 s later; past that nmap only
+# waits out 5 s probes on a port that says nothing it knows (28 of them: 164 s measured).
+# 60 s waits out the first 11 probes, up to TLS; a port still unnamed then stays open and
+# unnamed this run.
 PORTMON_NMAP_PORT_TIMEOUT = env_int("PORTMON_NMAP_PORT_TIMEOUT", 60, lo=5)
 # A fingerprint task runs its nmap batches side by side, each within the port timeout
 # (nmap notices it at its next probe's end: up to ~8 s late), plus at most one more for
 # the named ports of a host that timed out (nmap.fingerprint_many), plus a margin.
+# How long nmap -sV listens for a banner before its first request (nmap's own: 6000 ms).
+# Most services on odd ports wait for the client, so this wait is how late their names
+# come: redis on a random port 11.4 s at 6000, 7.3 s at 2000. A later banner is still
+# matched on nmap's next probe (scanner/engines/nmap_probes.py). 6000 uses nmap's file.
+PORTMON_NMAP_NULL_WAIT_MS = env_int("PORTMON_NMAP_NULL_WAIT_MS", 2000, lo=500, hi=6000)
 FINGERPRINT_SOFT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 60
 FINGERPRINT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 120
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the
@@ -461,6 +488,9 @@ PORTMON_FIXED_SCHEDULES = [
      "every_minutes": 1, "expire_seconds": 120},
     # Diff finished runs whose diff was lost (no run goes unalerted).
     {"name": "alerts: diff runs whose diff was lost", "task": "alerts.diff_pending",
+     "every_minutes": 10, "expire_seconds": 600},
+    # Reopen ignored events whose accepted risk ran out (the events list's "accept risk").
+    {"name": "alerts: reopen lapsed risk acceptances", "task": "alerts.acceptances_lapse",
      "every_minutes": 10, "expire_seconds": 600},
     # Hand on PoC checks whose worker died; queue the daily re-check of open findings.
     {"name": "poc: reap and re-check", "task": "poc.reap",

@@ -4,13 +4,14 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from api import views as api_views
 from dashboard import views
 
 urlpatterns = [
     path("", include("dashboard.urls")),
     path("api/agents/", include("agents.urls")),
     path("api/", include("api.urls")),
-    path("metrics", views.metrics, name="metrics"),
+    path("metrics", api_views.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

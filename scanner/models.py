@@ -194,6 +194,8 @@ class ScanRun(models.Model):
         ScanPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.SCAN)
+    # An import's file name (no directory), for the run page: "imported from FILE".
+    source_name = models.CharField(max_length=255, blank=True)
     targets = models.TextField()
     # Text: an imported nmap run covers its <scaninfo services=...> list (top-1000: ~4 KB).
     ports = models.TextField(default="1-65535")

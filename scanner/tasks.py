@@ -7,11 +7,11 @@ the worker that runs them applies these, read from its own settings.
 
 import logging
 
-from billiard.exceptions import TimeLimitExceeded
-from celery import Task, shared_task
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from portmon.tasks import HandOnTask
 from scanner import sweep
 from scanner.services import fingerprints, publish, runs, shards
 from scanner.targets import TargetError
@@ -19,13 +19,9 @@ from scanner.targets import TargetError
 logger = logging.getLogger(__name__)
 
 
-class ShardTask(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        # Celery acknowledges a task killed by its hard limit (nothing redelivers it) and
-        # then calls this in the worker's main process: hand the shard on at once.
-        if isinstance(exc, TimeLimitExceeded):
-            shard_id = kwargs.get("shard_id", args[0] if args else None)
-            shards.shard_lost(shard_id=shard_id, reason=f"killed by its hard time limit ({exc})")
+class ShardTask(HandOnTask):
+    def hand_on(self, *, task_id: str, arguments: dict, reason: str) -> None:
+        shards.shard_lost(shard_id=arguments["shard_id"], reason=reason)
 
 
 @shared_task(
@@ -80,16 +76,13 @@ def _fingerprint_token(task_id: str | None, claim: str) -> str:
     return claim or (task_id or "").replace("-", "")
 
 
-class FingerprintTask(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        if isinstance(exc, TimeLimitExceeded):
-            run_id = kwargs.get("run_id", args[0] if args else None)
-            claim = kwargs.get("claim", args[2] if len(args) > 2 else "")
-            fingerprints.fingerprint_abandon(
-                run_id=run_id,
-                claim=_fingerprint_token(task_id, claim),
-                reason=f"fingerprint task killed by its hard time limit ({exc})",
-            )
+class FingerprintTask(HandOnTask):
+    def hand_on(self, *, task_id: str, arguments: dict, reason: str) -> None:
+        fingerprints.fingerprint_abandon(
+            run_id=arguments["run_id"],
+            claim=_fingerprint_token(task_id, arguments["claim"]),
+            reason=f"fingerprint task {reason}",
+        )
 
 
 @shared_task(

@@ -70,6 +70,17 @@ def fast_password_hasher():
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def overview_uncached():
+    """The overview's counts are read afresh: a flushed test database gives its ids out
+    again, so a cached count keyed on them could outlive the test that made it. The cache
+    itself is tested with this turned back on (tests/dashboard/test_overview.py)."""
+    from django.test import override_settings
+
+    with override_settings(PORTMON_OVERVIEW_CACHE_SECONDS=0):
+        yield
+
+
 def database_url_for_subprocess() -> str:
     """The URL of the database the tests use, for processes started by the tests."""
     from django.db import connection

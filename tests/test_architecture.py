@@ -1,24 +1,37 @@
-"""The code's shape: no import cycles between modules, stage-sized scanner services."""
+"""The code's shape: domain apps under the two interfaces (dashboard, api), no import
+cycles between modules or between folders, services modules of a readable size."""
 
 import ast
+import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Apps that own data and logic; their services and selectors are their public face.
+DOMAIN = frozenset({"scanner", "alerts", "agents", "poc", "audit", "accounts"})
+# Thin layers side by side on top of the domain apps: views, forms, serializers, templates.
+INTERFACES = frozenset({"dashboard", "api"})
+# The project package: settings and helpers under every app; only its URLconf sits on top
+# (it may import interface views and urls, nothing else of theirs).
+PROJECT = "portmon"
+URLCONF = "portmon.urls"
+# Lines a module of a services package may have: one stage or one concern each.
+SERVICES_MAX_LINES = 320
 
-def project_modules() -> dict[str, Path]:
+
+def project_modules(root: Path = ROOT) -> dict[str, Path]:
     """Every module of the apps (not tests, bench or migrations), by dotted name."""
     packages = [
-        p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name != "tests"
+        p.name for p in root.iterdir() if (p / "__init__.py").exists() and p.name != "tests"
     ]
     modules = {}
     for package in packages:
-        for path in (ROOT / package).rglob("*.py"):
+        for path in (root / package).rglob("*.py"):
             if "migrations" in path.parts:
                 continue
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            name = ".".join(path.relative_to(root).with_suffix("").parts)
             modules[name.removesuffix(".__init__")] = path
     return modules
 
@@ -82,12 +95,152 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def folder(module: str) -> str:
+    """The folder (top-level package) a module belongs to; the root URLconf stands alone."""
+    return URLCONF if module == URLCONF else module.split(".")[0]
+
+
+def folder_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """folder -> the other folders its modules import."""
+    out: dict[str, set[str]] = {folder(name): set() for name in graph}
+    for name, targets in graph.items():
+        out[folder(name)] |= {folder(t) for t in targets} - {folder(name)}
+    return out
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up or sideways between the layers, as "importer -> imported"."""
+    wrong = []
+    for name, targets in sorted(graph.items()):
+        home = folder(name)
+        for target in sorted(targets):
+            there = folder(target)
+            if there not in INTERFACES or there == home:
+                continue
+            last = target.rsplit(".", 1)[-1]
+            if home == URLCONF and len(target.split(".")) == 2 and last in ("views", "urls"):
+                continue  # the URLconf wires the interfaces' views in
+            wrong.append(f"{name} -> {target}")
+    return wrong
+
+
+def oversized_services(modules: dict[str, Path], limit: int = SERVICES_MAX_LINES) -> dict:
+    """Modules inside a `services` package of any app that are over the limit: lines."""
+    sizes = {
+        name: len(path.read_text().splitlines())
+        for name, path in modules.items()
+        if ".services." in name
+    }
+    return {name: n for name, n in sorted(sizes.items()) if n > limit}
+
+
 def test_there_is_no_import_cycle_between_modules():
     assert cycles(import_graph(project_modules())) == []
 
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_there_is_no_import_loop_between_folders():
+    # A loop between apps (agents <-> alerts once) means neither can be read, tested or
+    # moved alone; pick one direction and turn the other into a signal or a registration.
+    assert cycles(folder_graph(import_graph(project_modules()))) == []
+
+
+def test_no_domain_app_imports_an_interface_and_the_interfaces_ignore_each_other():
+    graph = import_graph(project_modules())
+    assert {folder(name) for name in graph} >= DOMAIN | INTERFACES | {PROJECT, URLCONF}
+    assert layer_violations(graph) == []
+
+
+def test_every_services_module_is_of_a_readable_size():
+    assert oversized_services(project_modules()) == {}
+
+
+def _tree(root: Path, files: dict[str, str]) -> dict[str, Path]:
+    """A module tree on disk (packages get their __init__.py) as project_modules reads it."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        for parent in path.relative_to(root).parents:
+            if str(parent) != ".":
+                (root / parent / "__init__.py").touch()
+    return project_modules(root)
+
+
+def test_the_checks_catch_what_the_code_once_did(tmp_path):
+    # The shapes issue 21 found, rebuilt in miniature: each one must be reported.
+    modules = _tree(
+        tmp_path,
+        {
+            # agents <-> alerts through a late import inside a function (the cross-check)
+            "agents/services/reports.py": "from alerts.services.events import events_raise\n",
+            "alerts/services/events.py": "def events_raise():\n    pass\n",
+            "alerts/notify/services.py": """
+                def digest():
+                    from ..selectors import local  # relative: stays inside alerts
+                    from agents.selectors import cross_check
+                    return cross_check, local
+            """,
+            "alerts/selectors.py": "local = 1\n",
+            "agents/selectors.py": "def cross_check():\n    pass\n",
+            # an API reaching into the dashboard; a domain app reaching up to it
+            "api/views.py": "from dashboard import selectors\n",
+            "api/permissions.py": "import dashboard.roles\n",
+            "dashboard/selectors.py": "from scanner.models import Host\n",
+            "dashboard/roles.py": "ADMIN = 'admin'\n",
+            "dashboard/views.py": "from dashboard import selectors\n",
+            "scanner/models.py": "class Host:\n    pass\n",
+            "poc/services.py": "from dashboard.roles import ADMIN\n",
+            "alerts/tasks.py": "from api import views\n",
+            # the project: its URLconf may wire views in, not logic; its helpers nothing
+            "portmon/urls.py": "from dashboard import views\nfrom dashboard import selectors\n",
+            "portmon/env.py": "from api.views import x\n",
+            "portmon/celery.py": "",
+            "scanner/tasks.py": "from portmon.celery import app\n",
+            # a services module past the cap
+            "alerts/services/diff.py": "x = 1\n" * (SERVICES_MAX_LINES + 1),
+            "alerts/rules.py": "x = 1\n" * (SERVICES_MAX_LINES + 100),  # not a service
+        },
+    )
+    graph = import_graph(modules)
+    assert sorted(cycles(folder_graph(graph))) == [
+        ["agents", "alerts"],
+        ["api", "dashboard", "portmon", "scanner"],  # portmon.env -> api -> ... -> portmon
+    ]
+    assert layer_violations(graph) == [
+        "alerts.tasks -> api.views",
+        "api.permissions -> dashboard.roles",
+        "api.views -> dashboard.selectors",
+        "poc.services -> dashboard.roles",
+        "portmon.env -> api.views",
+        "portmon.urls -> dashboard.selectors",
+    ]
+    assert oversized_services(modules) == {"alerts.services.diff": SERVICES_MAX_LINES + 1}
+
+
+def test_a_clean_tree_passes_the_checks(tmp_path):
+    modules = _tree(
+        tmp_path,
+        {
+            "scanner/models.py": "",
+            "alerts/services/events.py": "from scanner.models import Host\n",
+            "agents/services/reports.py": "from alerts.services import events\n",
+            "dashboard/views.py": "from agents.services.reports import x\n",
+            "api/views.py": "from alerts.services.events import y\n",
+            "api/urls.py": "from api import views\n",
+            "portmon/urls.py": "from dashboard import views\nfrom api import urls\n",
+            "portmon/env.py": "",
+            "scanner/tasks.py": "from portmon import env\n",
+            "alerts/services/diff.py": "x = 1\n" * SERVICES_MAX_LINES,
+        },
+    )
+    graph = import_graph(modules)
+    assert cycles(folder_graph(graph)) == []
+    assert layer_violations(graph) == []
+    assert oversized_services(modules) == {}
 
 
 def test_services_and_selectors_never_import_tasks():
@@ -101,14 +254,6 @@ def test_services_and_selectors_never_import_tasks():
         and any(t.endswith(".tasks") for t in targets)
     }
     assert wrong == {}
-
-
-def test_scanner_services_are_stage_sized():
-    sizes = {
-        path.name: len(path.read_text().splitlines())
-        for path in (ROOT / "scanner" / "services").glob("*.py")
-    }
-    assert max(sizes.values()) <= 320, sizes
 
 
 @pytest.mark.django_db

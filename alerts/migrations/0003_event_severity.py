@@ -1,6 +1,6 @@
 from django.db import migrations, models
 
-from alerts.severity import KIND_SEVERITY, severity_for
+from alerts.kinds import KIND_SEVERITY, severity_for
 
 
 def backfill(apps, schema_editor):

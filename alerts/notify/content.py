@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from alerts.severity import Severity
 from scanner.targets import address_order
 
 # Retry policy of the outbox: 1, 2, 4, 8, 16, then every 30 minutes. MAX_ATTEMPTS covers
@@ -34,6 +35,18 @@ SECTIONS = (
     ("poc", "PoC findings", ("poc_finding",)),
 )
 KNOWN_KINDS = {kind for _, _, kinds in SECTIONS for kind in kinds}
+# Severity colours of the HTML emails (badge background; white text reads on each).
+SEVERITY_COLOURS = {
+    Severity.CRITICAL: "#7f1d1d",
+    Severity.HIGH: "#c2410c",
+    Severity.MEDIUM: "#a16207",
+    Severity.LOW: "#475569",
+}
+SEVERITY_LABELS = dict(Severity.choices)
+# PoC evidence shown in an alert: the first lines of what the check saw (the dashboard
+# has the rest); the check itself caps evidence at a few KB.
+EVIDENCE_LINES = 20
+
 # Items listed per section; the rest is a count and a link. The first scan of a big network
 # makes every port "new": 5,000 events made a 440 KB email, which mail clients choke on.
 SECTION_LIMIT = 200
@@ -65,10 +78,42 @@ class Item:
     rule_action: str = ""
     rule_reason: str = ""
     rule_owner: str = ""
+    severity: int = Severity.MEDIUM
 
     @property
     def kind_label(self) -> str:
         return KIND_LABELS.get(self.kind, self.kind.replace("_", " "))
+
+    @property
+    def kind_title(self) -> str:
+        """The label at the start of a sentence: "PoC finding", "High-risk port" (only the
+        first letter raised: str.capitalize would write "Poc finding")."""
+        label = self.kind_label
+        return label[:1].upper() + label[1:]
+
+    @property
+    def severity_label(self) -> str:
+        return SEVERITY_LABELS.get(self.severity, str(self.severity))
+
+    @property
+    def severity_colour(self) -> str:
+        return SEVERITY_COLOURS.get(self.severity, SEVERITY_COLOURS[Severity.MEDIUM])
+
+    @property
+    def evidence_lines(self) -> tuple[str, ...]:
+        """A PoC finding's evidence, a line each (every line rendered on its own, so a
+        line of evidence can never pass for a line of the message)."""
+        evidence = (self.detail or {}).get("evidence")
+        if not isinstance(evidence, str) or not evidence.strip():
+            return ()
+        lines = evidence.strip("\n").splitlines()
+        if len(lines) > EVIDENCE_LINES:
+            lines = [*lines[:EVIDENCE_LINES], f"... ({len(lines) - EVIDENCE_LINES} more lines)"]
+        return tuple(lines)
+
+    def age(self, now: datetime) -> str:
+        """How long ago the event was raised: "40 min", "5 h", "3 d"."""
+        return age_text(now - self.created_at)
 
     @property
     def endpoint(self) -> str:
@@ -96,6 +141,9 @@ class Item:
             or fingerprint_label(d)
         )
         reason = d.get("reason") if isinstance(d.get("reason"), str) else ""
+        if self.kind == "poc_finding":
+            # A PoC finding's "reason" is its severity, shown on its own.
+            reason = ""
         if text and reason:
             return f"{text} ({reason})"
         return text or reason
@@ -108,6 +156,16 @@ class Item:
         reason = f": {self.rule_reason}" if self.rule_reason else ""
         owner = f" ({self.rule_owner})" if self.rule_owner else ""
         return f"{verb}{reason}{owner}"
+
+
+def age_text(delta: timedelta) -> str:
+    """'40 min', '5 h', '3 d' (rounded down; never negative)."""
+    minutes = max(int(delta.total_seconds() // 60), 0)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"
 
 
 def fingerprint_label(value: object) -> str:
@@ -174,14 +232,78 @@ class Digest:
     agent_checks: tuple = ()
     # One line per network and run that recorded a baseline: news, unlike agent_checks.
     baselines: tuple[BaselineItem, ...] = ()
+    # Events raised before this period and still open (new, acknowledged, reopened), oldest
+    # first: a standing state like agent_checks, listed every day until someone acts.
+    still_open: Section | None = None
+    # Every open, unsuppressed event of the recipient's scope by severity (the totals line).
+    open_totals: tuple[tuple[int, int], ...] = ()
 
     @property
     def empty(self) -> bool:
+        """Nothing happened in the period (older open events may still be listed)."""
         return not self.sections and not self.degraded_runs and not self.baselines
 
     @property
     def counts(self) -> dict[str, int]:
         return {s.key: s.total for s in self.sections}
+
+    @property
+    def open_total(self) -> int:
+        return sum(count for _, count in self.open_totals)
+
+    @property
+    def open_text(self) -> str:
+        """'9 (1 high, 8 medium)', worst first; 'none' when nothing is open."""
+        if not self.open_total:
+            return "none"
+        parts = ", ".join(
+            f"{count} {SEVERITY_LABELS.get(sev, sev)}" for sev, count in self.open_totals
+        )
+        return f"{self.open_total} ({parts})"
+
+    @property
+    def headline(self) -> str:
+        """What the subject says after the date: the period's counts, then how many older
+        events are still open."""
+        if self.still_open:
+            return f"{self.period_headline}, {self.still_open.total} still open"
+        return self.period_headline
+
+    @property
+    def period_headline(self) -> str:
+        """Counts of the period's sections, degraded runs and baselines; "no changes"."""
+        counts = self.counts
+        parts = [
+            f"{counts[key]} {label}"
+            for key, label in (
+                ("high_risk", "high-risk"),
+                ("new", "new"),
+                ("service_changed", "changed"),
+                ("closed", "closed"),
+                ("poc", "PoC"),
+                ("other", "other"),
+            )
+            if counts.get(key)
+        ]
+        if counts.get("rule_hits"):
+            parts.append(plural(counts["rule_hits"], "rule hit"))
+        if self.degraded_runs:
+            parts.append(plural(len(self.degraded_runs), "degraded run"))
+        if self.baselines:
+            parts.append(plural(len(self.baselines), "baseline"))
+        return ", ".join(parts) or "no changes"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def open_section(items: Iterable[Item], total: int) -> Section | None:
+    """The "still open" section: given items oldest first, `total` of them in all."""
+    items = tuple(items)
+    if not total:
+        return None
+    return Section("still_open", "Still open from before", items, max(total, len(items)))
 
 
 def sections_build(items: Iterable[Item], *, limit: int = SECTION_LIMIT) -> tuple[Section, ...]:
@@ -211,6 +333,8 @@ def digest_build(
     site_url: str,
     agent_checks: Iterable = (),
     baselines: Iterable[BaselineItem] = (),
+    still_open: Section | None = None,
+    open_totals: dict[int, int] | None = None,
 ) -> Digest:
     items = list(items)
     return Digest(
@@ -223,4 +347,22 @@ def digest_build(
         event_ids=tuple(sorted(i.event_id for i in items)),
         agent_checks=tuple(agent_checks),
         baselines=tuple(sorted(baselines, key=lambda b: (b.run_id, b.network))),
+        still_open=still_open,
+        open_totals=tuple(sorted((open_totals or {}).items(), reverse=True)),
     )
+
+
+def digest_top(digest: Digest, *, limit: int) -> tuple[tuple[Item, ...], int]:
+    """The digest's events worst first, then oldest first (the period's and the still
+    open ones, allowed ones left out): (at most `limit` of them, how many more)."""
+    seen: dict[int, Item] = {}
+    sections = [s for s in digest.sections if s.key != "rule_hits"]
+    if digest.still_open:
+        sections.append(digest.still_open)
+    for section in sections:
+        for item in section.items:
+            if not item.suppressed:
+                seen.setdefault(item.event_id, item)
+    ranked = sorted(seen.values(), key=lambda i: (-i.severity, i.created_at, i.event_id))
+    hidden = sum(s.more for s in sections)
+    return tuple(ranked[:limit]), len(ranked) - min(len(ranked), limit) + hidden

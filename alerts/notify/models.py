@@ -1,4 +1,5 @@
-"""The outbox: one row per message to deliver (email or webhook), consumed by the sender."""
+"""The outbox: one row per message to deliver (email, webhook or chat), consumed by the
+sender; and the chat channels messages go to."""
 
 from django.db import models
 from django.utils import timezone
@@ -7,6 +8,34 @@ from django.utils import timezone
 class Channel(models.TextChoices):
     EMAIL = "email", "email"
     WEBHOOK = "webhook", "webhook"
+    CHAT = "chat", "chat"
+
+
+class ChatChannel(models.Model):
+    """A chat destination (an Apprise URL: Slack, Teams, DingTalk, WeCom, Feishu/Lark,
+    JSON...) for one network owner's alerts, or for every network's."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="used by `notify test NAME`")
+    # A secret: it carries the service's token. Never shown in full (lists show url_masked);
+    # set through alerts.notify.channels, which checks it and fills service and url_masked.
+    url = models.TextField()
+    service = models.CharField(max_length=64, editable=False)
+    url_masked = models.CharField("URL (masked)", max_length=300, editable=False)
+    owner_email = models.EmailField(
+        blank=True,
+        help_text="the network owner (Network.owner_email) whose events this channel gets; "
+        "blank: every network's",
+    )
+    immediate = models.BooleanField(default=True, help_text="immediate alerts")
+    digest = models.BooleanField(default=True, help_text="the daily digest's summary")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.service})"
 
 
 class MessageKind(models.TextChoices):
@@ -25,15 +54,20 @@ class Message(models.Model):
     """A message to deliver; marked sent only after the SMTP server (or webhook) accepted it."""
 
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    # An email address, or "webhook" (the URL is a secret: it stays in the settings).
+    # An email address, "webhook" (the URL is a secret: it stays in the settings), or the
+    # chat channel's name (its URL is read from chat_channel when the message is sent).
     recipient = models.CharField(max_length=254)
+    chat_channel = models.ForeignKey(
+        ChatChannel, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
     kind = models.CharField(max_length=16, choices=MessageKind.choices)
     # Producing a message twice (a redelivered task, two workers) hits this key and is a no-op.
     dedupe_key = models.CharField(max_length=400, unique=True)
     subject = models.CharField(max_length=255, blank=True)
     text = models.TextField(blank=True)
     html = models.TextField(blank=True)
-    # Webhook body, stored as sent: retries sign exactly the same bytes.
+    # Webhook body, stored as sent: retries sign exactly the same bytes. Chat: the Apprise
+    # notification type ({"type": "failure"}), title and text being subject and text.
     payload = models.TextField(blank=True)
     state = models.CharField(
         max_length=16, choices=MessageState.choices, default=MessageState.PENDING

@@ -5,11 +5,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from alerts.models import AlertEvent, EventState
-from alerts.notify.content import BaselineItem, Item, RunItem
-from alerts.notify.models import Message, MessageEvent, MessageKind, MessageState
+from alerts.models import OPEN_STATES, AlertEvent, EventState
+from alerts.notify.content import SECTION_LIMIT, BaselineItem, Item, RunItem, Section, open_section
+from alerts.notify.models import ChatChannel, Message, MessageEvent, MessageKind, MessageState
 from scanner.models import Network, ScanRun
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,36 @@ def global_recipients() -> list[str]:
 def digest_recipients() -> dict[str, frozenset[int] | None]:
     """{email: network ids it owns, or None for everything (a global recipient)}."""
     result: dict[str, frozenset[int] | None] = {a: None for a in global_recipients()}
-    owned: dict[str, set[int]] = {}
-    for net_id, owner in Network.objects.exclude(owner_email="").values_list("id", "owner_email"):
-        owned.setdefault(owner.strip().lower(), set()).add(net_id)
+    owned = _owned_networks()
     for owner, net_ids in sorted(owned.items()):
         if owner not in result:
             result[owner] = frozenset(net_ids)
     return result
+
+
+def _owned_networks() -> dict[str, set[int]]:
+    owned: dict[str, set[int]] = {}
+    for net_id, owner in Network.objects.exclude(owner_email="").values_list("id", "owner_email"):
+        owned.setdefault(owner.strip().lower(), set()).add(net_id)
+    return owned
+
+
+def chat_channels_immediate() -> list[ChatChannel]:
+    """Enabled channels that take immediate alerts (owner_email lower-cased)."""
+    channels = list(ChatChannel.objects.filter(enabled=True, immediate=True).order_by("id"))
+    for channel in channels:
+        channel.owner_email = channel.owner_email.strip().lower()
+    return channels
+
+
+def chat_channels_digest() -> list[tuple[ChatChannel, frozenset[int] | None]]:
+    """Enabled channels that take the digest, each with the network ids its owner owns
+    (None for a channel without owner: every network)."""
+    owned = _owned_networks()
+    return [
+        (c, frozenset(owned.get(c.owner_email.strip().lower(), ())) if c.owner_email else None)
+        for c in ChatChannel.objects.filter(enabled=True, digest=True).order_by("id")
+    ]
 
 
 def digest_period_start(*, channel: str, recipient: str, end: datetime) -> datetime:
@@ -78,6 +101,7 @@ def event_item(event: AlertEvent, *, base_url: str) -> Item:
         rule_action=rule.action if rule else "",
         rule_reason=rule.reason if rule else "",
         rule_owner=rule.owner if rule else "",
+        severity=event.severity,
     )
 
 
@@ -102,6 +126,34 @@ def digest_items(
         event_item(e, base_url=base_url)
         for e in events_for_notification(events).order_by("created_at", "id")
     ]
+
+
+def _open_events(network_ids: Iterable[int] | None) -> QuerySet:
+    """Open, unsuppressed events (of some networks; None: all)."""
+    events = AlertEvent.objects.filter(state__in=list(OPEN_STATES), suppressed=False)
+    if network_ids is not None:
+        events = events.filter(host__network_id__in=list(network_ids))
+    return events
+
+
+def still_open(
+    *, before: datetime, network_ids: Iterable[int] | None, limit: int = SECTION_LIMIT
+) -> Section | None:
+    """Open events raised before `before`, oldest first (at most `limit` of them listed)."""
+    events = _open_events(network_ids).filter(created_at__lt=before)
+    base_url = site_url()
+    items = [
+        event_item(e, base_url=base_url)
+        for e in events_for_notification(events).order_by("created_at", "id")[:limit]
+    ]
+    total = len(items) if len(items) < limit else events.count()
+    return open_section(items, total)
+
+
+def open_totals(*, network_ids: Iterable[int] | None) -> dict[int, int]:
+    """{severity: number of open, unsuppressed events} (of some networks; None: all)."""
+    rows = _open_events(network_ids).values("severity").annotate(n=Count("id")).order_by()
+    return {row["severity"]: row["n"] for row in rows}
 
 
 def degraded_runs(*, start: datetime, end: datetime) -> list[RunItem]:

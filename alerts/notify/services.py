@@ -15,11 +15,20 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agents.selectors import cross_check
 from alerts.models import AlertEvent, EventState
-from alerts.notify import selectors, transports
-from alerts.notify.content import MAX_ATTEMPTS, Digest, Item, digest_build, retry_delay
+from alerts.notify import channels, selectors, transports
+from alerts.notify.chat import ChatError
+from alerts.notify.content import (
+    MAX_ATTEMPTS,
+    SEVERITY_COLOURS,
+    SEVERITY_LABELS,
+    Digest,
+    Item,
+    digest_build,
+    retry_delay,
+)
 from alerts.notify.models import Channel, Message, MessageEvent, MessageKind, MessageState
+from alerts.notify.sections import section_read
 from alerts.notify.templating import email_render
 
 logger = logging.getLogger(__name__)
@@ -39,10 +48,6 @@ WEBHOOK_RECIPIENT = "webhook"
 
 def _fmt(value: datetime) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M %Z")
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _webhook_url() -> str:
@@ -85,45 +90,32 @@ def digest_prepare(
         items=selectors.digest_items(start=start, end=now, network_ids=network_ids),
         degraded_runs=selectors.degraded_runs(start=start, end=now),
         site_url=selectors.site_url(),
-        agent_checks=cross_check(network_ids=network_ids),
+        agent_checks=section_read("agent_checks", network_ids=network_ids),
         baselines=selectors.baselines(start=start, end=now, network_ids=network_ids),
+        still_open=selectors.still_open(before=start, network_ids=network_ids),
+        open_totals=selectors.open_totals(network_ids=network_ids),
     )
+
+
+def _period_text(digest: Digest) -> str:
+    span = digest.period_end - digest.period_start
+    if span <= timedelta(hours=25):
+        return "in the last 24 hours"
+    return f"since {_fmt(digest.period_start)}"
 
 
 def digest_render(*, digest: Digest) -> tuple[str, str, str]:
     """(subject, text, html) of a digest."""
-    counts = digest.counts
-    parts = [
-        f"{counts[key]} {label}"
-        for key, label in (
-            ("high_risk", "high-risk"),
-            ("new", "new"),
-            ("service_changed", "changed"),
-            ("closed", "closed"),
-            ("poc", "PoC"),
-            ("other", "other"),
-        )
-        if counts.get(key)
-    ]
-    if counts.get("rule_hits"):
-        parts.append(_plural(counts["rule_hits"], "rule hit"))
-    if digest.degraded_runs:
-        parts.append(_plural(len(digest.degraded_runs), "degraded run"))
-    if digest.baselines:
-        parts.append(_plural(len(digest.baselines), "baseline"))
-    span = digest.period_end - digest.period_start
-    period_text = (
-        "in the last 24 hours"
-        if span <= timedelta(hours=25)
-        else f"since {_fmt(digest.period_start)}"
-    )
+    period_text = _period_text(digest)
     context = {
         "digest": digest,
         "date": timezone.localdate(digest.period_end).isoformat(),
-        "headline": ", ".join(parts),
         "period_text": period_text,
         "site_url": digest.site_url,
         "fmt": _fmt,
+        "now": digest.period_end,
+        "colours": SEVERITY_COLOURS,
+        "labels": SEVERITY_LABELS,
     }
     return email_render("digest", context)
 
@@ -144,24 +136,49 @@ def _message_create(*, message: Message, event_ids) -> Message | None:
 
 
 def digest_queue(*, now: datetime | None = None) -> list[Message]:
-    """Create today's digest messages (one per recipient, plus the webhook); idempotent."""
+    """Create today's digest messages (one per recipient, plus the webhook and the chat
+    channels); idempotent."""
     now = now or timezone.now()
     day = timezone.localdate(now).isoformat()
     targets = [
-        (Channel.EMAIL, address, network_ids)
+        (Channel.EMAIL, address, network_ids, None)
         for address, network_ids in selectors.digest_recipients().items()
     ]
     if _webhook_url():
-        targets.append((Channel.WEBHOOK, WEBHOOK_RECIPIENT, None))
+        targets.append((Channel.WEBHOOK, WEBHOOK_RECIPIENT, None, None))
+    targets.extend(
+        (Channel.CHAT, chat.name, network_ids, chat)
+        for chat, network_ids in selectors.chat_channels_digest()
+    )
     created = []
-    for channel, recipient, network_ids in targets:
-        key = f"digest:{day}:{channel}:{recipient}"
+    for channel, recipient, network_ids, chat in targets:
+        key = f"digest:{day}:{channel}:{chat.pk if chat else recipient}"
         if Message.objects.filter(dedupe_key=key).exists():
             continue
         digest = digest_prepare(
             recipient=recipient, network_ids=network_ids, channel=channel, now=now
         )
         subject, text, html = digest_render(digest=digest)
+        if chat is not None:
+            # A summary where people talk: nothing to say is not worth a message a day.
+            if digest.empty and not digest.still_open:
+                continue
+            body, notify_type = channels.digest_body(
+                digest=digest, period_text=_period_text(digest)
+            )
+            message = channels.chat_message(
+                channel=chat,
+                kind=MessageKind.DIGEST,
+                dedupe_key=key,
+                title=subject,
+                body=body,
+                notify_type=notify_type,
+                now=now,
+            )
+            message.period_start, message.period_end = digest.period_start, digest.period_end
+            if _message_create(message=message, event_ids=digest.event_ids):
+                created.append(message)
+            continue
         message = Message(
             channel=channel,
             recipient=recipient,
@@ -225,6 +242,7 @@ def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
     ).order_by("id")
     global_to = selectors.global_recipients()
     webhook = bool(_webhook_url())
+    chats = selectors.chat_channels_immediate()
     base_url = selectors.site_url()
     created = 0
     for event in events:
@@ -234,7 +252,9 @@ def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
         targets = [(Channel.EMAIL, r, f"email:{r}") for r in recipients]
         if webhook:
             targets.append((Channel.WEBHOOK, WEBHOOK_RECIPIENT, WEBHOOK_RECIPIENT))
-        if not targets:
+        # Chat: the owner's channels and the channels without owner (every network's).
+        to_chat = [c for c in chats if c.owner_email in ("", owner)]
+        if not targets and not to_chat:
             continue
         subject, text, html = email_render(
             "immediate", {"item": item, "site_url": base_url, "fmt": _fmt}
@@ -266,6 +286,20 @@ def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
                         "event": _item_json(item),
                     }
                 )
+            if _message_create(message=message, event_ids=[event.pk]):
+                created += 1
+        if to_chat:
+            body, notify_type = channels.immediate_body(item=item, fmt=_fmt)
+        for chat in to_chat:
+            message = channels.chat_message(
+                channel=chat,
+                kind=MessageKind.IMMEDIATE,
+                dedupe_key=f"immediate:event:{event.pk}{cycle}:chat:{chat.pk}",
+                title=subject,
+                body=body,
+                notify_type=notify_type,
+                now=now,
+            )
             if _message_create(message=message, event_ids=[event.pk]):
                 created += 1
     return created
@@ -311,7 +345,7 @@ def message_claim(*, message_id: int, now: datetime) -> Message | None:
     ).update(next_attempt_at=now + CLAIM_LEASE, attempts=F("attempts") + 1)
     if claimed != 1:
         return None
-    return Message.objects.get(pk=message_id)
+    return Message.objects.select_related("chat_channel").get(pk=message_id)
 
 
 def message_mark_sent(*, message: Message, now: datetime) -> None:
@@ -353,6 +387,8 @@ def _deliver(message: Message, connection) -> None:
             timeout=float(settings.PORTMON_WEBHOOK_TIMEOUT),
             allow_local=settings.PORTMON_WEBHOOK_ALLOW_LOCAL,
         )
+    elif message.channel == Channel.CHAT:
+        channels.chat_deliver(message)
     else:
         raise ValueError(f"unknown channel {message.channel!r}")
 
@@ -364,13 +400,16 @@ def messages_send_due(*, now: datetime | None = None, limit: int = SEND_BATCH) -
     due = list(
         Message.objects.filter(state=MessageState.PENDING, next_attempt_at__lte=now)
         .order_by("next_attempt_at", "id")
-        .values_list("id", "channel")[:limit]
+        .values_list("id", "channel", "chat_channel_id")[:limit]
     )
     unreachable: set[str] = set()
     connection = None
     try:
-        for message_id, channel in due:
-            if channel in unreachable:
+        for message_id, channel, chat_id in due:
+            # Each chat channel is its own server: one that failed waits for the next pass
+            # (a hanging one costs one timeout per pass, not one per message).
+            destination = f"chat:{chat_id}" if channel == Channel.CHAT else channel
+            if destination in unreachable:
                 report.skipped += 1
                 continue
             message = message_claim(message_id=message_id, now=now)
@@ -404,8 +443,8 @@ def messages_send_due(*, now: datetime | None = None, limit: int = SEND_BATCH) -
                     report.failed += 1
                 else:
                     report.retrying += 1
-                if _unreachable(exc):
-                    unreachable.add(channel)
+                if _unreachable(exc) or isinstance(exc, ChatError):
+                    unreachable.add(destination)
             else:
                 message_mark_sent(message=message, now=now)
                 report.sent += 1

@@ -1,13 +1,16 @@
-"""Jinja2 rendering of emails: `<name>.subject.txt`, `<name>.txt` and `<name>.html`."""
+"""Rendering of notifications through the "email" template engine (settings.TEMPLATES).
 
-from functools import lru_cache
-from pathlib import Path
+Emails are `notify/email/<name>.subject.txt`, `.txt` and `.html`; chat messages
+`notify/chat/<name>.txt`. The templates live in `alerts/notify/jinja2/`.
+"""
 
-from django.conf import settings
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from django.template import engines
+from jinja2 import Environment, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from portmon.text import one_line
+
+ENGINE = "email"
 
 
 def _field(value):
@@ -18,11 +21,10 @@ def _field(value):
     return value
 
 
-@lru_cache(maxsize=1)
-def _environment() -> Environment:
-    # Autoescape HTML only: escaping the text part would show "&lt;" in a mail client.
-    return Environment(
-        loader=FileSystemLoader(Path(settings.BASE_DIR) / "templates" / "alerts" / "email"),
+def environment(**options) -> Environment:
+    """The Jinja2 environment of the "email" engine (TEMPLATES OPTIONS "environment")."""
+    options.update(
+        # Autoescape HTML only: escaping the text part would show "&lt;" in a mail client.
         autoescape=select_autoescape(enabled_extensions=("html",), default=False),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -30,15 +32,24 @@ def _environment() -> Environment:
         keep_trailing_newline=True,
         finalize=_field,
     )
+    return Environment(**options)
+
+
+def _render(template: str, context: dict) -> str:
+    return engines[ENGINE].get_template(template).render(context)
 
 
 def email_render(name: str, context: dict) -> tuple[str, str, str]:
     """Return (subject, text, html) for the template set `name`."""
-    env = _environment()
-    subject = env.get_template(f"{name}.subject.txt").render(context)
+    subject = _render(f"notify/email/{name}.subject.txt", context)
     # A header must be one line: the subject template may wrap for readability.
     subject = " ".join(subject.split())
     context = {**context, "subject": subject}
-    text = env.get_template(f"{name}.txt").render(context)
-    html = env.get_template(f"{name}.html").render(context)
+    text = _render(f"notify/email/{name}.txt", context)
+    html = _render(f"notify/email/{name}.html", context)
     return subject, text, html
+
+
+def chat_render(name: str, context: dict) -> str:
+    """The plain-text body of chat message `name`."""
+    return _render(f"notify/chat/{name}.txt", context)

@@ -88,9 +88,17 @@ def destination_refusal(address: str) -> str | None:
     return None
 
 
-def _connect_checked(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+def connect_checked(
+    address,
+    timeout=socket._GLOBAL_DEFAULT_TIMEOUT,
+    source_address=None,
+    socket_options=None,
+):
     """socket.create_connection, every resolved address checked before a packet is sent
-    (the addresses checked are the ones connected to: no second lookup to rebind)."""
+    (the addresses checked are the ones connected to: no second lookup to rebind).
+
+    Also what chat channels connect through (alerts.notify.chat), so one rule covers both.
+    """
     host, port = address
     error: OSError | None = None
     for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
@@ -98,11 +106,11 @@ def _connect_checked(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_add
     ):
         refusal = destination_refusal(sockaddr[0])
         if refusal:
-            raise WebhookError(
-                f"webhook host {host} is {sockaddr[0]}, {refusal}; {ALLOW_LOCAL_HINT}"
-            )
+            raise WebhookError(f"host {host} is {sockaddr[0]}, {refusal}; {ALLOW_LOCAL_HINT}")
         sock = socket.socket(family, kind, proto)
         try:
+            for level, name, value in socket_options or ():
+                sock.setsockopt(level, name, value)
             if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
                 sock.settimeout(timeout)
             if source_address:
@@ -115,16 +123,37 @@ def _connect_checked(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_add
     raise error or OSError(f"{host} resolves to no address")
 
 
+def host_refusal(host: str) -> str | None:
+    """Why a webhook or chat URL may not name `host` (an address, or a name resolving to
+    one that destination_refusal refuses); None when it may, or when it does not resolve
+    now (checked again, address by address, when connecting)."""
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except (OSError, UnicodeError):
+            return None
+    else:
+        addresses = {host}
+    for address in sorted(addresses):
+        refusal = destination_refusal(address)
+        if refusal:
+            return f"host {host} is {address}, {refusal}; {ALLOW_LOCAL_HINT}"
+    return None
+
+
 class _CheckedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._create_connection = _connect_checked
+        self._create_connection = connect_checked
 
 
 class _CheckedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._create_connection = _connect_checked
+        self._create_connection = connect_checked
 
 
 class _CheckedHTTPHandler(urllib.request.HTTPHandler):

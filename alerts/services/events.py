@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
+from alerts.kinds import severity_for
 from alerts.models import (
     OPEN_STATES,
     AlertEvent,
@@ -23,7 +24,6 @@ from alerts.models import (
 )
 from alerts.rules import DENY, RuleBook, Subject
 from alerts.selectors import rule_specs_load
-from alerts.severity import severity_for
 from alerts.signals import events_raised
 
 # Ids or keys per IN (...) list: SQLite's default limit of bound variables is 32766 (999 on
@@ -31,6 +31,8 @@ from alerts.signals import events_raised
 CHUNK = 900
 # Rows per INSERT/UPDATE batch.
 BATCH_SIZE = 1000
+# Characters a triage note keeps (a page's form, the API, the admin alike).
+NOTE_MAX = 5000
 
 
 def chunks(items: list, size: int = CHUNK) -> Iterable[list]:
@@ -231,8 +233,12 @@ def event_transition(
     actor=None,
     note: str = "",
     at: datetime | None = None,
+    comment: str = "",
+    accepted_until: datetime | None = None,
 ) -> AlertEvent:
-    """Move one event to another state, writing an audit row (and the note, if any)."""
+    """Move one event to another state, writing an audit row (and the note, if any).
+    `accepted_until`: an ignored event's accepted risk ends then (any other change clears
+    it)."""
     at = at or timezone.now()
     if to_state not in EventState.values:
         raise TransitionError(f"unknown state {to_state!r}")
@@ -249,9 +255,18 @@ def event_transition(
         else:
             event.open_key = None
             event.resolved_at = at
+        event.accepted_until = accepted_until if to_state == EventState.IGNORED else None
         try:
             with transaction.atomic():
-                event.save(update_fields=["state", "updated_at", "open_key", "resolved_at"])
+                event.save(
+                    update_fields=[
+                        "state",
+                        "updated_at",
+                        "open_key",
+                        "resolved_at",
+                        "accepted_until",
+                    ]
+                )
         except IntegrityError:
             other = AlertEvent.objects.filter(open_key=event.open_key).values_list("pk", flat=True)
             raise TransitionError(
@@ -264,6 +279,7 @@ def event_transition(
             from_state=from_state,
             to_state=to_state,
             at=at,
+            comment=comment[:300],
         )
         if note:
             EventNote.objects.create(event=event, author=actor, text=note, created_at=at)
@@ -274,6 +290,7 @@ def events_transition(
     *, event_ids: Iterable[int], to_state: str, actor=None, note: str = ""
 ) -> tuple[list[int], dict[int, str]]:
     """Bulk triage: (changed ids, {id: why not}) — one bad event does not stop the rest."""
+    note = note.strip()[:NOTE_MAX]
     changed, refused = [], {}
     for event_id in event_ids:
         try:
@@ -285,7 +302,7 @@ def events_transition(
 
 
 def event_note_add(*, event_id: int, author=None, text: str) -> EventNote:
-    text = text.strip()
+    text = text.strip()[:NOTE_MAX]
     if not text:
         raise ValueError("a note needs text")
     return EventNote.objects.create(event_id=event_id, author=author, text=text)

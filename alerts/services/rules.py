@@ -6,14 +6,19 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from alerts.models import Rule
-from alerts.rule_files import CREATE, UPDATE, PlanItem, RuleEntry, rules_import_plan
+from alerts.models import OPEN_STATES, AlertEvent, EventAudit, EventState, Rule, RuleAction
+from alerts.rule_files import (
+    CREATE,
+    RULE_FIELDS,
+    UPDATE,
+    PlanItem,
+    RuleEntry,
+    rules_import_plan,
+)
+from audit.services import audit_record
 
-# Fields a person sets on a rule (the rest are counters and timestamps).
-RULE_FIELDS = (
-    "action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone", "reason", "owner",
-    "expires_at", "enabled",
-)  # fmt: skip
+# Ids per IN (...) list when a rule resolves events (SQLite's bound-variable limit).
+CHUNK = 900
 
 
 def rule_create(*, fields: dict) -> Rule:
@@ -68,3 +73,57 @@ def rules_import(*, entries: list[RuleEntry]) -> list[PlanItem]:
                     fields={name: getattr(item.entry, name) for name in item.changed_fields},
                 )
     return plan
+
+
+def rule_open_events_resolve(*, rule_id: int, actor=None, at: datetime | None = None) -> list[int]:
+    """An allow rule resolves the open events it matches (the dry run's list, read again
+    here): each becomes ignored, suppressed by the rule, with an audit row naming it.
+    An event triaged meanwhile into a closed state is left alone."""
+    from alerts.selectors import rule_open_matches, rule_spec_of
+
+    at = at or timezone.now()
+    rule = Rule.objects.get(pk=rule_id)
+    if rule.action != RuleAction.ALLOW:
+        return []
+    ids = rule_open_matches(spec=rule_spec_of(rule))
+    comment = f"allowed by rule #{rule.pk}: {rule.reason}"[:300]
+    resolved = []
+    with transaction.atomic():
+        for start in range(0, len(ids), CHUNK):
+            rows = list(
+                AlertEvent.objects.select_for_update()
+                .filter(pk__in=ids[start : start + CHUNK], state__in=OPEN_STATES)
+                .values_list("pk", "state")
+            )
+            AlertEvent.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+                state=EventState.IGNORED,
+                open_key=None,
+                resolved_at=at,
+                updated_at=at,
+                accepted_until=None,
+                suppressed=True,
+                rule=rule,
+            )
+            EventAudit.objects.bulk_create(
+                [
+                    EventAudit(
+                        event_id=pk,
+                        actor=actor,
+                        action="rule",
+                        from_state=state,
+                        to_state=EventState.IGNORED,
+                        at=at,
+                        comment=comment,
+                    )
+                    for pk, state in rows
+                ]
+            )
+            resolved.extend(pk for pk, _ in rows)
+        if resolved:
+            audit_record(
+                action="rule.resolve",
+                target=rule,
+                after={"events_resolved": len(resolved), "first_ids": resolved[:100]},
+                actor=actor,
+            )
+    return resolved

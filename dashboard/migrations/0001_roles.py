@@ -1,16 +1,14 @@
 from django.db import migrations
 
-ROLES = ("viewer", "triager", "admin")
+from accounts.roles import role_groups_create, role_groups_delete
 
 
 def create(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    for name in ROLES:
-        Group.objects.get_or_create(name=name)
+    role_groups_create(apps.get_model("auth", "Group"))
 
 
 def remove(apps, schema_editor):
-    apps.get_model("auth", "Group").objects.filter(name__in=ROLES).delete()
+    role_groups_delete(apps.get_model("auth", "Group"))
 
 
 class Migration(migrations.Migration):

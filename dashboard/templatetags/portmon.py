@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import formats, timezone
 from django.utils.html import format_html
 
-from dashboard.roles import has_role as _has_role
+from accounts.roles import has_role as _has_role
 
 register = template.Library()
 
@@ -34,6 +34,19 @@ def when(value):
             '<time datetime="{}">{}</time>', value.isoformat(), formats.date_format(value)
         )
     return value
+
+
+@register.filter
+def age(value, now=None) -> str:
+    """How long ago a moment was, in the largest sensible unit: "45 min", "5 h", "3 d"."""
+    if not isinstance(value, datetime):
+        return ""
+    seconds = max(0, int(((now or timezone.now()) - value).total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
 
 
 @register.filter

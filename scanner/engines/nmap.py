@@ -32,6 +32,7 @@ from libnmap.parser import NmapParser, NmapParserException
 
 from scanner.findings import Finding
 
+from . import nmap_probes
 from .base import EngineError, check_number, run_process
 
 HostStatus = Literal["up", "unknown"]
@@ -103,11 +104,13 @@ def build_argv(
     scripts: Iterable[str] = (),
     parallelism: int | None = None,
     xml_path: Path | None = None,
+    datadir: Path | None = None,
 ) -> list[str]:
     """The nmap command line for one host (ip) or several of one IP version (ips);
     scripts: NSE script names from NSE_ALLOWLIST only. parallelism: ports probed at once
     (--min-parallelism). xml_path: an absolute path (a file of our own temporary directory)
-    for the XML report, which then leaves stdout to --version-trace's match lines."""
+    for the XML report, which then leaves stdout to --version-trace's match lines.
+    datadir: a folder of nmap data files read before nmap's own (nmap_probes.datadir)."""
     addresses = _check_ips([ip] if ip is not None else ips)
     port_list = _check_port_list(ports)
     check_number("timeout", timeout, 1, 24 * 3600)
@@ -121,6 +124,8 @@ def build_argv(
         isinstance(xml_path, Path) and xml_path.is_absolute() and ".." not in xml_path.parts
     ):
         raise EngineError("the XML report path must be an absolute pathlib.Path")
+    if datadir is not None and not (isinstance(datadir, Path) and datadir.is_absolute()):
+        raise EngineError("the nmap data folder must be an absolute pathlib.Path")
     if isinstance(scripts, str | bytes):
         raise EngineError("scripts must be a list of NSE script names")
     scripts = list(dict.fromkeys(scripts))
@@ -133,6 +138,8 @@ def build_argv(
     # -sT: a connect scan of the few known-open ports costs nothing extra, needs no root,
     # and -sV connects anyway. -Pn: the sweep already saw the host answer.
     argv += ["-sU" if proto == "udp" else "-sT", "-sV", "-Pn", "-n"]
+    if datadir is not None:
+        argv += ["--datadir", str(datadir)]
     if intensity is not None:
         argv += ["--version-intensity", str(intensity)]
     if parallelism is not None and parallelism > NMAP_DEFAULT_PARALLELISM:
@@ -174,6 +181,7 @@ def fingerprint_many(
     intensity: int | None = None,
     proto: str = "tcp",
     nice: int = 0,
+    null_wait_ms: int = nmap_probes.NMAP_NULL_WAIT_MS,
     on_finding: Callable[[Finding], None] | None = None,
     on_first_run: Callable[[dict[str, HostResult]], None] | None = None,
 ) -> dict[str, HostResult]:
@@ -187,12 +195,18 @@ def fingerprint_many(
     gave up on (timeout) keeps the ports named before it, is "unknown", and its other ports
     unnamed; every host of a run that failed is "unknown", with the reason in error.
     on_first_run, if given, gets the results as they stand before that second run (the
-    ports left unnamed are settled then).
+    ports left unnamed are settled then). null_wait_ms: how long nmap listens for a banner
+    before its first request (nmap_probes; nmap's own 6000 by default).
     """
     wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
     if not wanted:
         raise EngineError("no hosts to fingerprint")
-    options = {"intensity": intensity, "proto": proto, "nice": nice}
+    options = {
+        "intensity": intensity,
+        "proto": proto,
+        "nice": nice,
+        "datadir": nmap_probes.datadir(null_wait_ms),
+    }
     results = _fingerprint_run(wanted, timeout=timeout, on_finding=on_finding, **options)
     if on_first_run is not None:
         on_first_run({ip: replace(result) for ip, result in results.items()})
@@ -224,6 +238,7 @@ def _fingerprint_run(
     intensity: int | None,
     proto: str,
     nice: int,
+    datadir: Path | None,
     on_finding: Callable[[Finding], None] | None = None,
 ) -> dict[str, HostResult]:
     """fingerprint_many's one nmap process."""
@@ -263,6 +278,7 @@ def _fingerprint_run(
             proto=proto,
             parallelism=min(services, BATCH_MAX_SERVICES),
             xml_path=xml_path,
+            datadir=datadir,
         )
         try:
             result = run_process(argv, timeout=timeout + PROCESS_MARGIN, nice=nice, on_line=on_line)

@@ -131,6 +131,7 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
         nmap.fingerprint_many,
         timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
         nice=settings.PORTMON_NMAP_NICE,
+        null_wait_ms=settings.PORTMON_NMAP_NULL_WAIT_MS,
         on_finding=ledger.name,
     )
     # Batches run side by side (each probes all its ports at once), so that every port has

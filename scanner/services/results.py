@@ -194,6 +194,7 @@ def run_import(
     coverage: Callable[[], tuple[str, str]] | None = None,
     probes_allowed: bool = False,
     at_from_file: bool = False,
+    source_name: str = "",
 ) -> ScanRun:
     """Record results from elsewhere (nmap XML, masscan JSON, tests) as a finished run.
 
@@ -213,6 +214,7 @@ def run_import(
         state_turn_take()
         run = ScanRun.objects.create(
             source=ScanRun.Source.IMPORT,
+            source_name=source_name[:255],
             policy_id=policy_id,
             targets=targets,
             zone=zone,

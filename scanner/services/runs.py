@@ -170,6 +170,12 @@ def policy_start(*, policy: ScanPolicy, scheduled: bool = False) -> ScanRun:
     )
 
 
+def policy_run_now(*, policy_id: int) -> ScanRun:
+    """Start a policy's run at once (an admin's button, page or API); ScanPolicy.DoesNotExist,
+    or RunError saying why not."""
+    return policy_start(policy=ScanPolicy.objects.get(pk=policy_id))
+
+
 def policy_run(*, policy_id: int) -> ScanRun | None:
     """Start a policy's run at a schedule tick; None when disabled, busy or started already."""
     policy = ScanPolicy.objects.filter(pk=policy_id, enabled=True).first()

@@ -13,6 +13,17 @@ from scanner.models import ScanPolicy
 NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def policy_save(*, fields: dict, policy_id: int | None = None) -> ScanPolicy:
+    """Create a policy (policy_id None) or change one from checked fields; ValidationError
+    (full_clean) says why not. Its beat entry follows on save (scanner.receivers)."""
+    policy = ScanPolicy() if policy_id is None else ScanPolicy.objects.get(pk=policy_id)
+    for name, value in fields.items():
+        setattr(policy, name, value)
+    policy.full_clean()
+    policy.save()
+    return policy
+
+
 def task_name(policy_id: int) -> str:
     return f"scan policy {policy_id}"
 

@@ -7,8 +7,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
+from alerts.kinds import severity_for
 from alerts.models import AlertEvent, EventAudit, Rule, open_key_for
-from alerts.severity import severity_for
 from scanner.models import Host, Network, Port, ScanRun, ScanShard
 
 PASSWORD = "correct horse battery staple"

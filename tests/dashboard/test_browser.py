@@ -101,12 +101,18 @@ def test_it_triages_an_event_from_a_digest_link(
 
     navigate_by(browser, browser.find_element(By.ID, "allow-rule"))
     assert browser.find_element(By.NAME, "ip_cidr").get_attribute("value") == "198.18.0.10"
-    browser.find_element(By.NAME, "owner").send_keys("dba team")
+    owner = browser.find_element(By.NAME, "owner")
+    assert owner.get_attribute("value") == "a@x.org"  # the network's owner
+    owner.clear()
+    owner.send_keys("dba team")
     navigate_by(browser, browser.find_element(By.CSS_SELECTOR, "button[name=preview]"))
-    assert "1 event of the last 7 days match" in browser.find_element(By.TAG_NAME, "h2").text
+    assert "1 open event match" in browser.find_element(By.TAG_NAME, "h2").text
+    assert "1 event of the last 7 days match" in browser.find_element(By.ID, "dry-run").text
     shot(browser, tmp_path, "rule-dry-run")
     navigate_by(browser, browser.find_element(By.CSS_SELECTOR, "button[name=save]"))
     rule = Rule.objects.get(owner="dba team")
+    assert browser.find_element(By.ID, "state").text == "ignored"  # resolved by the rule
+    browser.get(f"{live_server.url}/rules/")
     assert browser.find_element(By.ID, f"rule-{rule.pk}")
     shot(browser, tmp_path, "rules")
 

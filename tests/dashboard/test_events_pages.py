@@ -9,8 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from alerts.kinds import severity_for
 from alerts.models import AlertEvent, EventNote, Rule
-from alerts.severity import Severity, severity_for
+from alerts.severity import Severity
 from audit.models import AuditEntry
 from tests.dashboard.conftest import event
 
@@ -75,7 +76,7 @@ def test_it_acknowledges_selected_events_with_a_note(login, users, world):
     c = login(users["triager"])
     response = c.post(
         "/events/bulk/",
-        {"ids": ids, "to_state": "acknowledged", "note": "owner asked", "query": "severity=medium"},
+        {"ids": ids, "action": "acknowledge", "reason": "owner asked", "query": "severity=medium"},
     )
     assert response.status_code == 302 and response["Location"] == "/events/?severity=medium"
     assert set(AlertEvent.objects.filter(pk__in=ids).values_list("state", flat=True)) == {
@@ -95,7 +96,10 @@ def test_it_acknowledges_selected_events_with_a_note(login, users, world):
 def test_it_says_why_a_transition_is_refused(login, users, world):
     AlertEvent.objects.filter(pk=world["gone"].pk).update(state="fixed", open_key=None)
     c = login(users["triager"])
-    c.post("/events/bulk/", {"ids": [world["gone"].pk, world["ssh"].pk], "to_state": "ignored"})
+    c.post(
+        "/events/bulk/",
+        {"ids": [world["gone"].pk, world["ssh"].pk], "action": "ignore", "reason": "lab"},
+    )
     page = c.get("/events/")
     text = page.content.decode()
     assert "cannot go from fixed to ignored" in text
@@ -126,7 +130,7 @@ def test_it_prefills_an_allow_rule_from_an_event_and_suppresses_the_next_one(log
     fields = {k: v for k, v in form.initial.items() if v is not None}
     fields.update(owner="dba team", proto="tcp")
     preview = c.post(f"/rules/new/?from_event={mysql.pk}", {**fields, "preview": "1"})
-    assert [e.pk for e in preview.context["preview"]] == [mysql.pk]
+    assert [e.pk for e in preview.context["preview"]["rows"]] == [mysql.pk]
     assert not Rule.objects.filter(owner="dba team").exists()  # a dry run saves nothing
     assert c.post("/rules/new/", {**fields, "save": "1"}).status_code == 302
     rule = Rule.objects.get(owner="dba team")

@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from api.services import api_token_issue
-from dashboard import selectors
+from scanner import selectors
 from scanner.models import Host, Port, ScanPolicy, ScanRun
 from scanner.services import publish
 

@@ -7,7 +7,7 @@ import io
 import pytest
 from django.utils import timezone
 
-from dashboard import selectors
+from alerts import selectors
 from scanner.models import Host
 
 from .conftest import event

@@ -2,22 +2,26 @@
 no horizontal scroll, no failed load or CSP refusal in the console, screenshots kept."""
 
 import base64
+import os
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from agents.models import Agent, AgentHost
-from alerts.models import EventNote
+from alerts.models import AlertEvent, EventNote
 from audit.models import AuditEntry
-from scanner.models import Host, ScanPolicy, ScanRun
+from scanner.models import Host, Port, PortObservation, ScanPolicy, ScanRun
 from tests.dashboard.conftest import PASSWORD, event
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Unbroken words longer than any screen: the content that pushes a page wider.
 LONG = "x" * 40 + "-".join(["averyveryverylongwordwithoutanyspace"] * 6)
+# A banner-derived product string as nmap may report it: 2,000 characters, few spaces.
+PRODUCT = ("Apache/2.4.57 (Unix) mod_" + "x" * 300 + " ") * 5 + "y" * 400
 
 WIDTHS = {
     # A phone: mobile emulation, so the layout viewport is 390 px only with the viewport
@@ -77,6 +81,28 @@ def crowded(world):
     )
     agent = Agent.objects.create(name=f"agent-{LONG[:90]}", token_hash="x", last_report_at=now)
     AgentHost.objects.create(agent=agent, host=a)
+    # The 2,000-character product on the event, the port, the run's finding.
+    detail = {
+        "zone": "internal",
+        "service": "mysql",
+        "product": PRODUCT,
+        "old": {"product": PRODUCT},
+    }
+    AlertEvent.objects.filter(pk=world["mysql"].pk).update(detail=detail)
+    Port.objects.filter(host=a, port=3306).update(product=PRODUCT[:200], version="8.0")
+    PortObservation.objects.create(run=world["run"], host=a, port=3306, service="mysql",
+                                   product=PRODUCT[:200], fingerprinted=True)  # fmt: skip
+    imported = ScanRun.objects.create(
+        targets="198.18.0.10", state="finished", source="import", source_name=f"{LONG[:200]}.xml"
+    )
+    AuditEntry.objects.create(
+        action="policy.update",
+        object_type="scanner.scanpolicy",
+        object_id="1",
+        object_repr="<b>nightly</b>",
+        before={"targets": "<script>alert(1)</script>" + LONG, "ports": "1-1024"},
+        after={"targets": "<img src=x onerror=alert(1)>" + LONG, "ports": "1-65535"},
+    )
     AuditEntry.objects.create(
         action="rule.update",
         object_type="alerts.rule",
@@ -85,7 +111,7 @@ def crowded(world):
         before={"reason": LONG, "ports": list(range(60))},
         after={"reason": LONG + "!", "ports": list(range(61))},
     )
-    return world | {"poc": poc}
+    return world | {"poc": poc, "imported": imported}
 
 
 def pages(w) -> dict[str, str]:
@@ -101,6 +127,7 @@ def pages(w) -> dict[str, str]:
         "host": "/hosts/198.18.0.10/",
         "runs": "/runs/",
         "run": f"/runs/{w['run'].pk}/",
+        "run-import": f"/runs/{w['imported'].pk}/",
         "rules": "/rules/",
         "rule-new-from-event": f"/rules/new/?from_event={w['mysql'].pk}",
         "rule-edit": f"/rules/{w['rule'].pk}/",
@@ -130,8 +157,11 @@ def test_it_fits_every_page_in_390_and_800_px_without_sideways_scroll(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    # PORTMON_SCREENSHOTS=DIR keeps them after the run (CI uploads them); else a tmp dir.
+    shots = Path(os.environ.get("PORTMON_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    for old in shots.glob("*.png"):
+        old.unlink()
     print(f"\nscreenshots: {shots}")
 
     chromium.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", WIDTHS[390])

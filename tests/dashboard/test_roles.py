@@ -76,7 +76,9 @@ def test_it_forbids_a_viewer_to_change_an_event_state(login, users, world):
     client = login(users["viewer"])
     response = client.post(f"/events/{event.pk}/transition/", {"to_state": "acknowledged"})
     assert response.status_code == 403
-    response = client.post("/events/bulk/", {"ids": [event.pk], "to_state": "ignored"})
+    response = client.post(
+        "/events/bulk/", {"ids": [event.pk], "action": "ignore", "reason": "mine"}
+    )
     assert response.status_code == 403
     assert AlertEvent.objects.get(pk=event.pk).state == "new"
     assert not EventAudit.objects.filter(event=event, actor__isnull=False).exists()

@@ -45,6 +45,7 @@ def test_it_imports_masscan_json_at_the_given_time_and_skips_out_of_scope(lab_sc
     run = ScanRun.objects.get()
     # It covers what --targets said, inside the scope; the ports masscan reported open.
     assert (run.targets, run.ports) == ("198.18.0.0/24", "22,8080")
+    assert run.source_name == "masscan.json"  # the run page: "imported from masscan.json"
     assert run.source == "import" and run.finished_at == datetime.fromisoformat(
         "2026-06-15T08:00:00+00:00"
     )

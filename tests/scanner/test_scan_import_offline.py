@@ -149,6 +149,10 @@ def test_every_email_field_renders_on_one_line_whatever_was_stored(network):
     item = type("Item", (), {})()
     for name, value in {
         "kind_label": "high-risk port",
+        "kind_title": "High-risk port",
+        "severity_label": "high",
+        "severity_colour": "#c2410c",
+        "evidence_lines": ("RDP", FORGED),
         "endpoint": "198.18.0.12:3389/tcp",
         "summary": FORGED,
         "network": "lab\r\nBcc: x@example.com",

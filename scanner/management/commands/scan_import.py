@@ -13,7 +13,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from alerts.models import AlertEvent
 from scanner.imports import (
     MASSCAN_TARGETS_REQUIRED,
     CoverageError,
@@ -106,6 +105,7 @@ class Command(BaseCommand):
                     targets=targets,
                     ports=ports,
                     poc=poc,
+                    name=path.name,
                 )
         except (ImportFileError, CoverageError, TargetError) as exc:
             raise CommandError(f"{file}: {exc}") from None
@@ -146,7 +146,8 @@ class Command(BaseCommand):
                 )
             time.sleep(0.5)
         run = ScanRun.objects.get(pk=run_id)
-        kinds = Counter(AlertEvent.objects.filter(run_id=run_id).values_list("kind", flat=True))
+        # The run's events through their reverse relation: scanner does not import alerts.
+        kinds = Counter(run.events.values_list("kind", flat=True))
         raised = ", ".join(f"{kinds[k]} {k}" for k in sorted(kinds)) or "no events"
         notes = [f"degraded: {run.error or 'far fewer ports than usual'}"] if run.degraded else []
         notes += [
@@ -176,6 +177,7 @@ class Command(BaseCommand):
         targets: str,
         ports: str,
         poc: bool,
+        name: str = "",
     ):
         scope = scope_load()
         read = findings_read(stream, report=report, allow_truncated=allow_truncated)
@@ -201,6 +203,7 @@ class Command(BaseCommand):
             "coverage": coverage,
             "probes_allowed": poc,
             "at_from_file": when is None,
+            "source_name": name,
         }
         if first is None:
             if not coverage()[0]:

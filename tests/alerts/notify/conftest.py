@@ -164,8 +164,11 @@ def world(db):
 
 
 def event_make(host, port: int, kind: str, *, at: datetime | None = None, **fields):
+    from alerts.kinds import severity_for
     from alerts.models import AlertEvent
 
+    # As events_raise does: the severity follows from the kind (a PoC's from its check).
+    fields.setdefault("severity", severity_for(kind, fields.get("detail")))
     return AlertEvent.objects.create(
         host=host,
         proto=fields.pop("proto", "tcp"),

@@ -41,7 +41,7 @@ def test_it_sends_the_digest_with_sections_and_dashboard_links(smtp, world):
     [mail] = smtp.to("sec-team@example.com")
     assert mail["Subject"] == (
         "[Portmon] Daily digest 2026-11-21: 1 high-risk, 1 new, 1 changed, 1 closed, "
-        "1 rule hit, 1 degraded run"
+        "1 rule hit, 1 degraded run, 1 still open"
     )
     assert mail["From"] == "portmon@portmon.test"
     text, html = parts(mail)
@@ -57,7 +57,13 @@ def test_it_sends_the_digest_with_sections_and_dashboard_links(smtp, world):
     for event in (risky, new, changed, closed, allowed):
         assert f"{SITE}/events/{event.pk}/" in text
         assert f'<a href="{SITE}/events/{event.pk}/">' in html
-    assert f"/events/{old.pk}/" not in text
+    # Yesterday's event is not news, but still open: listed after the period's sections.
+    period, still_open = text.split("Still open from before (1), oldest first")
+    assert f"/events/{old.pk}/" not in period
+    assert f"198.18.1.5:4444/tcp  new port  [198.18.1.0/24]\n  open 30 h (new): {SITE}" in (
+        still_open.replace("\r\n", "\n")
+    )
+    assert "Open now:       5 (1 high, 3 medium, 1 low)" in text
     # The suppressed event is only a rule hit, not a new port.
     new_section = text.split("New ports (1)")[1].split("Service changes")[0]
     assert ":9999/" not in new_section
@@ -80,11 +86,15 @@ def test_it_says_no_changes_in_one_line_on_an_empty_day(smtp, world):
     assert mail["Subject"] == "[Portmon] Daily digest 2026-11-21: no changes"
     text, html = parts(mail)
     assert [line.strip() for line in text.splitlines() if line.strip()] == [
+        "Portmon daily digest, 2026-11-21",
+        "================================",
+        "2026-11-20 08:00 UTC to 2026-11-21 08:00 UTC",
+        "Open now:       none",
         "No changes in the last 24 hours.",
         "--",
         f"Portmon: {SITE}/",
     ]
-    assert "<p>No changes in the last 24 hours.</p>" in html
+    assert "<h1" in html and "<p>No changes in the last 24 hours.</p>" in html
 
 
 def test_it_gives_each_owner_only_their_networks_events(smtp, world):
@@ -125,7 +135,9 @@ def test_it_builds_a_day_digest_once_and_starts_the_next_where_it_ended(smtp, wo
     digest_queue(now=tomorrow)
     messages_send_due(now=tomorrow)
     text, _ = parts(smtp.to("sec-team@example.com")[1])
-    assert f"/events/{second.pk}/" in text and f"/events/{first.pk}/" not in text
+    period, still_open = text.split("Still open from before (1)")
+    assert f"/events/{second.pk}/" in period and f"/events/{first.pk}/" not in period
+    assert f"/events/{first.pk}/" in still_open  # not news, but nobody acted on it
     msg = Message.objects.get(dedupe_key="digest:2026-11-22:email:sec-team@example.com")
     assert msg.period_start == NOW and msg.period_end == tomorrow
 

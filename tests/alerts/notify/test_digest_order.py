@@ -31,5 +31,5 @@ def test_it_orders_addresses_numerically_in_both_parts(smtp, world):
         "198.18.1.100:8080/tcp",
         "[100::7]:8080/tcp",
     ]
-    assert re.findall(r"^- (\S+)  new port", text, re.MULTILINE) == expected
+    assert re.findall(r"^- \[medium\] (\S+)  new port", text, re.MULTILINE) == expected
     assert re.findall(r'<a href="[^"]+">([^<]+)</a>', html)[: len(expected)] == expected

@@ -34,10 +34,10 @@ def test_it_alerts_the_owner_and_the_team_at_once_for_a_high_risk_port(smtp, wor
     for address in ("alice@example.com", "sec-team@example.com"):
         [mail] = smtp.to(address)
         assert mail["Subject"] == (
-            "[Portmon] High-risk port: 198.18.1.5:3306/tcp (mysql MySQL 8.0.36 (new))"
+            "[Portmon] High-risk port: 198.18.1.5:3306/tcp - mysql MySQL 8.0.36 (new)"
         )
         text, html = parts(mail)
-        assert f"{SITE}/events/{event.pk}/" in text and "Network: 198.18.1.0/24" in text
+        assert f"{SITE}/events/{event.pk}/" in text and "Network:  198.18.1.0/24" in text
         assert f'<a href="{SITE}/events/{event.pk}/">198.18.1.5:3306/tcp</a>' in html
     assert smtp.to("bob@example.com") == []
 
@@ -62,7 +62,7 @@ def test_it_alerts_on_a_deny_rule_hit_and_not_on_an_allowed_or_quiet_event(smtp,
 
     [mail] = smtp.to("bob@example.com")
     assert mail["Subject"] == "[Portmon] Blacklisted: 198.18.2.7:23/tcp"
-    assert "Rule:    deny rule: no telnet anywhere (secops)" in parts(mail)[0]
+    assert "Rule:     deny rule: no telnet anywhere (secops)" in parts(mail)[0]
     assert len(smtp.received) == 2  # bob and the team, for the denied event only
 
 

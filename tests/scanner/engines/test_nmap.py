@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.engines import EngineError, nmap
+from scanner.engines import EngineError, nmap, nmap_probes
 from scanner.findings import Finding
 from tests.scanner.engines.conftest import DATA, free_port_block
 
@@ -428,3 +428,58 @@ def test_it_merges_a_tunnel_into_the_service_name():
 def test_it_rejects_text_that_is_not_an_nmap_report(text):
     with pytest.raises(EngineError):
         nmap.parse_xml(text)
+
+
+def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
+    # An HTTP server on an odd port says nothing until asked: with nmap's own file it is
+    # named only after the 6 s NULL probe; with a 2 s wait, 4 s sooner.
+    http = services.start("http", "127.0.0.8")
+    named_at = {}
+    for wait in (6000, 2000):
+        started = time.monotonic()
+        results = nmap.fingerprint_many(hosts={"127.0.0.8": [http]}, timeout=30, null_wait_ms=wait)
+        named_at[wait] = time.monotonic() - started
+        assert [fields(f) for f in results["127.0.0.8"].findings] == [NGINX]
+    assert named_at[6000] >= 5.5
+    assert named_at[2000] < 4.5
+
+
+def test_a_banner_later_than_the_null_wait_is_still_named_on_the_next_probe(services):
+    # Adversarial: an SSH server that sends its banner 3 s after the connection, past the
+    # 2 s NULL wait. nmap's next probe (GenericLines, 5 s) gets it and falls back to the
+    # NULL probe's match lines: same name, version and CPE as from a prompt banner.
+    async def late_ssh(reader, writer):
+        with contextlib.suppress(Exception):
+            await asyncio.sleep(3)
+            writer.write(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
+            await writer.drain()
+            await asyncio.wait_for(reader.read(256), 10)
+        writer.close()
+
+    port = services.start(late_ssh, "127.0.0.8")
+    result = nmap.fingerprint_many(hosts={"127.0.0.8": [port]}, timeout=30, null_wait_ms=2000)
+    (finding,) = result["127.0.0.8"].findings
+    assert fields(finding) == OPENSSH
+    assert finding.cpe.startswith("cpe:/a:openbsd:openssh:9.2p1")
+
+
+def test_the_probe_file_changes_the_null_wait_only(tmp_path):
+    source = nmap_probes.source_file()
+    assert source is not None
+    original = source.read_text(encoding="latin-1").splitlines()
+    changed = nmap_probes.with_null_wait("\n".join(original), 1500).splitlines()
+    diff = [(a, b) for a, b in zip(original, changed, strict=True) if a != b]
+    assert diff == [("totalwaitms 6000", "totalwaitms 1500")]
+    with pytest.raises(ValueError):
+        nmap_probes.with_null_wait("Probe TCP NULL q||\nmatch ssh m|^SSH|\n", 1500)
+    folder = nmap_probes.datadir(1500)
+    assert (
+        folder is not None
+        and (folder / "nmap-service-probes").read_text(encoding="latin-1").splitlines() == changed
+    )
+    assert folder.stat().st_mode & 0o077 == 0 and folder.parent.stat().st_mode & 0o022 == 0
+    assert nmap_probes.datadir(6000) is None  # nmap's own file, no --datadir
+    argv = nmap.build_argv(ip="127.0.0.1", ports=[22], timeout=9, datadir=folder)
+    assert argv[argv.index("--datadir") + 1] == str(folder)
+    with pytest.raises(EngineError):
+        nmap.build_argv(ip="127.0.0.1", ports=[22], timeout=9, datadir=Path("rel"))

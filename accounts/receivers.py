@@ -1,6 +1,6 @@
 from django.contrib.auth.signals import user_logged_in
 
-from dashboard.services import visit_record
+from accounts.services import visit_record
 
 
 def _logged_in(sender, request, user, **kwargs):

@@ -1,7 +1,8 @@
 """Roles: viewer (read), triager (event states, notes), admin (rules, scope, policies,
 agents, scan/PoC launches). Each includes the ones before it; a superuser is an admin.
 
-The roles are Django groups of the same names (created by dashboard's data migration), so
+The roles are Django groups of the same names (created by the data migration
+dashboard/migrations/0001_roles.py, which reads ROLES from here), so
 they are granted in the admin like any group.
 """
 
@@ -13,6 +14,16 @@ from django.core.exceptions import PermissionDenied
 VIEWER, TRIAGER, ADMIN = "viewer", "triager", "admin"
 ROLES = (VIEWER, TRIAGER, ADMIN)
 RANK = {name: rank for rank, name in enumerate(ROLES, start=1)}
+
+
+def role_groups_create(group_model) -> None:
+    """The groups of the roles (a data migration passes its historical Group model)."""
+    for name in ROLES:
+        group_model.objects.get_or_create(name=name)
+
+
+def role_groups_delete(group_model) -> None:
+    group_model.objects.filter(name__in=ROLES).delete()
 
 
 def role_rank(group_names, *, is_superuser: bool = False) -> int:
