@@ -181,7 +181,7 @@ def pocs_cover(*, run_id: int) -> list[int]:
     rows = PortObservation.objects.filter(run_id=run_id, proto="tcp").values_list(
         "host_id", "port", "service", "host__network__zone"
     )
-    wanted = {}
+    wanted: dict[tuple, None] = {}
     for host_id, port, service, zone in rows:
         if (zone or run.zone) not in zones:
             continue
@@ -195,7 +195,7 @@ def pocs_cover(*, run_id: int) -> list[int]:
     chained = set(events.values_list("host_id", "proto", "port"))
     wanted = {key: None for key in wanted if key[:3] not in chained}
     host_ids = sorted({key[0] for key in wanted})
-    done = set()
+    done: set[tuple] = set()
     for start in range(0, len(host_ids), 900):
         done.update(
             PocCheck.objects.filter(host_id__in=host_ids[start : start + 900]).values_list(

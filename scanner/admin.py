@@ -70,8 +70,16 @@ class ScanPolicyAdmin(admin.ModelAdmin):
 class ScanShardInline(admin.TabularInline):
     model = ScanShard
     extra = 0
-    fields = ["index", "targets", "ports", "state", "attempts", "worker", "ports_found", "error"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "index",
+        "targets",
+        "ports",
+        "state",
+        "attempts",
+        "worker",
+        "ports_found",
+        "error",
+    )
     can_delete = False
 
 

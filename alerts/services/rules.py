@@ -87,7 +87,7 @@ def rule_open_events_resolve(*, rule_id: int, actor=None, at: datetime | None = 
         return []
     ids = rule_open_matches(spec=rule_spec_of(rule))
     comment = f"allowed by rule #{rule.pk}: {rule.reason}"[:300]
-    resolved = []
+    resolved: list[int] = []
     with transaction.atomic():
         for start in range(0, len(ids), CHUNK):
             rows = list(

@@ -209,7 +209,7 @@ class Command(BaseCommand):
             time.sleep(0.5)
 
     def _print(self, run: ScanRun, *, as_json: bool) -> None:
-        rows = [
+        rows: list[dict[str, str | int]] = [
             {
                 "ip": o.host.ip,
                 "port": o.port,
@@ -226,6 +226,6 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(rows, indent=2))
             return
         for r in rows:
-            label = " ".join(x for x in (r["service"], r["product"], r["version"]) if x)
+            label = " ".join(str(x) for x in (r["service"], r["product"], r["version"]) if x)
             self.stdout.write(f"{r['ip']:<40} {r['port']:>5}/{r['proto']}  {label}")
         self.stdout.write(f"{len(rows)} open port(s) on {run.hosts_found} host(s)")

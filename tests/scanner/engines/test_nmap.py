@@ -430,6 +430,7 @@ def test_it_rejects_text_that_is_not_an_nmap_report(text):
         nmap.parse_xml(text)
 
 
+@pytest.mark.process
 def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
     # An HTTP server on an odd port says nothing until asked: with nmap's own file it is
     # named only after the 6 s NULL probe; with a 2 s wait, 4 s sooner.
@@ -444,6 +445,7 @@ def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
     assert named_at[2000] < 4.5
 
 
+@pytest.mark.process
 def test_a_banner_later_than_the_null_wait_is_still_named_on_the_next_probe(services):
     # Adversarial: an SSH server that sends its banner 3 s after the connection, past the
     # 2 s NULL wait. nmap's next probe (GenericLines, 5 s) gets it and falls back to the
