@@ -89,7 +89,7 @@ class Command(BaseCommand):
                 parser.exit(EXIT_REFUSED, f"CommandError: {message} (see --help)\n")
             django_error(message)
 
-        parser.error = error
+        parser.error = error  # type: ignore[method-assign]  # argparse has no hook for it
         return parser
 
     def add_arguments(self, parser):
