@@ -68,6 +68,7 @@ def rules_import(*, entries: list[RuleEntry]) -> list[PlanItem]:
             if item.change == CREATE:
                 rule_create(fields=item.entry.fields())
             elif item.change == UPDATE:
+                assert item.rule_id is not None  # an update names the rule it changes
                 rule_update(
                     rule_id=item.rule_id,
                     fields={name: getattr(item.entry, name) for name in item.changed_fields},
