@@ -363,14 +363,14 @@ def _finding_apply(*, result: PocResult, host: Host, at: datetime) -> int | None
         "reason": result.severity,
         "evidence": result.evidence,
         "poc_result": result.pk,
-        "zone": host.network.zone if host.network_id else "",
+        "zone": host.network.zone if host.network is not None else "",
     }
     raised = events_raise(
         candidates=[
             Candidate(
                 host_id=result.host_id,
                 ip=host.ip,
-                zone=detail["zone"],
+                zone=str(detail["zone"]),
                 proto=result.proto,
                 port=result.port,
                 kind=EventKind.POC_FINDING,

@@ -1,5 +1,7 @@
 """Scope, hosts, scan policies, runs, shards and what they found."""
 
+from collections.abc import Callable
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -162,7 +164,9 @@ class ScanPolicy(models.Model):
         from scanner.crontab import parse_crontab
         from scanner.targets import TargetError, parse_ports, parse_targets
 
-        checks = [("ports", lambda: parse_ports(self.ports))]
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("ports", lambda: parse_ports(self.ports))
+        ]
         checks.append(("targets", lambda: parse_targets(self.targets)))
         if self.schedule.strip():
             checks.append(("schedule", lambda: parse_crontab(self.schedule)))
