@@ -50,8 +50,9 @@ def admin(users):
 def test_it_names_the_same_rule_fields_everywhere(db):
     columns = {f.name for f in Rule._meta.concrete_fields} - {"id"}
     assert set(EVERYTHING) == set(RULE_FIELDS) == columns - set(RULE_KEPT_FIELDS)
-    # resolve_open says what saving does (resolve matching events), not a field of the rule.
-    assert [n for n in RuleForm().fields if n != "resolve_open"] == list(RULE_FIELDS)
+    # The dashboard's form has the rule's fields, in order, and one of its own: whether saving
+    # resolves the open events the rule matches (an action, not a column).
+    assert list(RuleForm().fields) == [*RULE_FIELDS, "resolve_open"]
     api_fields = RuleSerializer().fields
     assert {n for n, f in api_fields.items() if not f.read_only} == set(RULE_FIELDS)
     assert {n for n, f in api_fields.items() if f.read_only} == {"id", *RULE_KEPT_FIELDS}
