@@ -61,7 +61,7 @@ def role_required(role: str):
                 raise PermissionDenied(f"this needs the {role} role")
             return view(request, *args, **kwargs)
 
-        wrapped.required_role = role
+        wrapped.required_role = role  # type: ignore[attr-defined]  # a function attribute
         return wrapped
 
     return decorator

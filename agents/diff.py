@@ -117,7 +117,8 @@ def agent_diff(
     now: dict[PortKey, set[Identity]] = {}
     for key, ident in current:
         now.setdefault(key, set()).add(ident)
-    changes, kept = [], []
+    changes: list = []
+    kept: list = []
     for key in sorted(now.keys() | before.keys()):
         old, new = before.get(key, set()), now.get(key, set())
         left = sorted(old - new)

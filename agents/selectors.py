@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, Manager, OuterRef, Q, QuerySet
 
 from agents.diff import HostAddresses
 from agents.models import Agent, AgentHost, ProcessSocket
@@ -157,8 +157,9 @@ def _open_ports() -> QuerySet:
     return Port.objects.filter(state=PortState.OPEN)
 
 
-def _in(qs: QuerySet, network_ids, field: str) -> QuerySet:
+def _in(qs: QuerySet | Manager, network_ids, field: str) -> QuerySet:
     # A digest recipient scoped to some networks sees those networks' hosts only.
+    qs = qs.all()
     return qs if network_ids is None else qs.filter(**{f"{field}__in": network_ids})
 
 

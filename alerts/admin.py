@@ -23,8 +23,7 @@ class EventNoteInline(admin.TabularInline):
 class EventAuditInline(admin.TabularInline):
     model = EventAudit
     extra = 0
-    fields = ["at", "actor", "action", "from_state", "to_state", "comment"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "actor", "action", "from_state", "to_state", "comment")
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:

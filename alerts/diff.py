@@ -301,7 +301,7 @@ def sighting_events(s: Sighting, *, at: datetime, window: timedelta) -> list[tup
     elif s.prev_seen < at - window and s.missed_before > 0:
         days = (at - s.prev_seen).days
         events.append((EventKind.NEW_PORT, {"reason": f"not seen for {days} days"}))
-    if fingerprint_changed(s.old_fp, s.new_fp):
+    if s.old_fp is not None and s.new_fp is not None and fingerprint_changed(s.old_fp, s.new_fp):
         events.append(
             (EventKind.SERVICE_CHANGED, {"old": s.old_fp.as_dict(), "new": s.new_fp.as_dict()})
         )

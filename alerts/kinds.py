@@ -45,11 +45,12 @@ class EventKind(KindChoices):
 
 # {kind: severity} of the kinds with a fixed one (the data migration 0003 reads it).
 KIND_SEVERITY = {kind.value: kind.severity for kind in EventKind if kind.severity is not None}
+_SEVERITY_OF = {kind.value: kind.severity for kind in EventKind}  # None: the event says
 
 
 def severity_for(kind: str, detail: dict | None = None) -> int:
     """The severity of an event of `kind`; a PoC finding carries its check's own."""
-    if kind not in EventKind.values:
+    if kind not in _SEVERITY_OF:
         return Severity.MEDIUM
-    severity = EventKind(kind).severity
+    severity = _SEVERITY_OF[kind]
     return poc_severity(detail) if severity is None else severity

@@ -265,7 +265,7 @@ def rules_import_plan(
     the same match key (what it matches and does) is updated, the oldest such rule first;
     anything else is created. A rule given twice in the file counts once.
     """
-    by_key = {}
+    by_key: dict[tuple, int] = {}
     by_match: dict[tuple, list[tuple[int, RuleEntry]]] = {}
     for rule_id, entry in sorted(existing, key=lambda r: r[0]):
         by_key.setdefault(entry.key(), rule_id)

@@ -289,7 +289,8 @@ def _events_of_hosts_in(net) -> Q:
     hosts first and sorted all their events (a /16 holding every host: 0.3 s), and a
     CIDR that holds most hosts becomes a short exclusion, or no condition at all.
     """
-    inside, outside = [], []
+    inside: list[int] = []
+    outside: list[int] = []
     for pk, ip in Host.objects.values_list("pk", "ip").iterator(chunk_size=5000):
         (inside if ipaddress.ip_address(ip) in net else outside).append(pk)
     if len(outside) < len(inside):

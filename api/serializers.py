@@ -34,7 +34,9 @@ class NetworkSerializer(serializers.ModelSerializer):
 
 class HostSerializer(serializers.ModelSerializer):
     # NULL: a host outside every network in scope (an import, a network removed since).
-    network = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    network: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Host

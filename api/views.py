@@ -113,7 +113,7 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
         # had MariaDB sort the whole join (100,000 events: 370 ms a page, 22 ms now;
         # bench/dashboard_bench.py).
         ids = self.get_queryset().select_related(None).values_list("pk", flat=True)
-        events = events_by_ids(list(self.paginate_queryset(ids)), ("host",))
+        events = events_by_ids(list(self.paginate_queryset(ids) or ()), ("host",))
         return self.get_paginated_response(self.get_serializer(events, many=True).data)
 
     @extend_schema(request=s.TransitionSerializer, responses=s.EventDetailSerializer)
@@ -157,8 +157,9 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
         except RecheckRefused as exc:
             raise _bad_request(exc) from None
         if check_id is None:
-            body = {"poc_run": None, "detail": "a run of this check is queued or running already"}
-            return Response(body)
+            return Response(
+                {"poc_run": None, "detail": "a run of this check is queued or running already"}
+            )
         body = {"poc_run": check_id, "detail": "queued"}
         return Response(body, status=status.HTTP_202_ACCEPTED)
 

@@ -85,7 +85,7 @@ def stacked_bars(title: str, labels: list[str], series: list[tuple[str, list[int
     parts = []
     for i, label in enumerate(labels):
         x = LEFT + slot * i + (slot - bar_w) / 2
-        base = TOP + plot_h
+        base: float = TOP + plot_h
         for name, values in series:
             if not values[i]:
                 continue

@@ -13,7 +13,7 @@ def host_poc_results(*, host_id: int) -> list[dict]:
     in_flight = PocCheck.objects.filter(
         host_id=host_id, state__in=(PocState.PENDING, PocState.RUNNING)
     ).order_by("proto", "port", "check_name")
-    rows = [
+    rows: list[dict[str, object]] = [
         {
             "port": f"{c.port}/{c.proto}",
             "check": c.check_name,

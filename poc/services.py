@@ -181,7 +181,7 @@ def pocs_cover(*, run_id: int) -> list[int]:
     rows = PortObservation.objects.filter(run_id=run_id).values_list(
         "host_id", "proto", "port", "service", "host__network__zone"
     )
-    wanted = {}
+    wanted: dict[tuple, None] = {}
     for host_id, proto, port, service, zone in rows:
         if (zone or run.zone) not in zones:
             continue
@@ -195,7 +195,7 @@ def pocs_cover(*, run_id: int) -> list[int]:
     chained = set(events.values_list("host_id", "proto", "port"))
     wanted = {key: None for key in wanted if key[:3] not in chained}
     host_ids = sorted({key[0] for key in wanted})
-    done = set()
+    done: set[tuple] = set()
     for start in range(0, len(host_ids), 900):
         done.update(
             PocCheck.objects.filter(host_id__in=host_ids[start : start + 900]).values_list(
@@ -363,14 +363,14 @@ def _finding_apply(*, result: PocResult, host: Host, at: datetime) -> int | None
         "reason": result.severity,
         "evidence": result.evidence,
         "poc_result": result.pk,
-        "zone": host.network.zone if host.network_id else "",
+        "zone": host.network.zone if host.network is not None else "",
     }
     raised = events_raise(
         candidates=[
             Candidate(
                 host_id=result.host_id,
                 ip=host.ip,
-                zone=detail["zone"],
+                zone=str(detail["zone"]),
                 proto=result.proto,
                 port=result.port,
                 kind=EventKind.POC_FINDING,

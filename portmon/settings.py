@@ -10,6 +10,7 @@ import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from kombu import Exchange, Queue
@@ -489,7 +490,7 @@ CELERY_TASK_ROUTES = {
 # The periodic jobs that always exist, installed idempotently by `manage.py migrate`
 # (scanner.services.schedules.fixed_schedules_install). Timing follows these lines; an
 # entry an admin disabled stays disabled. Scan policies add their own entries.
-PORTMON_FIXED_SCHEDULES = [
+PORTMON_FIXED_SCHEDULES: list[dict[str, Any]] = [
     # Hand on work whose worker died or whose message was lost; end stalled runs.
     {"name": "scanner: reap lost shards", "task": "scanner.reap_shards",
      "every_minutes": 1, "expire_seconds": 60},

@@ -70,7 +70,7 @@ class ScanPolicyAdmin(admin.ModelAdmin):
 class ScanShardInline(admin.TabularInline):
     model = ScanShard
     extra = 0
-    fields = [
+    fields = readonly_fields = (
         "index",
         "proto",
         "targets",
@@ -80,8 +80,7 @@ class ScanShardInline(admin.TabularInline):
         "worker",
         "ports_found",
         "error",
-    ]
-    readonly_fields = fields
+    )
     can_delete = False
 
 

@@ -1,5 +1,7 @@
 """Scope, hosts, scan policies, runs, shards and what they found."""
 
+from collections.abc import Callable
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -171,7 +173,7 @@ class ScanPolicy(models.Model):
         from scanner.crontab import parse_crontab
         from scanner.targets import TargetError, parse_ports, parse_targets
 
-        checks = []
+        checks: list[tuple[str, Callable[[], object]]] = []
         if self.ports.strip() or not self.udp_ports.strip():
             checks.append(("ports", lambda: parse_ports(self.ports)))
         if self.udp_ports.strip():

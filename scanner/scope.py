@@ -47,9 +47,18 @@ def normalise_address(address: IPAddress) -> IPAddress:
     return address
 
 
+def within(inner: IPNetwork, outer: IPNetwork) -> bool:
+    """inner.subnet_of(outer), False across IP versions (where subnet_of raises)."""
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    return False
+
+
 def normalise_network(network: IPNetwork) -> IPNetwork:
     """A network inside ::ffff:0:0/96 as the IPv4 network it maps to; others unchanged."""
-    if network.version == 6 and network.subnet_of(IPV4_MAPPED):
+    if within(network, IPV4_MAPPED):
         return ipaddress.IPv4Network(
             (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
         )
@@ -62,7 +71,7 @@ def embedded_ipv4_error(network: IPNetwork) -> str | None:
         return None
     for embedding, kind in EMBEDS_IPV4.items():
         if network.overlaps(embedding):
-            where = "is inside" if network.subnet_of(embedding) else "overlaps"
+            where = "is inside" if within(network, embedding) else "overlaps"
             return (
                 f"{network} {where} {embedding} ({kind}), whose addresses embed IPv4 "
                 "addresses and would dodge IPv4 exclusions; use the IPv4 addresses instead"
@@ -123,7 +132,7 @@ def exclusion_check(text: str, *, parent: str, existing: Iterable[str]) -> IPNet
     """A new or edited exclusion: a valid scope CIDR inside parent, overlapping no other."""
     excluded = parse_cidr(text)
     network = stored_network(parent)
-    if network is None or network.version != excluded.version or not excluded.subnet_of(network):
+    if network is None or not within(excluded, network):
         raise ScopeError(f"{excluded} is not inside network {parent}")
     clash = find_overlap(excluded, existing)
     if clash:

@@ -19,6 +19,7 @@ from scanner.scope import (
     forbidden_error,
     normalise_address,
     normalise_network,
+    within,
 )
 
 PortRanges = tuple[tuple[int, int], ...]
@@ -105,7 +106,7 @@ def resolve_host(name: str) -> list[str]:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise TargetError(f"cannot resolve {name!r}: {exc.strerror}") from None
-    return sorted({info[4][0].split("%")[0] for info in infos})
+    return sorted({str(info[4][0]).split("%")[0] for info in infos})
 
 
 def _split(text: str | Iterable[str]) -> list[str]:
@@ -152,7 +153,7 @@ def _range(token: str) -> list[IPNetwork] | None:
     if lo is None or hi is None or lo.version != hi.version:
         example = "198.18.0.1-198.18.0.20"
         raise TargetError(f"{token!r} is not an address range; write both ends in full: {example}")
-    if lo > hi:
+    if int(lo) > int(hi):  # the same IP version, checked above
         raise TargetError(f"{token!r} is reversed; did you mean {hi}-{lo}?")
     return list(ipaddress.summarize_address_range(lo, hi))
 
@@ -259,11 +260,7 @@ def guard(networks: Iterable[IPNetwork], scope: Scope) -> GuardedTargets:
         if forbidden:
             raise TargetError(forbidden)
         parent = next(
-            (
-                (net, zone)
-                for net, zone in scope.networks
-                if net.version == target.version and target.subnet_of(net)
-            ),
+            ((net, zone) for net, zone in scope.networks if within(target, net)),
             None,
         )
         if parent is None:
@@ -279,7 +276,7 @@ def guard(networks: Iterable[IPNetwork], scope: Scope) -> GuardedTargets:
         overlapping = [
             ex for ex in scope.exclusions if ex.version == target.version and ex.overlaps(target)
         ]
-        covering = next((ex for ex in overlapping if target.subnet_of(ex)), None)
+        covering = next((ex for ex in overlapping if within(target, ex)), None)
         if covering is not None:
             refusal = refusal or f"{target} is excluded from scanning by {covering}"
             continue
@@ -339,12 +336,13 @@ def plan_shards(targets: GuardedTargets, ports: PortRanges, *, max_probes: int) 
     shards = []
     for start in range(0, len(addresses), hosts_per_shard):
         chunk = addresses[start : start + hosts_per_shard]
-        collapsed = tuple(
-            net
-            for version in (4, 6)
-            for net in ipaddress.collapse_addresses(
-                ipaddress.ip_network(a) for a in chunk if a.version == version
-            )
+        collapsed: tuple[IPNetwork, ...] = (
+            *ipaddress.collapse_addresses(
+                ipaddress.IPv4Network(a) for a in chunk if isinstance(a, ipaddress.IPv4Address)
+            ),
+            *ipaddress.collapse_addresses(
+                ipaddress.IPv6Network(a) for a in chunk if isinstance(a, ipaddress.IPv6Address)
+            ),
         )
         for piece in port_pieces:
             shards.append(ShardPlan(targets=collapsed, ports=piece))

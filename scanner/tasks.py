@@ -1,6 +1,6 @@
 """Celery tasks for scanning: thin wrappers that load by id and call a service.
 
-Every task declares soft < hard time limits (tests/scanner/test_tasks.py walks the
+Every task declares soft < hard time limits (tests/scanner/test_core_loop.py walks the
 registry). Shards and fingerprint batches are queued without limits in the message, so
 the worker that runs them applies these, read from its own settings.
 """

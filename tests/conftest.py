@@ -12,6 +12,51 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("PORTMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# A worker's warm shutdown after SIGTERM (idle: ~1 s); past this it is killed, as systemd
+# does after TimeoutStopSec. Short: a test that left a task hanging pays it at teardown.
+STOP_GRACE_S = 10.0
+
+
+# Tests with one of these marks start real processes (workers, servers, daemons, commands,
+# a browser, a namespace lab); the fast gate (bin/test fast) runs all the others.
+REAL_PROCESS_MARKS = ("lab", "celery", "browser", "process")
+
+
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "celery_workers" in fixtures:
+            item.add_marker(pytest.mark.celery)
+        # "db": what the SQLite pass of bin/test repeats (the rest does not depend on the engine).
+        if item.get_closest_marker("django_db") or fixtures & DB_FIXTURES:
+            item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(autouse=True)
+def no_processes_in_the_fast_gate(request, monkeypatch):
+    """With PORTMON_TEST_NO_PROCESSES=1 (the fast gate), a test without a real-process mark
+    that starts a process fails and says which mark it needs: the gate stays fast."""
+    if os.environ.get("PORTMON_TEST_NO_PROCESSES") != "1" or any(
+        request.node.get_closest_marker(mark) for mark in REAL_PROCESS_MARKS
+    ):
+        yield
+        return
+    started: list[str] = []
+    real = subprocess.Popen._execute_child
+
+    def refuse(self, args, *rest, **kwargs):
+        started.append(str(args)[:200])
+        raise RuntimeError(f"no processes in the fast gate: {args!r}")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    yield
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", real)
+    if started:
+        pytest.fail(f"this test starts processes, mark it @pytest.mark.process: {started}")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -124,10 +169,32 @@ class Workers:
             pass
         proc.wait(timeout=30)
 
+    def stop(self, name: str, grace: float = STOP_GRACE_S) -> int | None:
+        """Stop a worker as systemd does (KillMode=mixed): SIGTERM to the main process, whose
+        warm shutdown finishes the tasks in hand; whatever is left after `grace` seconds
+        gets SIGKILL, the whole process group. The exit code, None when it had to be killed."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+                return None
+        try:  # pool children or engines left behind (PR_SET_PDEATHSIG should have ended them)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return proc.returncode
+
     def stop_all(self) -> None:
-        for name, proc in self.procs.items():
+        """All at once (SIGTERM to each, then wait): teardown costs the slowest, not the sum."""
+        for proc in self.procs.values():
             if proc.poll() is None:
-                self.kill(name, signal.SIGTERM if False else signal.SIGKILL)
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for name in self.procs:
+            self.stop(name, grace=max(0.0, deadline - time.monotonic()))
 
     def start_beat(self, name: str = "beat", extra_env=None) -> subprocess.Popen:
         """Real `celery beat` with django-celery-beat's database scheduler (as bin/run)."""

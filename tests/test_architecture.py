@@ -244,7 +244,8 @@ def test_a_clean_tree_passes_the_checks(tmp_path):
 
 
 def test_services_and_selectors_never_import_tasks():
-    # Tasks are an interface (STYLE.md): services queue them by name (scanner.services.publish).
+    # Tasks are an interface on top of services, like views: services queue them by name
+    # (scanner.services.publish) and never import a tasks module.
     graph = import_graph(project_modules())
     wrong = {
         name: sorted(t for t in targets if t.endswith(".tasks"))

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 # What a new user's shell has: no virtualenv on PATH, so a bare `python` has no Django.
 BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -17,6 +19,7 @@ def bare_env(**extra) -> dict:
     return env
 
 
+@pytest.mark.process
 def test_it_runs_manage_py_with_the_project_venv_from_any_directory(tmp_path):
     out = subprocess.run(
         [str(ROOT / "bin" / "pm"), "check"],
@@ -30,6 +33,7 @@ def test_it_runs_manage_py_with_the_project_venv_from_any_directory(tmp_path):
     assert "System check identified no issues" in out.stdout
 
 
+@pytest.mark.process
 def test_it_passes_a_command_error_and_its_exit_status_through(tmp_path):
     out = subprocess.run(
         [str(ROOT / "bin" / "pm"), "no_such_command"],
@@ -61,6 +65,7 @@ def fake_clone(tmp_path: Path) -> Path:
     return clone
 
 
+@pytest.mark.process
 def test_it_creates_the_venv_once_when_a_fresh_clone_has_none(tmp_path):
     clone = fake_clone(tmp_path)
     elsewhere = tmp_path / "elsewhere"

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Each test starts a Python process with its own environment.
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
@@ -62,6 +67,14 @@ def test_it_switches_to_mariadb_with_utf8mb4(tmp_path):
     s = probe(tmp_path, DATABASE_URL="mysql://portmon:pw@127.0.0.1:3306/portmon")
     assert s["engine"] == "django.db.backends.mysql"
     assert s["name"] == "portmon"
+    assert s["options"]["charset"] == "utf8mb4"
+
+
+def test_it_keeps_the_mariadb_tls_options_of_the_url(tmp_path):
+    """docs/deploy.md's TLS URL: the CA reaches mysqlclient beside the charset."""
+    url = "mysql://portmon:pw@central.example.net:3306/portmon?ssl-ca=/etc/portmon/ca.pem"
+    s = probe(tmp_path, DATABASE_URL=url)
+    assert s["options"]["ssl"] == {"ca": "/etc/portmon/ca.pem"}
     assert s["options"]["charset"] == "utf8mb4"
 
 

@@ -113,7 +113,9 @@ def _process(pid: int | None, cache: dict) -> dict:
 
 def collect() -> list[dict]:
     """Listening TCP and bound UDP sockets (IPv4 and IPv6) with their processes."""
-    sockets, seen, cache = [], set(), {}
+    sockets: list[dict] = []
+    seen: set = set()
+    cache: dict = {}
     for conn in psutil.net_connections(kind="inet"):
         if not conn.laddr:
             continue

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 from agents.diff import NEW_PROCESS, PROCESS_CHANGED, AddressRefused, agent_diff, sockets_by_port
 from agents.models import Agent, AgentReport, ProcessSocket, SocketChange
@@ -100,10 +100,17 @@ def _ingest(agent_id, report, now, *, grouped, hosts, digest, at) -> IngestResul
 # ~0.6 ms of a steady-state report's 3.5 ms of CPU (bench/agent_bench.py, py-spy).
 
 
+def _column(model: type[models.Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    # A column of the model, not a reverse relation.
+    assert isinstance(field, models.Field) and field.column is not None
+    return field.column
+
+
 @functools.cache
 def _claim_sql(vendor: str, unchanged: bool) -> str:
     q, meta = connection.ops.quote_name, Agent._meta
-    col = {name: q(meta.get_field(name).column) for name in (
+    col = {name: q(_column(Agent, name)) for name in (
         "id", "last_seq", "last_report_at", "inventory_hash", "inventory_at",
     )}  # fmt: skip
     sets = ["last_seq", "last_report_at", "inventory_hash"]
@@ -137,14 +144,14 @@ _REPORT_COLUMNS = ("agent", "report_id", "seq", "collected_at", "received_at", "
 @functools.cache
 def _report_sql(vendor: str) -> str:
     q, meta = connection.ops.quote_name, AgentReport._meta
-    columns = ", ".join(q(meta.get_field(name).column) for name in _REPORT_COLUMNS)
+    columns = ", ".join(q(_column(AgentReport, name)) for name in _REPORT_COLUMNS)
     marks = ", ".join(["%s"] * len(_REPORT_COLUMNS))
     return f"INSERT INTO {q(meta.db_table)} ({columns}) VALUES ({marks})"
 
 
 def _report_insert(agent_id: int, report: Report, now: datetime, *, events: int) -> None:
     when = connection.ops.adapt_datetimefield_value
-    params = [agent_id, report.report_id, report.seq, when(report.collected_at), when(now)]
+    params: list = [agent_id, report.report_id, report.seq, when(report.collected_at), when(now)]
     with connection.cursor() as cursor:
         cursor.execute(_report_sql(connection.vendor), [*params, len(report.sockets), events])
 

@@ -215,7 +215,7 @@ def _instantiate(url: str):
         reasons = getattr(_state, "reasons", None) or []
         detail = f": {reasons[-1]}" if reasons else ""
         raise ChatError(f"not a usable {scheme}:// URL{detail} ({EXAMPLES})")
-    protocols = set()
+    protocols: set[str] = set()
     for value in (plugin.protocol, plugin.secure_protocol):
         protocols.update([value] if isinstance(value, str) else value or ())
     if not protocols & ALLOWED_SCHEMES:

@@ -197,9 +197,8 @@ def _run_diff(*, run: ScanRun) -> DiffResult:
     # Baseline: never seen, and its address and port never covered by an earlier healthy
     # run (or still learnt); per-host networks: its host never answered before.
     first_seen = [(r[0], r[2]) for r in sightings if r[7] is None]
-    spans = spans_before(
-        set(run_spans) | {hosts[h].network_id for h, _ in first_seen if h in hosts} - {None}, at
-    )
+    networks = {hosts[h].network_id for h, _ in first_seen if h in hosts}
+    spans = spans_before(set(run_spans) | {n for n in networks if n is not None}, at)
     answered_before = hosts_answered_before(
         (h for h, _ in first_seen if (hosts.get(h) or UNKNOWN_HOST).per_host), run, at
     )

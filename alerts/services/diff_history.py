@@ -92,7 +92,7 @@ def hosts_info(host_ids: Iterable[int]) -> dict[int, HostRow]:
 def hosts_covered(coverage: diff.Coverage) -> dict[int, HostRow]:
     """Hosts inside the run's targets, as _host_info does."""
     if coverage.only_addresses:
-        rows = []
+        rows: list[tuple] = []
         ips = sorted(str(a) for a in coverage.addresses)
         for chunk in chunks(ips):
             rows.extend(Host.objects.filter(ip__in=chunk).values_list(*HOST_FIELDS))
@@ -166,7 +166,7 @@ def spans_of_run(run: ScanRun, coverage: diff.Coverage, at: datetime) -> dict[in
     protos = [(proto, ports) for proto, ports in protos if ports]
     if not protos:
         return {}
-    named = []
+    named: list[str] = []
     for chunk in chunks(sorted(coverage.names)):
         named.extend(Host.objects.filter(hostname__in=chunk).values_list("ip", flat=True))
     spans = {}
@@ -190,7 +190,7 @@ def spans_before(network_ids: Iterable[int], at: datetime) -> dict[int, list[dif
 
 def hosts_answered_before(host_ids: Iterable[int], run: ScanRun, at: datetime) -> set[int]:
     """Hosts with an observation by another run at or before `at`."""
-    answered = set()
+    answered: set[int] = set()
     for chunk in chunks(sorted(set(host_ids))):
         answered.update(
             PortObservation.objects.filter(host_id__in=chunk, seen_at__lte=at)

@@ -39,7 +39,7 @@ def misses_record(
 ) -> tuple[list[Candidate], int, int]:
     """Count a miss for each open port the run covered and did not see; close at N.
     Returns the "closed" candidates, the ports missed and those closed."""
-    unseen = []
+    unseen: list[tuple] = []
     covered_ids = sorted(hid for hid, info in hosts.items() if info.covered)
     seen_here = Exists(same_port_of_run(PortObservation, run.pk))
     for chunk in chunks(covered_ids):
@@ -48,7 +48,9 @@ def misses_record(
             .exclude(seen_here)
             .values_list("id", "host_id", "proto", "port", "missed_runs", *FP_FIELDS)
         )
-    bump, close, candidates = [], [], []
+    bump: list[int] = []
+    close: list[int] = []
+    candidates = []
     for pid, hid, proto, port, missed, service, product, version in unseen:
         if not coverage.covers_port(port, proto):
             continue

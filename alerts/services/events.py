@@ -115,7 +115,7 @@ def events_raise(
     if not drafts:
         return RaiseResult()
     with transaction.atomic():
-        taken = set()
+        taken: set[str | None] = set()
         for chunk in chunks(list(drafts)):
             existing = AlertEvent.objects.filter(open_key__in=chunk)
             taken.update(existing.values_list("open_key", flat=True))
@@ -124,7 +124,7 @@ def events_raise(
         # It also leaves the new rows without ids, so they are read back by key; a row
         # with another run or time under one of these keys is that writer's.
         AlertEvent.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
-        ours = []
+        ours: list = []
         for chunk in chunks([event.open_key for event in rows]):
             ours.extend(
                 AlertEvent.objects.filter(

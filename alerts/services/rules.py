@@ -68,6 +68,7 @@ def rules_import(*, entries: list[RuleEntry]) -> list[PlanItem]:
             if item.change == CREATE:
                 rule_create(fields=item.entry.fields())
             elif item.change == UPDATE:
+                assert item.rule_id is not None  # an update names the rule it changes
                 rule_update(
                     rule_id=item.rule_id,
                     fields={name: getattr(item.entry, name) for name in item.changed_fields},
@@ -87,7 +88,7 @@ def rule_open_events_resolve(*, rule_id: int, actor=None, at: datetime | None = 
         return []
     ids = rule_open_matches(spec=rule_spec_of(rule))
     comment = f"allowed by rule #{rule.pk}: {rule.reason}"[:300]
-    resolved = []
+    resolved: list[int] = []
     with transaction.atomic():
         for start in range(0, len(ids), CHUNK):
             rows = list(

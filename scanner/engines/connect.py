@@ -184,7 +184,7 @@ def _host_ranges(targets: list[IPTarget]) -> list[tuple[int, int, int]]:
     probe every address too. The link's own broadcast address costs one probe, which the
     kernel refuses at once (ENETUNREACH: an answer, counted closed).
     """
-    ranges = []
+    ranges: list[tuple[int, int, int]] = []
     for target in targets:
         family = socket.AF_INET if target.version == 4 else socket.AF_INET6
         if isinstance(target, ipaddress.IPv4Address | ipaddress.IPv6Address):

@@ -506,7 +506,7 @@ def _subtract(
     """networks minus excluded (the connect scanner takes no exclude file)."""
     pieces = list(networks)
     for exclusion in excluded:
-        kept = []
+        kept: list = []
         for piece in pieces:
             if piece.subnet_of(exclusion):
                 continue

@@ -69,10 +69,10 @@ def observations_record(*, run_id: int, findings: Iterable[Finding], seen_at: da
 
     Returns the number of distinct findings passed in.
     """
-    findings = {f.key: f for f in findings}
-    if not findings:
+    unique = {f.key: f for f in findings}
+    if not unique:
         return 0
-    hosts = hosts_ensure(ips={ip for ip, _, _ in findings}, seen_at=seen_at)
+    hosts = hosts_ensure(ips={ip for ip, _, _ in unique}, seen_at=seen_at)
     rows = [
         PortObservation(
             run_id=run_id,
@@ -83,7 +83,7 @@ def observations_record(*, run_id: int, findings: Iterable[Finding], seen_at: da
             fingerprinted=f.has_fingerprint,
             **{name: getattr(f, name) for name in FINGERPRINT_FIELDS},
         )
-        for f in findings.values()
+        for f in unique.values()
     ]
     PortObservation.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
     return len(rows)
@@ -131,7 +131,7 @@ def state_turn_take(*, run_id: int | None = None) -> None:
 
     run_id: the run whose diff takes the turn (kept for the admin to see)."""
     StateTurn.objects.get_or_create(name=STATE_TURN)
-    fields = {"updated_at": timezone.now()}
+    fields: dict[str, object] = {"updated_at": timezone.now()}
     if run_id is not None:
         fields["last_run_id"] = run_id
     StateTurn.objects.filter(name=STATE_TURN).update(**fields)

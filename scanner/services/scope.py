@@ -14,6 +14,7 @@ from scanner.scope import (
     parse_cidr,
     parse_network,
     stored_network,
+    within,
 )
 from scanner.targets import GuardedTargets, TargetError, guard, parse_targets
 
@@ -22,8 +23,9 @@ logger = logging.getLogger(__name__)
 
 def _check_length(model: type[models.Model], field: str, value: str, label: str) -> None:
     """Refuse text longer than the column: MariaDB raises a DataError, SQLite keeps it all."""
-    limit = model._meta.get_field(field).max_length
-    if len(value) > limit:
+    column = model._meta.get_field(field)
+    limit = column.max_length if isinstance(column, models.Field) else None
+    if limit is not None and len(value) > limit:
         raise ScopeError(f"{label} is {len(value)} characters long; the limit is {limit}")
 
 
@@ -67,7 +69,7 @@ def network_remove(*, cidr: str) -> None:
 def _parent_of(excluded: IPNetwork) -> Network | None:
     for candidate in Network.objects.all():
         net = stored_network(candidate.cidr)
-        if net is not None and net.version == excluded.version and excluded.subnet_of(net):
+        if net is not None and within(excluded, net):
             return candidate
     return None
 

@@ -76,6 +76,7 @@ def shard_route_plan_check(*, shard_id: int, plan: dict) -> str | None:
     if ScanShard.objects.filter(pk=shard_id, route_plan__isnull=True).update(route_plan=plan):
         return None
     first = ScanShard.objects.values_list("route_plan", flat=True).get(pk=shard_id)
+    assert first is not None  # set above or by an earlier attempt, never cleared
     return routes.plan_change(first, plan)
 
 

@@ -22,7 +22,7 @@ from alerts.models import AlertEvent, Rule
 from tests.conftest import ROOT, database_url_for_subprocess
 
 # The server process sees committed rows only.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 
 CLIENT = ROOT / "agents/client/portmon_agent.py"
 PYTHON = os.path.realpath(sys.executable)

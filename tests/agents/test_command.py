@@ -59,6 +59,7 @@ def test_it_refuses_bad_input_with_a_one_line_error(db, args, message):
     assert Agent.objects.count() == 1
 
 
+@pytest.mark.process
 def test_it_exits_1_on_a_wrong_option_from_the_command_line():
     result = subprocess.run(
         [sys.executable, "manage.py", "agent", "frobnicate"],

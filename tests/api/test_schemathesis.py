@@ -17,7 +17,7 @@ import pytest
 from api.services import api_token_issue
 from tests.conftest import ROOT, TEST_REDIS_URL, database_url_for_subprocess
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,response_schema_conformance,"

@@ -62,6 +62,7 @@ def test_it_ships_the_four_units():
     ]
 
 
+@pytest.mark.process
 def test_it_passes_systemd_analyze_verify(tmp_path):
     result = verify(DEPLOY, tmp_path)
 
@@ -69,6 +70,7 @@ def test_it_passes_systemd_analyze_verify(tmp_path):
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
+@pytest.mark.process
 def test_it_would_notice_a_broken_unit(tmp_path):
     broken = tmp_path / "units"
     shutil.copytree(DEPLOY, broken)

@@ -19,7 +19,7 @@ let the test fail with it, do not skip)::
         lab.packet_counts()                 # (packets into the lab, packets dropped)
         lab.close_port(ip, port); lab.open_port(ip, port, service="http")
 
-    Lab(**BENCHMARK_LAB)  # the DESIGN.md "Accuracy" lab: 62 hosts, 211 open ports, 0.5% loss
+    Lab(**BENCHMARK_LAB)  # the benchmark lab: 62 hosts, 211 open ports, 0.5% loss
     Lab(on_link=True, offsets=[4, 7, 31])  # hosts .4 .7 .31 on the scanner's own /24
 
 On-link labs (on_link=True) give the root side 198.18.N.254/24 on the veth instead of the

@@ -3,7 +3,8 @@
     .venv/bin/python -m tests.lab.selfcheck [--rate 100000] [--loss 0.005] [--passes 1]
 
 Validates that masscan works against the lab with lab.interface / lab.source_ip /
-lab.router_mac, and shows what a single pass misses under loss (DESIGN.md "Accuracy").
+lab.router_mac, and shows what a single pass misses under loss (at 100 kpps with 0.5% loss
+a pass found 93-97% of the 211 open ports; misses are random from run to run).
 """
 
 import argparse

@@ -245,6 +245,7 @@ def netdev_tables() -> list[str]:
     return [t["table"]["name"] for t in json.loads(out.stdout)["nftables"] if "table" in t]
 
 
+@pytest.mark.process
 def test_it_guards_the_default_route_interface_and_no_veth(lab):
     default = json.loads(
         subprocess.run(

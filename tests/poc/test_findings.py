@@ -35,6 +35,7 @@ def findings():
     return list(AlertEvent.objects.filter(kind=EventKind.POC_FINDING))
 
 
+@pytest.mark.process
 def test_it_raises_one_immediate_finding_fixes_it_and_reopens_it_only_when_positive(
     redis_open, loopback_scope, django_capture_on_commit_callbacks
 ):
@@ -76,6 +77,7 @@ def test_it_raises_one_immediate_finding_fixes_it_and_reopens_it_only_when_posit
     assert event.state == EventState.REOPENED and len(findings()) == 1
 
 
+@pytest.mark.process
 def test_it_rechecks_open_findings_once_a_day(redis_open, loopback_scope):
     host = loopback_scope(redis_open.ip)
     run_now(host, redis_open.port)
@@ -123,6 +125,7 @@ def test_it_lets_one_task_hold_a_run_and_a_redelivered_copy_take_it_back(loopbac
     assert poc_claim(check_id=check_id, token="second") is not None  # the first one died
 
 
+@pytest.mark.process
 def test_it_cuts_off_a_hanging_check_and_leaves_no_process_or_socket(monkeypatch):
     monkeypatch.setenv("PORTMON_POC_CHECK_MODULES", "tests.poc.hanging_check")
     listener = socket.socket()
@@ -145,6 +148,7 @@ def test_it_cuts_off_a_hanging_check_and_leaves_no_process_or_socket(monkeypatch
     listener.close()
 
 
+@pytest.mark.process
 def test_it_runs_checks_by_hand_and_prints_json(redis_open, loopback_scope, capsys):
     loopback_scope(redis_open.ip)
 
@@ -191,6 +195,7 @@ def test_two_checks_positive_on_one_port_each_keep_one_open_finding(loopback_sco
     assert by_check == {"redis_noauth": EventState.NEW, "http_dirlist": EventState.NEW}
 
 
+@pytest.mark.process
 def test_the_host_page_shows_the_latest_verdict_of_each_check(redis_open, loopback_scope, client):
     from django.contrib.auth.models import Group, User
 
@@ -214,6 +219,7 @@ def test_the_host_page_shows_the_latest_verdict_of_each_check(redis_open, loopba
     assert "NOAUTH" in slot["rows"][1]["evidence"]
 
 
+@pytest.mark.process
 def test_a_triager_rechecks_a_finding_from_its_page_and_the_verdict_fixes_it(
     redis_open, loopback_scope, client, django_capture_on_commit_callbacks, monkeypatch
 ):
@@ -269,6 +275,7 @@ class FakeTask:
         self.sent.extend(args)
 
 
+@pytest.mark.process
 def test_the_api_rechecks_a_finding_for_triagers(redis_open, loopback_scope, monkeypatch):
     from django.contrib.auth.models import Group, User
     from rest_framework.test import APIClient

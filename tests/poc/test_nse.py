@@ -18,6 +18,7 @@ def test_it_refuses_a_script_that_is_not_on_the_allowlist(scripts):
         nmap.build_argv(ip="127.0.0.1", ports=[6379], timeout=30, scripts=scripts)
 
 
+@pytest.mark.process
 def test_it_runs_an_allowed_script_against_a_real_redis(tmp_path):
     port = free_port()
     redis = subprocess.Popen(

@@ -58,6 +58,7 @@ def test_every_task_declares_a_soft_limit_below_its_hard_limit():
         {"CELERY_TASK_SOFT_TIME_LIMIT": "700"},
     ],
 )
+@pytest.mark.process
 def test_it_refuses_a_soft_limit_not_below_the_hard_one_in_one_line(tmp_path, env):
     out = subprocess.run(
         [sys.executable, "manage.py", "check"],

@@ -110,6 +110,7 @@ def test_it_probes_a_networks_first_host():
 
 
 # --- the command -----------------------------------------------------------------------------
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_it_fails_when_the_broker_is_stopped():
     with closed_port() as port:
@@ -123,6 +124,7 @@ def test_it_fails_when_the_broker_is_stopped():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_it_passes_with_the_broker_running():
     result = doctor_process(*only("broker", "database"))
@@ -132,6 +134,7 @@ def test_it_passes_with_the_broker_running():
     assert line_of(result.stdout, "database").startswith("OK")
 
 
+@pytest.mark.process
 def test_it_fails_when_the_database_is_down_and_skips_what_needs_it():
     with closed_port() as port:
         result = doctor_process(
@@ -163,6 +166,7 @@ def test_it_fails_a_zone_queue_that_no_worker_consumes(celery_workers):
     assert "1 check(s) failed: queue sweep.external" in output
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_it_fails_when_nmap_is_missing(tmp_path):
     (tmp_path / "bin").mkdir()  # a PATH with neither nmap nor masscan
@@ -177,6 +181,7 @@ def test_it_fails_when_nmap_is_missing(tmp_path):
     assert "1 check(s) failed: nmap" in result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_it_reports_tool_versions_and_the_capability():
     result = doctor_process(*only("tools"))
@@ -186,6 +191,7 @@ def test_it_reports_tool_versions_and_the_capability():
     assert "CAP_NET_RAW present" in line_of(result.stdout, "masscan")  # tests run as root
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_it_warns_that_a_worker_without_cap_net_raw_cannot_run_masscan(nobody_dir):
     # The same command as an unprivileged user with no capabilities at all.

@@ -43,6 +43,7 @@ def test_a_job_an_admin_disabled_stays_disabled_but_follows_its_declared_timing(
     assert (digest.crontab.hour, digest.crontab.minute) == ("6", "45")
 
 
+@pytest.mark.process
 def test_it_refuses_a_digest_time_that_is_not_hh_mm_at_start_up(tmp_path):
     out = subprocess.run(
         [sys.executable, "manage.py", "check"],

@@ -56,6 +56,7 @@ def test_it_explains_bad_scan_arguments_in_one_line(db):
         call_command("scan", "127.0.0.1", "--ports", "ssh")
 
 
+@pytest.mark.process
 def test_it_scans_and_fingerprints_ipv6_targets(db, eager, django_capture_on_commit_callbacks):
     from tests.scanner.test_pipeline import SSH_BANNER
 

@@ -19,13 +19,10 @@ from tests.scanner.test_pipeline import Listeners, free_ports
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def local_mode(monkeypatch):
-    """--local turns the whole process's Celery app eager: put it back after the test."""
+def eager() -> tuple[bool, bool]:
     from portmon.celery import app
 
-    monkeypatch.setattr(app.conf, "task_always_eager", app.conf.task_always_eager)
-    monkeypatch.setattr(app.conf, "task_eager_propagates", app.conf.task_eager_propagates)
+    return app.conf.task_always_eager, app.conf.task_eager_propagates
 
 
 def scan(*args):
@@ -38,6 +35,7 @@ def scan(*args):
     return 0, out.getvalue(), ""
 
 
+@pytest.mark.process
 def test_it_refuses_bad_numbers_from_the_shell_in_one_line(tmp_path):
     env = {**os.environ, "PORTMON_DATA_DIR": str(tmp_path)}
     env.pop("DATABASE_URL", None)
@@ -104,7 +102,7 @@ def test_it_exits_4_when_it_stops_waiting():
     assert code == 4 and "not finished after 0.5s" in error
 
 
-def test_it_exits_0_for_a_healthy_run(transactional_db, local_mode):
+def test_it_exits_0_for_a_healthy_run(transactional_db):
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
     (port,) = free_ports(1, "127.0.0.2")
     with Listeners([("127.0.0.2", port, b"")]):
@@ -113,10 +111,12 @@ def test_it_exits_0_for_a_healthy_run(transactional_db, local_mode):
         )
     assert (code, error) == (0, "")
     assert f"{port:>5}/tcp" in out and "1 open port(s) on 1 host(s)" in out
+    # --local ran the tasks here for the command only: the process's Celery app is as it was.
+    assert eager() == (False, False)
 
 
 def test_it_exits_2_with_results_and_the_reason_when_a_shard_failed(
-    transactional_db, local_mode, settings, monkeypatch
+    transactional_db, settings, monkeypatch
 ):
     settings.PORTMON_SHARD_PROBES = 1  # one shard per host
     settings.PORTMON_SHARD_MAX_ATTEMPTS = 1
@@ -147,7 +147,7 @@ def test_it_exits_2_with_results_and_the_reason_when_a_shard_failed(
     assert "\n" not in error
 
 
-def test_it_exits_2_when_the_run_found_far_fewer_ports_than_usual(transactional_db, local_mode):
+def test_it_exits_2_when_the_run_found_far_fewer_ports_than_usual(transactional_db):
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
     day = timezone.now() - timedelta(days=3)
     for i in range(3):  # three healthy runs of the same kind found 40 ports on 4 hosts
@@ -170,7 +170,7 @@ def test_it_exits_2_when_the_run_found_far_fewer_ports_than_usual(transactional_
     assert "far fewer" in error and "\n" not in error
 
 
-def test_it_exits_3_when_the_run_was_cancelled(transactional_db, local_mode, monkeypatch):
+def test_it_exits_3_when_the_run_was_cancelled(transactional_db, monkeypatch):
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
 
     def cancelled_meanwhile(**kwargs):
@@ -184,3 +184,4 @@ def test_it_exits_3_when_the_run_was_cancelled(transactional_db, local_mode, mon
     )
     assert code == 3 and out == ""
     assert error.endswith("ended cancelled: cancelled by operator")
+    assert eager() == (False, False)  # put back on the way out by an error too

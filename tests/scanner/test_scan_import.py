@@ -55,6 +55,7 @@ def test_it_imports_masscan_json_at_the_given_time_and_skips_out_of_scope(lab_sc
     }
 
 
+@pytest.mark.process
 def test_it_imports_real_nmap_xml_with_fingerprints(lab_scope, tmp_path):
     (port,) = free_ports(1, "127.0.0.9")
     xml = tmp_path / "nmap.xml"

@@ -207,6 +207,7 @@ def test_it_stores_a_long_product_name_clipped_on_every_database(lab_scope, tmp_
     assert PortObservation.objects.get().product == "x" * 200
 
 
+@pytest.mark.process
 def test_it_exits_1_with_one_line_from_the_real_command(tmp_path):
     # Through manage.py in its own process: exit status and stderr as a user sees them.
     env = {

@@ -72,6 +72,7 @@ def test_it_removes_a_network_with_its_exclusions():
     assert not Network.objects.exists() and not Exclusion.objects.exists()
 
 
+@pytest.mark.process
 def test_it_exits_non_zero_from_the_shell(tmp_path):
     import os
     import subprocess

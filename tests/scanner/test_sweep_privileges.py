@@ -37,6 +37,7 @@ def test_it_reads_the_effective_capability_set_not_the_uid():
     assert privileges.parse_effective("Name:\tx\n") == 0
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("caps, expected", [("+net_raw", "None"), ("-all", "masscan needs")])
 def test_it_knows_whether_this_process_may_run_masscan(caps, expected, tmp_path):
     probe = "from scanner.engines import masscan; print(masscan.unavailable_reason())"

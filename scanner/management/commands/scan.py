@@ -10,6 +10,8 @@ import math
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -47,6 +49,26 @@ def rate(text: str) -> int:
     return int(text)
 
 
+@contextmanager
+def tasks_in_this_process(local: bool) -> Iterator[None]:
+    """--local: the tasks the scan queues run in this process while the command runs.
+
+    Celery's app is process-wide, so the eager setting is put back when the command ends
+    however it ends: a caller in the same process (call_command, a test) keeps its workers.
+    """
+    if not local:
+        yield
+        return
+    from portmon.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
 def one_line(text: str, limit: int = 500) -> str:
     # run.error can hold an engine's stderr: the exit message stays one line.
     text = " ".join(text.split())
@@ -67,7 +89,7 @@ class Command(BaseCommand):
                 parser.exit(EXIT_REFUSED, f"CommandError: {message} (see --help)\n")
             django_error(message)
 
-        parser.error = error
+        parser.error = error  # type: ignore[method-assign]  # argparse has no hook for it
         return parser
 
     def add_arguments(self, parser):
@@ -101,11 +123,10 @@ class Command(BaseCommand):
                 ports_text_check(parse_ports(opts["udp_ports"]))
         except ScopeError as exc:
             raise CommandError(str(exc)) from None
-        if opts["local"]:
-            from portmon.celery import app
+        with tasks_in_this_process(opts["local"]):
+            self._scan(opts)
 
-            app.conf.task_always_eager = True
-            app.conf.task_eager_propagates = True
+    def _scan(self, opts: dict) -> None:
         try:
             run = run_start(
                 targets=opts["targets"],
@@ -199,7 +220,7 @@ class Command(BaseCommand):
             time.sleep(0.5)
 
     def _print(self, run: ScanRun, *, as_json: bool) -> None:
-        rows = [
+        rows: list[dict[str, str | int]] = [
             {
                 "ip": o.host.ip,
                 "port": o.port,
@@ -216,6 +237,6 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(rows, indent=2))
             return
         for r in rows:
-            label = " ".join(x for x in (r["service"], r["product"], r["version"]) if x)
+            label = " ".join(str(x) for x in (r["service"], r["product"], r["version"]) if x)
             self.stdout.write(f"{r['ip']:<40} {r['port']:>5}/{r['proto']}  {label}")
         self.stdout.write(f"{len(rows)} open port(s) on {run.hosts_found} host(s)")

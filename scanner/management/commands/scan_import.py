@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -197,7 +198,7 @@ class Command(BaseCommand):
         first = next(findings, None)
         # Read up to here, the file said when it ran (nmap's start comes first; masscan's
         # earliest timestamp so far).
-        options = {
+        options: dict[str, Any] = {
             "at": when or report.started or timezone.now(),
             "report": report,
             "coverage": coverage,

@@ -383,6 +383,7 @@ def test_deleting_a_channel_drops_its_unsent_messages_and_keeps_the_sent_ones(
         ("slack://T1/B2", "not a usable slack:// URL"),
     ],
 )
+@pytest.mark.process
 def test_notify_test_from_the_shell_prints_an_error_not_a_traceback(url, says):
     env = {k: v for k, v in os.environ.items() if k != "PORTMON_WEBHOOK_ALLOW_LOCAL"}
     done = subprocess.run(

@@ -48,6 +48,7 @@ def wait_dead(pid: int, seconds: float = 5.0) -> bool:
     return False
 
 
+@pytest.mark.process
 def test_it_streams_lines_split_on_carriage_returns_and_newlines():
     lines = []
     result = run_process(
@@ -61,6 +62,7 @@ def test_it_streams_lines_split_on_carriage_returns_and_newlines():
     assert result.stdout == "a\nb\n"
 
 
+@pytest.mark.process
 def test_it_kills_the_whole_process_group_on_timeout():
     seen = []
     started = time.monotonic()
@@ -72,6 +74,7 @@ def test_it_kills_the_whole_process_group_on_timeout():
     assert "pids" in info.value.partial.stdout
 
 
+@pytest.mark.process
 def test_it_kills_the_group_when_the_caller_is_interrupted():
     # KeyboardInterrupt stands for Celery's SoftTimeLimitExceeded or any exception in a
     # callback: run_process must not leave the tool running while the exception goes on.
@@ -86,6 +89,7 @@ def test_it_kills_the_group_when_the_caller_is_interrupted():
     assert wait_dead(pids[0])
 
 
+@pytest.mark.process
 def test_it_kills_the_tool_when_the_worker_is_sigkilled():
     # The worker (a Python process running run_process) dies without any cleanup; the
     # kernel must kill the tool through PR_SET_PDEATHSIG.
@@ -114,6 +118,7 @@ def test_it_kills_the_tool_when_the_worker_is_sigkilled():
         worker.stdout.close()
 
 
+@pytest.mark.process
 def test_it_reports_a_missing_program_as_an_engine_error():
     with pytest.raises(EngineError, match="cannot start"):
         run_process(["/nonexistent/masscan"], timeout=5)
@@ -154,6 +159,7 @@ def test_it_formats_merged_port_ranges():
     assert format_ports([(80, 80), (1, 10), (5, 20), (21, 22), (443, 443)]) == "1-22,80,443"
 
 
+@pytest.mark.process
 def test_it_hands_stdout_over_in_raw_chunks_when_asked_and_keeps_none_of_it():
     chunks: list[bytes] = []
     lines = []
@@ -172,6 +178,7 @@ def test_it_hands_stdout_over_in_raw_chunks_when_asked_and_keeps_none_of_it():
     assert lines == []  # stdout did not also go through the line splitter
 
 
+@pytest.mark.process
 def test_it_can_run_a_tool_at_a_lower_cpu_priority():
     ours = os.nice(0)
     result = run_process([PY, "-c", "import os; print(os.nice(0))"], timeout=20, nice=7)

@@ -188,6 +188,7 @@ BENCH = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 def test_it_sweeps_65535_ports_of_a_loopback_host_fast_in_flat_memory():
     # In a fresh process so that ru_maxrss is this scan's peak, not the test session's.
     out = subprocess.run(

@@ -21,6 +21,7 @@ from scanner.services.results import observations_record
 from tests.scanner.engines.conftest import ServiceThread
 
 
+@pytest.mark.process
 @pytest.mark.django_db
 def test_a_task_fingerprints_every_batch_and_completes_the_run(services, monkeypatch):
     ssh = services.start("ssh", "127.0.0.4")
@@ -58,6 +59,7 @@ def claimed_run(ip: str, port: int, *, claim: str, minutes_ago: float) -> ScanRu
     return run
 
 
+@pytest.mark.process
 @pytest.mark.django_db
 def test_a_redelivered_task_takes_back_the_ports_its_first_delivery_claimed(services):
     ssh = services.start("ssh", "127.0.0.4")
@@ -131,6 +133,7 @@ def named_ports(run: ScanRun) -> dict[int, str]:
     return dict(rows.values_list("port", "service"))
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_fast_ports_are_named_in_the_run_while_slow_and_silent_ones_still_run(
     services, settings, diff_on_finish
@@ -180,6 +183,7 @@ def test_fast_ports_are_named_in_the_run_while_slow_and_silent_ones_still_run(
     assert Port.objects.get(host__ip="127.0.0.12", port=slow).service == ""
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_a_port_whose_fingerprint_timed_out_is_fingerprinted_again_by_the_next_run(
     services, settings, diff_on_finish

@@ -269,6 +269,7 @@ def fake_masscan(tmp_path, monkeypatch):
     return path
 
 
+@pytest.mark.process
 def test_it_stops_a_masscan_stuck_after_its_wait_and_keeps_its_results(fake_masscan):
     progress, streamed = [], []
     started = time.monotonic()
@@ -288,6 +289,7 @@ def test_it_stops_a_masscan_stuck_after_its_wait_and_keeps_its_results(fake_mass
     assert progress[0][0] == 50.0 and progress[-1] == (100.0, 2)
 
 
+@pytest.mark.process
 def test_it_kills_a_masscan_that_ignores_sigint_and_keeps_what_it_printed(fake_masscan):
     found = masscan.sweep(
         targets=[ipaddress.ip_address("198.18.7.99")], ports=[(1, 100)], rate=100, timeout=30
@@ -297,6 +299,7 @@ def test_it_kills_a_masscan_that_ignores_sigint_and_keeps_what_it_printed(fake_m
     assert found == [Finding("198.18.7.2", 22), Finding("198.18.7.3", 80)]
 
 
+@pytest.mark.process
 def test_it_reports_masscan_errors_with_its_own_message(tmp_path, monkeypatch):
     path = tmp_path / "masscan"
     path.write_text("#!/bin/sh\necho 'FAIL: failed to detect router for interface' >&2\nexit 1\n")
@@ -322,6 +325,7 @@ print(f"Discovered open port {port}/tcp on {first}", flush=True)
 """
 
 
+@pytest.mark.process
 def test_it_runs_one_masscan_per_route_and_connect_scans_on_link_targets(
     tmp_path, monkeypatch, listeners
 ):

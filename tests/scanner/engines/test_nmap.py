@@ -22,6 +22,7 @@ def fields(finding: Finding) -> dict:
     return {"service": finding.service, "product": finding.product, "version": finding.version}
 
 
+@pytest.mark.process
 def test_it_fingerprints_ssh_and_http_on_loopback(services):
     ssh = services.start("ssh", "127.0.0.4")
     http = services.start("http", "127.0.0.4")
@@ -38,6 +39,7 @@ def test_it_fingerprints_ssh_and_http_on_loopback(services):
     assert fields(by_port[http]) == NGINX
 
 
+@pytest.mark.process
 def test_it_fingerprints_over_ipv6(services):
     ssh = services.start("ssh", "::1")
 
@@ -48,6 +50,7 @@ def test_it_fingerprints_over_ipv6(services):
     assert result.findings[0].ip == "::1"
 
 
+@pytest.mark.process
 def test_one_run_fingerprints_several_hosts_each_on_its_own_ports(services):
     ssh = services.start("ssh", "127.0.0.4")
     http = services.start("http", "127.0.0.6")
@@ -86,6 +89,7 @@ def test_it_batches_hosts_by_ip_version_count_and_probe_budget():
     ]
 
 
+@pytest.mark.process
 def test_it_hands_over_each_port_the_moment_nmap_names_it_not_when_the_slowest_ends(services):
     # The tail: one slow and one silent service next to two fast ones on one host.
     ssh = services.start("ssh", "127.0.0.8")
@@ -117,6 +121,7 @@ def test_it_hands_over_each_port_the_moment_nmap_names_it_not_when_the_slowest_e
     assert cpe[ssh].startswith("cpe:/a:openbsd:openssh:9.2p1") and cpe[http] == NGINX_CPE
 
 
+@pytest.mark.process
 def test_it_probes_every_port_of_a_run_at_once_past_nmaps_own_parallelism(services):
     # nmap -sV probes 20 services at a time by default: 25 silent ports would hold the
     # fast one back by a whole probe round. With all of them at once it is named at once.
@@ -134,6 +139,7 @@ def test_it_probes_every_port_of_a_run_at_once_past_nmaps_own_parallelism(servic
     assert list(named_at) == [ssh] and named_at[ssh] < 3
 
 
+@pytest.mark.process
 def test_a_crafted_banner_cannot_name_another_port(services):
     # nmap copies the comment of an Apache Server header into the trace line: pipes and a
     # fake match in it must neither name another port nor shift the fields of its own.
@@ -220,6 +226,7 @@ def test_no_trace_line_breaks_the_reader_or_names_a_port_it_does_not_say():
             assert 1 <= finding.port <= 65535 and finding.service
 
 
+@pytest.mark.process
 def test_a_failing_nmap_keeps_what_it_named_and_says_why_past_its_trace(tmp_path, monkeypatch):
     fake = tmp_path / "nmap"
     fake.write_text(
@@ -240,6 +247,7 @@ def test_a_failing_nmap_keeps_what_it_named_and_says_why_past_its_trace(tmp_path
     assert [(f.port, f.product) for f in result.findings] == [(22, "OpenSSH")]
 
 
+@pytest.mark.process
 def test_it_reports_a_host_that_times_out_as_unknown_not_closed(services):
     # A port that accepts but never speaks keeps -sV busy past a 2 s host timeout.
     silent = services.start("silent", "127.0.0.5")
@@ -251,6 +259,7 @@ def test_it_reports_a_host_that_times_out_as_unknown_not_closed(services):
     assert "timeout" in result.error
 
 
+@pytest.mark.process
 def test_it_reports_unknown_when_nmap_itself_is_killed_by_our_timeout(services, monkeypatch):
     silent = services.start("silent", "127.0.0.5")
     monkeypatch.setattr(nmap, "PROCESS_MARGIN", -28.0)  # process limit 2 s < host timeout 30 s
@@ -421,6 +430,7 @@ def test_it_rejects_text_that_is_not_an_nmap_report(text):
         nmap.parse_xml(text)
 
 
+@pytest.mark.process
 def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
     # An HTTP server on an odd port says nothing until asked: with nmap's own file it is
     # named only after the 6 s NULL probe; with a 2 s wait, 4 s sooner.
@@ -435,6 +445,7 @@ def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
     assert named_at[2000] < 4.5
 
 
+@pytest.mark.process
 def test_a_banner_later_than_the_null_wait_is_still_named_on_the_next_probe(services):
     # Adversarial: an SSH server that sends its banner 3 s after the connection, past the
     # 2 s NULL wait. nmap's next probe (GenericLines, 5 s) gets it and falls back to the
