@@ -177,7 +177,7 @@ def hosts_unmanaged(*, network_ids=None) -> QuerySet:
 def sockets_unseen_by_scans(*, network_ids=None) -> list[ProcessSocket]:
     """Sockets an agent reports on a non-loopback address of an in-scope host that no scan
     sees open: filtered from outside (a firewall), or scans do not cover that port."""
-    rows = (
+    query = (
         _in(ProcessSocket.objects, network_ids, "host__network_id")
         .filter(gone_at=None, host__network__isnull=False)
         .exclude(
@@ -190,12 +190,14 @@ def sockets_unseen_by_scans(*, network_ids=None) -> list[ProcessSocket]:
         .select_related("host")
         .order_by("host__ip", "proto", "port")
     )
-    rows = [row for row in rows if any(not _loopback(a) for a in row.addresses)]
+    rows: list[ProcessSocket] = [
+        row for row in query if any(not _loopback(a) for a in row.addresses)
+    ]
     udp = [row for row in rows if row.proto == "udp"]
     if udp:
         # A UDP socket no scan saw is news only where a UDP scan looked: most UDP sockets
         # (clients, resolvers' source ports, silent services) never answer a probe.
-        covered = _udp_covered({row.host.network_id for row in udp})
+        covered = _udp_covered({row.host.network_id for row in udp if row.host.network_id})
         rows = [
             row
             for row in rows
@@ -216,7 +218,8 @@ def _udp_covered(network_ids: set[int]) -> dict[int, list]:
 
 def _udp_port_covered(covered: dict[int, list], host: Host, port: int) -> bool:
     address = int(ipaddress.ip_address(host.ip))
-    return any(s.covers(address, port, "udp") for s in covered.get(host.network_id, ()))
+    spans = covered.get(host.network_id, []) if host.network_id is not None else []
+    return any(s.covers(address, port, "udp") for s in spans)
 
 
 def _far_future():
