@@ -83,6 +83,7 @@ def test_udp_checks_apply_to_udp_ports_only():
     ]
 
 
+@pytest.mark.process
 def test_the_poc_command_runs_udp_checks_with_udp(db):
     from io import StringIO
 

@@ -18,7 +18,6 @@ from django.utils import timezone
 from alerts.models import AlertEvent, HighRiskPort
 from scanner.models import PortObservation
 from tests.lab import Lab
-from tests.scanner.test_scan_command import local_mode  # noqa: F401
 
 RUNS = 5
 
@@ -37,7 +36,6 @@ def scan_udp(hosts: list[str]) -> list[dict]:
 @pytest.mark.parametrize("on_link", [False, True], ids=["routed", "on-link"])
 def test_it_finds_and_names_every_udp_service_and_never_a_silent_port(
     on_link,
-    local_mode,  # noqa: F811
     settings,
     client,
 ):

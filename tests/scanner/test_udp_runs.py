@@ -18,7 +18,6 @@ from alerts.diff import Span, coverage_parse, first_covered, span_redundant
 from scanner.models import CoverageSpan, Port, PortObservation, ScanShard
 from scanner.services.runs import run_start
 from scanner.targets import UDP_DEFAULT_PORTS, parse_ports, port_list
-from tests.scanner.test_scan_command import local_mode  # noqa: F401
 
 
 class UdpServers:
@@ -131,7 +130,7 @@ def test_the_default_udp_list_is_the_policy_default(db):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_lists_only_the_udp_port_that_answers(local_mode):  # noqa: F811
+def test_it_lists_only_the_udp_port_that_answers():
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
     with UdpServers("127.0.0.71", reply=2, silent=2) as servers:
         ports = [*servers.reply_ports, *servers.silent_ports, servers.closed_port]
@@ -158,7 +157,7 @@ def test_it_lists_only_the_udp_port_that_answers(local_mode):  # noqa: F811
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_tcp_only_run_never_misses_a_udp_port(local_mode, settings):  # noqa: F811
+def test_a_tcp_only_run_never_misses_a_udp_port(settings):
     """Adversarial: UDP port open, then TCP-only runs cover the host: it stays open, unmissed."""
     from alerts.services.diff import run_diff
 

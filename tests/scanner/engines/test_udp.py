@@ -199,6 +199,7 @@ def test_it_refuses_bad_options():
         udp.probe(targets=[A("127.0.0.1")], ports=[(1, 1)], retries=-1)
 
 
+@pytest.mark.process
 def test_it_writes_payloads_masscan_can_read_and_keeps_masscans_own_where_it_has_them():
     """Debian's nmap-payloads stops masscan 1.3's parser; ours must not (masscan --echo)."""
     import shutil
