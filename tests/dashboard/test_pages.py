@@ -70,6 +70,10 @@ def test_it_lists_what_a_run_found_and_raised(login, users, world):
     raised = rows_of(page, "run-events")
     assert raised[0][0] == "high" and "198.18.0.10:3306/tcp" in raised[0][2]
     assert len(raised) == 4 and "engine auto" in page
+    # Each table once, in the page's body; the title is the run's name (a merge once copied
+    # both tables into the <title> block).
+    assert page.count('id="run-ports"') == page.count('id="run-events"') == 1
+    assert f"<title>Run {run.pk} · Portmon</title>" in page
 
 
 def test_it_says_an_import_came_from_its_file_not_from_an_engine(login, users, world):
