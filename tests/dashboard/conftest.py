@@ -1,6 +1,7 @@
 """A small world for dashboard and API tests: users in each role, a network, hosts, ports,
 a run with shards, and events of several kinds (created as the event path creates them)."""
 
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,32 @@ from alerts.models import AlertEvent, EventAudit, Rule, open_key_for
 from scanner.models import Host, Network, Port, ScanRun, ScanShard
 
 PASSWORD = "correct horse battery staple"
+
+
+def chromium_start(tmp_path, *, window: str | None = "1400,1000", implicit_wait: float = 5):
+    """Headless Chromium through chromedriver, with its own profile in tmp_path and the
+    browser console kept (console_errors reads it); the caller quits it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail(
+            "chromium and chromium-driver are needed (apt-get install chromium "
+            "chromium-driver; .ci/run installs them)"
+        )
+    options = webdriver.ChromeOptions()
+    args = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
+            "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    if window:
+        args.append(f"--window-size={window}")
+    for arg in args:
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    if implicit_wait:
+        driver.implicitly_wait(implicit_wait)
+    return driver
 
 
 def make_user(name: str, role: str | None) -> User:

@@ -1,12 +1,10 @@
 """Headless Chromium against a live server: the morning triage path, end to end."""
 
-import shutil
-
 import pytest
 from django.utils import timezone
 
 from alerts.models import AlertEvent, Rule
-from tests.dashboard.conftest import PASSWORD
+from tests.dashboard.conftest import PASSWORD, chromium_start
 
 # A live server thread sees only committed rows. The role groups (migration data) that an
 # earlier transactional test's flush removed are put back by the `users` fixture; not
@@ -16,28 +14,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.fail(
-            "chromium and chromium-driver are needed (apt-get install chromium "
-            "chromium-driver; .ci/run installs them)"
-        )
-    options = webdriver.ChromeOptions()
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-background-networking",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(arg)
-    options.binary_location = shutil.which("chromium")
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(5)
+    driver = chromium_start(tmp_path)
     yield driver
     driver.quit()
 

@@ -3,7 +3,6 @@ no horizontal scroll, no failed load or CSP refusal in the console, screenshots 
 
 import base64
 import os
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from agents.models import Agent, AgentHost
 from alerts.models import AlertEvent, EventNote
 from audit.models import AuditEntry
 from scanner.models import Host, Port, PortObservation, ScanPolicy, ScanRun
-from tests.dashboard.conftest import PASSWORD, event
+from tests.dashboard.conftest import PASSWORD, chromium_start, event
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -33,27 +32,7 @@ WIDTHS = {
 
 @pytest.fixture
 def chromium(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.fail(
-            "chromium and chromium-driver are needed (apt-get install chromium "
-            "chromium-driver; .ci/run installs them)"
-        )
-    options = webdriver.ChromeOptions()
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-background-networking",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    options.binary_location = shutil.which("chromium")
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = chromium_start(tmp_path, window=None, implicit_wait=0)
     yield driver
     driver.quit()
 

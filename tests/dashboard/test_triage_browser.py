@@ -4,7 +4,6 @@ resolves what it matches in one submit; the triage pages at 390 and 800 px witho
 sideways scroll, with screenshots (kept in $PORTMON_SCREENSHOTS when it is set)."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from django.utils import timezone
 
 from alerts.models import AlertEvent, EventAudit, Rule
 from scanner.models import Host
-from tests.dashboard.conftest import PASSWORD, event
+from tests.dashboard.conftest import PASSWORD, chromium_start, event
 from tests.dashboard.test_browser import navigate_by
 from tests.dashboard.test_responsive import WIDTHS, capture, console_errors
 
@@ -21,26 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def chrome(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.fail("chromium and chromium-driver are needed (apt-get install them)")
-    options = webdriver.ChromeOptions()
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-background-networking",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    options.binary_location = shutil.which("chromium")
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(5)
+    driver = chromium_start(tmp_path)
     yield driver
     driver.quit()
 
