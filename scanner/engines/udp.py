@@ -291,24 +291,19 @@ def probe(
     """
     checked = check_targets(targets)
     port_ranges = merge_ports(check_ports(ports))
-    check_number("timeout", timeout, 0.05, 60)
-    check_number("retries", retries, 0, 10, integer=True)
-    check_number("concurrency", concurrency, 1, 10_000, integer=True)
+    _check_options(timeout=timeout, retries=retries, concurrency=concurrency)
     addresses = [str(a) for t in checked for a in _addresses(t)]
     if len(addresses) > MAX_HOSTS:
         raise EngineError(f"{len(addresses)} addresses in one UDP probe; split the targets")
     jobs = [(ip, port) for lo, hi in port_ranges for port in range(lo, hi + 1) for ip in addresses]
-    requests = {port: payloads_for(port, payloads_path) for _ip, port in jobs}
-    return asyncio.run(
-        _run(
-            jobs,
-            requests,
-            timeout=timeout,
-            retries=retries,
-            concurrency=concurrency,
-            on_progress=on_progress,
-            deadline=deadline,
-        )
+    return _probe_jobs(
+        jobs,
+        payloads_path=payloads_path,
+        timeout=timeout,
+        retries=retries,
+        concurrency=concurrency,
+        on_progress=on_progress,
+        deadline=deadline,
     )
 
 
@@ -322,14 +317,40 @@ def verify(
     payloads_path: Path = NMAP_PAYLOADS,
 ) -> list[UdpResult]:
     """Probe exactly these (ip, port) pairs (UDP candidates, e.g. masscan's); a result each."""
-    check_number("timeout", timeout, 0.05, 60)
-    check_number("retries", retries, 0, 10, integer=True)
-    check_number("concurrency", concurrency, 1, 10_000, integer=True)
+    _check_options(timeout=timeout, retries=retries, concurrency=concurrency)
     jobs = sorted({(str(ipaddress.ip_address(f.ip)), int(f.port)) for f in candidates})
     if any(not 1 <= port <= 65535 for _ip, port in jobs):
         raise EngineError("UDP candidate port outside 1-65535")
     if not jobs:
         return []
+    return _probe_jobs(
+        jobs,
+        payloads_path=payloads_path,
+        timeout=timeout,
+        retries=retries,
+        concurrency=concurrency,
+        on_progress=None,
+        deadline=deadline,
+    )
+
+
+def _check_options(*, timeout: float, retries: int, concurrency: int) -> None:
+    check_number("timeout", timeout, 0.05, 60)
+    check_number("retries", retries, 0, 10, integer=True)
+    check_number("concurrency", concurrency, 1, 10_000, integer=True)
+
+
+def _probe_jobs(
+    jobs: list[tuple[str, int]],
+    *,
+    payloads_path: Path,
+    timeout: float,
+    retries: int,
+    concurrency: int,
+    on_progress: Progress | None,
+    deadline: float | None,
+) -> list[UdpResult]:
+    """probe()'s and verify()'s one engine run over checked (ip, port) pairs."""
     requests = {port: payloads_for(port, payloads_path) for _ip, port in jobs}
     return asyncio.run(
         _run(
@@ -338,7 +359,7 @@ def verify(
             timeout=timeout,
             retries=retries,
             concurrency=concurrency,
-            on_progress=None,
+            on_progress=on_progress,
             deadline=deadline,
         )
     )
