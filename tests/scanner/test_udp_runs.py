@@ -8,16 +8,15 @@ never listed.
 import socket
 import threading
 from datetime import UTC, datetime, timedelta
-from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from alerts.diff import Span, coverage_parse, first_covered, span_redundant
 from scanner.models import CoverageSpan, Port, PortObservation, ScanShard
 from scanner.services.runs import run_start
 from scanner.targets import UDP_DEFAULT_PORTS, parse_ports, port_list
+from tests.scanner.test_scan_command import scan
 
 
 class UdpServers:
@@ -63,15 +62,6 @@ class UdpServers:
             t.join()
         for s in self.reply + self.silent:
             s.close()
-
-
-def scan(*args):
-    out = StringIO()
-    try:
-        call_command("scan", *args, stdout=out)
-    except CommandError as exc:
-        return exc.returncode, out.getvalue(), str(exc)
-    return 0, out.getvalue(), ""
 
 
 def test_it_keeps_coverage_per_protocol():
