@@ -452,11 +452,17 @@ PORTMON_NMAP_PORT_TIMEOUT = env_int("PORTMON_NMAP_PORT_TIMEOUT", 60, lo=5)
 # A fingerprint task runs its nmap batches side by side, each within the port timeout
 # (nmap notices it at its next probe's end: up to ~8 s late), plus at most one more for
 # the named ports of a host that timed out (nmap.fingerprint_many), plus a margin.
-# How long nmap -sV listens for a banner before its first request (nmap's own: 6000 ms).
-# Most services on odd ports wait for the client, so this wait is how late their names
-# come: redis on a random port 11.4 s at 6000, 7.3 s at 2000. A later banner is still
-# matched on nmap's next probe (scanner/engines/nmap_probes.py). 6000 uses nmap's file.
+# How long nmap -sV listens for a banner before its first request (nmap's own: 6000 ms),
+# and then for an answer to two empty lines, its second probe (nmap's own: 5000 ms). Most
+# services on odd ports wait for the client, so the first wait is how late their names
+# come; one that ignores empty lines (redis) waits out both: redis on a random port 11.4 s
+# with nmap's waits, 8.2 s at 2000 + 5000, 5.1 s at 2000 + 2000. A later banner is still
+# matched on nmap's next probes, which keep their 5 s (scanner/engines/nmap_probes.py).
+# nmap's own values use nmap's own file.
 PORTMON_NMAP_NULL_WAIT_MS = env_int("PORTMON_NMAP_NULL_WAIT_MS", 2000, lo=500, hi=6000)
+PORTMON_NMAP_GENERICLINES_WAIT_MS = env_int(
+    "PORTMON_NMAP_GENERICLINES_WAIT_MS", 2000, lo=500, hi=5000
+)
 FINGERPRINT_SOFT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 60
 FINGERPRINT_TIME_LIMIT = 2 * PORTMON_NMAP_PORT_TIMEOUT + 120
 # nmap -sV mostly waits on services, but each run costs ~0.25 s of CPU: at nice 10 the

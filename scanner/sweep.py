@@ -25,6 +25,21 @@ from scanner.targets import count_ports, parse_ports
 logger = logging.getLogger(__name__)
 
 STREAM_FINGERPRINT_EVERY_S = 5.0
+# The window once the sweep should end within one: a port found then is not held until the
+# sweep's end, where its nmap run would be the run's tail.
+STREAM_FINGERPRINT_TAIL_S = 1.0
+
+
+def stream_window(elapsed_s: float, percent: float) -> float:
+    """How long FindingStream gathers hosts before it queues them, elapsed_s into a sweep
+    that is percent done: STREAM_FINGERPRINT_EVERY_S, or STREAM_FINGERPRINT_TAIL_S once the
+    sweep at its pace so far ends within that."""
+    if percent <= 0:
+        return STREAM_FINGERPRINT_EVERY_S
+    remaining = elapsed_s * (100 - min(percent, 100.0)) / percent
+    if remaining <= STREAM_FINGERPRINT_EVERY_S:
+        return STREAM_FINGERPRINT_TAIL_S
+    return STREAM_FINGERPRINT_EVERY_S
 
 
 class ShardProgress(Heartbeat):
@@ -60,9 +75,10 @@ class FindingStream:
 
     nmap then overlaps the rest of the sweep instead of waiting for it (benchmark lab: a
     masscan pass followed by nmap -sV took 101 s, the streamed scan 57 s). Hosts with new
-    ports are gathered for STREAM_FINGERPRINT_EVERY_S and then queued together, so that one
-    nmap run covers many hosts (fingerprint_queue): an nmap process per port found would
-    cost more CPU than the sweep can spare. The shard's end queues whatever is left.
+    ports are gathered for a window (stream_window: 5 s, 1 s in the sweep's last 5 s) and
+    then queued together, so that one nmap run covers many hosts (fingerprint_queue): an
+    nmap process per port found would cost more CPU than the sweep can spare. The shard's
+    end queues whatever is left.
 
     With a synproxy threshold (and the engine's answers fed to answered()), a host's ports
     are held in memory until its answers show that it is not a SYN proxy
@@ -87,6 +103,8 @@ class FindingStream:
         self.answers: Counter = Counter()  # answered probes (SYN-ACK or RST) per host
         self.held: dict[str, list[Finding]] = {}  # hosts not known to be real hosts yet
         self.ready: set[str] = set()
+        self.started = time.monotonic()
+        self.percent = 0.0  # the sweep's progress, from tick()
 
     def answered(self, answers: list[tuple[str, int]]) -> None:
         """Count the engine's answers per host (masscan's on_answers)."""
@@ -121,12 +139,17 @@ class FindingStream:
                 # the loop gets to the next one (hence the membership test above).
                 self.record(self.held.pop(ip))
 
-    def tick(self) -> None:
-        """Queue the gathered hosts once their window is over (also called on progress, so
-        that hosts found just before a quiet stretch of the sweep do not wait for its end)."""
+    def tick(self, percent: float | None = None) -> None:
+        """Queue the gathered hosts once their window is over (also called on progress, with
+        the sweep's percent done, so that hosts found just before a quiet stretch of the
+        sweep do not wait for its end)."""
+        if percent is not None:
+            self.percent = percent
         if self.held and self.threshold is not None:
             self.release()
-        if self.waiting and time.monotonic() - self.window_start >= STREAM_FINGERPRINT_EVERY_S:
+        now = time.monotonic()
+        window = stream_window(now - self.started, self.percent)
+        if self.waiting and now - self.window_start >= window:
             self.flush()
 
     def flush(self) -> None:
@@ -176,7 +199,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
 
             def progress(percent: float, found: int) -> None:
                 on_progress(percent, found)
-                stream.tick()
+                stream.tick(percent)
 
             def answers(batch: list[tuple[str, int]]) -> None:
                 ledger.mark_many(batch)
@@ -203,7 +226,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
 
             def connect_progress(percent: float, found: int) -> None:
                 on_progress(percent, found)
-                stream.tick()
+                stream.tick(percent)
 
             findings = connect.scan(
                 targets=list(guarded.addresses()),

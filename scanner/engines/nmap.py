@@ -187,7 +187,7 @@ def fingerprint_many(
     intensity: int | None = None,
     proto: str = "tcp",
     nice: int = 0,
-    null_wait_ms: int = nmap_probes.NMAP_NULL_WAIT_MS,
+    probe_waits: Mapping[str, int] | None = None,
     on_finding: Callable[[Finding], None] | None = None,
     on_first_run: Callable[[dict[str, HostResult]], None] | None = None,
 ) -> dict[str, HostResult]:
@@ -201,8 +201,8 @@ def fingerprint_many(
     gave up on (timeout) keeps the ports named before it, is "unknown", and its other ports
     unnamed; every host of a run that failed is "unknown", with the reason in error.
     on_first_run, if given, gets the results as they stand before that second run (the
-    ports left unnamed are settled then). null_wait_ms: how long nmap listens for a banner
-    before its first request (nmap_probes; nmap's own 6000 by default).
+    ports left unnamed are settled then). probe_waits: shorter waits for nmap's first probes,
+    probe name -> ms (nmap_probes.NMAP_WAITS; nmap's own waits by default).
     """
     wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
     if not wanted:
@@ -211,7 +211,7 @@ def fingerprint_many(
         "intensity": intensity,
         "proto": proto,
         "nice": nice,
-        "datadir": nmap_probes.datadir(null_wait_ms),
+        "datadir": nmap_probes.datadir(probe_waits or {}),
     }
     results = _fingerprint_run(wanted, timeout=timeout, on_finding=on_finding, **options)
     if on_first_run is not None:

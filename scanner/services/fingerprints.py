@@ -138,7 +138,10 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
         nmap.fingerprint_many,
         timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
         nice=settings.PORTMON_NMAP_NICE,
-        null_wait_ms=settings.PORTMON_NMAP_NULL_WAIT_MS,
+        probe_waits={
+            "NULL": settings.PORTMON_NMAP_NULL_WAIT_MS,
+            "GenericLines": settings.PORTMON_NMAP_GENERICLINES_WAIT_MS,
+        },
     )
     # Batches run side by side (each probes all its ports at once), so that every port has
     # its whole timeout and the task ends within about one timeout, as its limits assume.

@@ -72,6 +72,45 @@ def test_hosts_are_queued_when_their_window_ends_even_if_no_port_follows(stream,
     assert queued == [["198.18.0.5"], ["198.18.0.7"]]
 
 
+@pytest.mark.parametrize(
+    ("elapsed", "percent", "window"),
+    [
+        (0.0, 0.0, 5.0),  # no pace known yet
+        (10.0, 50.0, 5.0),  # 10 s to go
+        (20.0, 79.0, 5.0),  # 5.3 s to go
+        (20.0, 80.0, 1.0),  # 5 s to go
+        (44.0, 99.5, 1.0),
+        (46.0, 100.0, 1.0),  # masscan waiting for late answers
+    ],
+)
+def test_the_window_shrinks_when_the_sweep_is_about_to_end(elapsed, percent, window):
+    assert sweep.stream_window(elapsed, percent) == window
+
+
+def test_ports_found_in_the_sweeps_last_seconds_are_queued_within_a_second(run, clock, queued):
+    # A port found 4 s before the end of a 45 s sweep would wait for the end's flush with a
+    # 5 s window, and its nmap run would then be the run's tail.
+    stream = sweep.FindingStream(run_id=run.pk, fingerprint=True)
+    clock[0] += 30
+    stream.tick(66.0)  # 15 s to go: the usual window
+    stream(Finding("198.18.0.5", 22))
+    clock[0] += 1
+    stream.tick(68.0)
+    assert queued == []
+    clock[0] += 4.5
+    stream.tick(79.0)  # 9.6 s to go, 5.5 s since the port: its window is over
+    assert queued == [["198.18.0.5"]]
+    clock[0] += 5
+    stream.tick(90.0)  # 4 s to go
+    stream(Finding("198.18.0.6", 6379))
+    clock[0] += 0.5
+    stream.tick(91.0)
+    assert queued == [["198.18.0.5"]]
+    clock[0] += 0.5
+    stream.tick(92.0)  # a second after it was found, not at the sweep's end
+    assert queued == [["198.18.0.5"], ["198.18.0.6"]]
+
+
 def test_a_run_without_fingerprints_only_records(run, clock, queued):
     stream = sweep.FindingStream(run_id=run.pk, fingerprint=False)
 

@@ -11,11 +11,14 @@ import pytest
 
 from scanner.engines import EngineError, nmap, nmap_probes
 from scanner.findings import Finding
-from tests.scanner.engines.conftest import DATA, free_port_block
+from tests.lab.services import handle_redis
+from tests.scanner.engines.conftest import DATA, HTTP_REPLY, free_port_block
 
 OPENSSH = {"service": "ssh", "product": "OpenSSH", "version": "9.2p1 Debian 2+deb12u3"}
 NGINX = {"service": "http", "product": "nginx", "version": "1.22.1"}
 NGINX_CPE = "cpe:/a:igor_sysoev:nginx:1.22.1"
+# The waits a scan uses (settings PORTMON_NMAP_NULL_WAIT_MS, PORTMON_NMAP_GENERICLINES_WAIT_MS).
+SHORT_WAITS = {"NULL": 2000, "GenericLines": 2000}
 
 
 def fields(finding: Finding) -> dict:
@@ -438,7 +441,9 @@ def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
     named_at = {}
     for wait in (6000, 2000):
         started = time.monotonic()
-        results = nmap.fingerprint_many(hosts={"127.0.0.8": [http]}, timeout=30, null_wait_ms=wait)
+        results = nmap.fingerprint_many(
+            hosts={"127.0.0.8": [http]}, timeout=30, probe_waits={"NULL": wait}
+        )
         named_at[wait] = time.monotonic() - started
         assert [fields(f) for f in results["127.0.0.8"].findings] == [NGINX]
     assert named_at[6000] >= 5.5
@@ -448,8 +453,8 @@ def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
 @pytest.mark.process
 def test_a_banner_later_than_the_null_wait_is_still_named_on_the_next_probe(services):
     # Adversarial: an SSH server that sends its banner 3 s after the connection, past the
-    # 2 s NULL wait. nmap's next probe (GenericLines, 5 s) gets it and falls back to the
-    # NULL probe's match lines: same name, version and CPE as from a prompt banner.
+    # 2 s NULL and GenericLines waits. nmap's next probe (GetRequest, 5 s) gets it and falls
+    # back to the NULL probe's match lines: same name, version and CPE as from a prompt banner.
     async def late_ssh(reader, writer):
         with contextlib.suppress(Exception):
             await asyncio.sleep(3)
@@ -459,28 +464,78 @@ def test_a_banner_later_than_the_null_wait_is_still_named_on_the_next_probe(serv
         writer.close()
 
     port = services.start(late_ssh, "127.0.0.8")
-    result = nmap.fingerprint_many(hosts={"127.0.0.8": [port]}, timeout=30, null_wait_ms=2000)
+    result = nmap.fingerprint_many(hosts={"127.0.0.8": [port]}, timeout=30, probe_waits=SHORT_WAITS)
     (finding,) = result["127.0.0.8"].findings
     assert fields(finding) == OPENSSH
     assert finding.cpe.startswith("cpe:/a:openbsd:openssh:9.2p1")
 
 
-def test_the_probe_file_changes_the_null_wait_only(tmp_path):
+@pytest.mark.process
+def test_a_service_that_ignores_empty_lines_is_named_sooner_with_a_short_generic_lines_wait(
+    services,
+):
+    # redis on an odd port answers neither the NULL probe nor two empty lines: it waits out
+    # both waits before GetRequest names it (measured 8.2 s at 2000 + 5000, 5.1 s at 2000 +
+    # 2000).
+    port = services.start(handle_redis, "127.0.0.8")
+    named_at = {}
+    for generic in (5000, 2000):
+        started = time.monotonic()
+        results = nmap.fingerprint_many(
+            hosts={"127.0.0.8": [port]},
+            timeout=30,
+            probe_waits={"NULL": 2000, "GenericLines": generic},
+        )
+        named_at[generic] = time.monotonic() - started
+        (finding,) = results["127.0.0.8"].findings
+        assert (finding.service, finding.product) == ("redis", "Redis key-value store")
+    assert named_at[5000] >= 7.0
+    assert named_at[2000] <= named_at[5000] - 2.5
+
+
+@pytest.mark.process
+def test_a_service_that_answers_empty_lines_late_is_still_named_by_the_next_probe(services):
+    # Adversarial: an HTTP server that answers every request 3 s late, past the 2 s
+    # GenericLines wait. nmap gives up on that probe's answer; GetRequest, which keeps
+    # nmap's 5 s, gets the same server's answer and names it as nmap's own waits do.
+    async def late_http(reader, writer):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            await asyncio.sleep(3)
+            writer.write(HTTP_REPLY)
+            await writer.drain()
+        writer.close()
+
+    port = services.start(late_http, "127.0.0.8")
+    result = nmap.fingerprint_many(hosts={"127.0.0.8": [port]}, timeout=30, probe_waits=SHORT_WAITS)
+    (finding,) = result["127.0.0.8"].findings
+    assert fields(finding) == NGINX
+
+
+def test_the_probe_file_changes_the_two_waits_only(tmp_path):
     source = nmap_probes.source_file()
     assert source is not None
     original = source.read_text(encoding="latin-1").splitlines()
-    changed = nmap_probes.with_null_wait("\n".join(original), 1500).splitlines()
-    diff = [(a, b) for a, b in zip(original, changed, strict=True) if a != b]
-    assert diff == [("totalwaitms 6000", "totalwaitms 1500")]
+    changed = nmap_probes.with_waits("\n".join(original), SHORT_WAITS).splitlines()
+    # NULL's own line is rewritten; GenericLines, which takes nmap's default, gets one.
+    assert [line for line in changed if line not in original] == ["totalwaitms 2000"] * 2
+    assert [line for line in original if line not in changed] == ["totalwaitms 6000"]
+    generic = changed.index("Probe TCP GenericLines q|\\r\\n\\r\\n|")
+    assert changed[generic + 1] == "totalwaitms 2000"
+    assert len(changed) == len(original) + 1
     with pytest.raises(ValueError):
-        nmap_probes.with_null_wait("Probe TCP NULL q||\nmatch ssh m|^SSH|\n", 1500)
-    folder = nmap_probes.datadir(1500)
+        nmap_probes.with_waits("Probe TCP NULL q||\nmatch ssh m|^SSH|\n", {"NULL": 1500})
+    with pytest.raises(ValueError):
+        nmap_probes.with_waits("\n".join(original), {"GetRequest": 1000})
+    folder = nmap_probes.datadir(SHORT_WAITS)
     assert (
         folder is not None
         and (folder / "nmap-service-probes").read_text(encoding="latin-1").splitlines() == changed
     )
     assert folder.stat().st_mode & 0o077 == 0 and folder.parent.stat().st_mode & 0o022 == 0
-    assert nmap_probes.datadir(6000) is None  # nmap's own file, no --datadir
+    # nmap's own waits: nmap's own file, no --datadir
+    assert nmap_probes.datadir({"NULL": 6000, "GenericLines": 5000}) is None
+    assert nmap_probes.datadir({}) is None
     argv = nmap.build_argv(ip="127.0.0.1", ports=[22], timeout=9, datadir=folder)
     assert argv[argv.index("--datadir") + 1] == str(folder)
     with pytest.raises(EngineError):
