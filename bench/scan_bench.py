@@ -168,7 +168,11 @@ t0 = run.started_at
 def at(t):
     return f"{(t - t0).total_seconds():6.1f}s"
 print(f"  phases: {len(shards)} shard(s), sweep done at {at(max(s.finished_at for s in shards))},"
-      f" run finished at {at(run.finished_at)}")
+      f" run finished at {at(run.finished_at)}, diffed at {at(run.diffed_at)}")
+import datetime
+command = datetime.datetime.fromtimestamp(COMMAND_STARTED, datetime.timezone.utc)
+print(f"  command: run created {(run.created_at - command).total_seconds():.1f}s and started"
+      f" {(t0 - command).total_seconds():.1f}s after the command started")
 """
 
 
@@ -199,6 +203,7 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str, ports: str) -> di
     ]  # fmt: skip
     time.sleep(6)  # let the workers connect before the clock starts
     started_at = datetime.now()
+    command_started = time.time()
     try:
         wall, _, res = timed(
             [
@@ -227,7 +232,11 @@ def bench_portmon(lab: Lab, rate: int, tmp: Path, broker: str, ports: str) -> di
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     phases = subprocess.run(
-        [*manage, "shell", "-c", PHASES_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True
+        [*manage, "shell", "-c", PHASES_SCRIPT.replace("COMMAND_STARTED", repr(command_started))],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     print(phases.stdout.strip() or phases.stderr.strip()[-500:])
     for line in (tmp / "sweep.log").read_text().splitlines():
