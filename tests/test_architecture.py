@@ -124,6 +124,19 @@ def layer_violations(graph: dict[str, set[str]]) -> list[str]:
     return wrong
 
 
+# What only a domain app holds: data, writes, reads, tasks. An interface calls them.
+DOMAIN_ONLY = frozenset({"models", "services", "selectors", "tasks"})
+
+
+def domain_modules_in_interfaces(modules: dict[str, Path]) -> list[str]:
+    """Modules of an interface (dashboard, api) that belong in a domain app."""
+    return sorted(
+        name
+        for name in modules
+        if folder(name) in INTERFACES and DOMAIN_ONLY & set(name.split(".")[1:])
+    )
+
+
 def is_services(module: str) -> bool:
     """An app's services: a module `services.py`, or a `services/` package and its modules."""
     return module.endswith(".services") or ".services." in module
@@ -158,6 +171,11 @@ def test_no_domain_app_imports_an_interface_and_the_interfaces_ignore_each_other
     graph = import_graph(project_modules())
     assert {folder(name) for name in graph} >= DOMAIN | INTERFACES | {PROJECT, URLCONF}
     assert layer_violations(graph) == []
+
+
+def test_the_interfaces_hold_no_models_services_selectors_or_tasks():
+    # API tokens once lived in api/ (model, services, lookup): they are accounts' data.
+    assert domain_modules_in_interfaces(project_modules()) == []
 
 
 def test_every_services_module_is_of_a_readable_size():
@@ -195,6 +213,8 @@ def test_the_checks_catch_what_the_code_once_did(tmp_path):
             # an API reaching into the dashboard; a domain app reaching up to it
             "api/views.py": "from dashboard import selectors\n",
             "api/permissions.py": "import dashboard.roles\n",
+            "api/models.py": "",  # a model in an interface
+            "dashboard/services/visits.py": "",
             "dashboard/selectors.py": "from scanner.models import Host\n",
             "dashboard/roles.py": "ADMIN = 'admin'\n",
             "dashboard/views.py": "from dashboard import selectors\n",
@@ -226,6 +246,12 @@ def test_the_checks_catch_what_the_code_once_did(tmp_path):
         "portmon.env -> api.views",
         "portmon.urls -> dashboard.selectors",
     ]
+    assert domain_modules_in_interfaces(modules) == [
+        "api.models",
+        "dashboard.selectors",
+        "dashboard.services",
+        "dashboard.services.visits",
+    ]
     assert oversized_services(modules) == {
         "alerts.services.diff": SERVICES_MAX_LINES + 1,
         "audit.services": SERVICES_MAX_LINES + 2,
@@ -252,6 +278,7 @@ def test_a_clean_tree_passes_the_checks(tmp_path):
     graph = import_graph(modules)
     assert cycles(folder_graph(graph)) == []
     assert layer_violations(graph) == []
+    assert domain_modules_in_interfaces(modules) == []
     assert oversized_services(modules) == {}
 
 

@@ -283,7 +283,7 @@ def test_the_api_rechecks_a_finding_for_triagers(redis_open, loopback_scope, mon
     from django.contrib.auth.models import Group, User
     from rest_framework.test import APIClient
 
-    from api.services import api_token_issue
+    from accounts.services import api_token_issue
     from poc.services import queue
     from tests.dashboard.conftest import event as event_of
 
