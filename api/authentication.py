@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
-from api.selectors import api_token_find
+from accounts.selectors import api_token_find
 
 # The "user name" axes files bad API tokens under: failures count per (this, address).
 TOKEN_CREDENTIALS = {"username": "<api token>"}

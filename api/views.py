@@ -22,7 +22,7 @@ from alerts.services.events import event_note_add, events_transition
 from alerts.services.rules import rule_create, rule_expire, rule_update
 from api import serializers as s
 from api.authentication import token_authenticate
-from poc.services import RecheckRefused, poc_recheck
+from poc.services.queue import RecheckRefused, poc_recheck
 from scanner.metrics import ScannerCollector
 from scanner.models import Host, Network, Port, ScanPolicy, ScanRun
 from scanner.scope import ScopeError

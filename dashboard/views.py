@@ -59,7 +59,7 @@ from dashboard.forms import (
     TriageForm,
     rule_initial_from_event,
 )
-from poc.services import RecheckRefused, poc_recheck
+from poc.services.queue import RecheckRefused, poc_recheck
 from scanner import selectors as scanner_selectors
 from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
 from scanner.services.runs import policy_run_now

@@ -3,7 +3,9 @@
 from celery import shared_task
 from django.conf import settings
 
-from poc import services
+from poc.services import runs
+from poc.services.chain import pocs_chain, pocs_cover
+from poc.services.reaper import pocs_reap
 from portmon.tasks import HandOnTask
 
 
@@ -15,7 +17,7 @@ class PocTask(HandOnTask):
     def hand_on(self, *, task_id: str, arguments: dict, reason: str) -> None:
         # The check's process died with the task (PR_SET_PDEATHSIG). No verdict: the run
         # ends failed, a finding stays.
-        services.poc_abandon(check_id=arguments["check_id"], token=_token(task_id), reason=reason)
+        runs.poc_abandon(check_id=arguments["check_id"], token=_token(task_id), reason=reason)
 
 
 @shared_task(
@@ -29,22 +31,22 @@ class PocTask(HandOnTask):
 )
 def run_check(self, check_id: int) -> bool:
     """Returns whether a verdict was recorded (a redelivered or finished run is a no-op)."""
-    return services.poc_run(check_id=check_id, token=_token(self.request.id)) is not None
+    return runs.poc_run(check_id=check_id, token=_token(self.request.id)) is not None
 
 
 @shared_task(name="poc.reap", soft_time_limit=100, time_limit=120, expires=60)
 def reap() -> int:
     """Every minute (beat): hand on lost runs, queue the daily re-check of open findings."""
-    return services.pocs_reap()
+    return pocs_reap()
 
 
 @shared_task(name="poc.chain", acks_late=True, soft_time_limit=100, time_limit=120)
 def chain(event_ids: list[int]) -> int:
     """Queue the checks that apply to these newly raised events (kinds and zones as set)."""
-    return len(services.pocs_chain(event_ids=event_ids))
+    return len(pocs_chain(event_ids=event_ids))
 
 
 @shared_task(name="poc.cover", acks_late=True, soft_time_limit=100, time_limit=120)
 def cover(run_id: int) -> int:
     """Queue the first checks of the exposures a diffed run found (baseline included)."""
-    return len(services.pocs_cover(run_id=run_id))
+    return len(pocs_cover(run_id=run_id))

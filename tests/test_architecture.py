@@ -124,12 +124,31 @@ def layer_violations(graph: dict[str, set[str]]) -> list[str]:
     return wrong
 
 
+# What only a domain app holds: data, writes, reads, tasks. An interface calls them.
+DOMAIN_ONLY = frozenset({"models", "services", "selectors", "tasks"})
+
+
+def domain_modules_in_interfaces(modules: dict[str, Path]) -> list[str]:
+    """Modules of an interface (dashboard, api) that belong in a domain app."""
+    return sorted(
+        name
+        for name in modules
+        if folder(name) in INTERFACES and DOMAIN_ONLY & set(name.split(".")[1:])
+    )
+
+
+def is_services(module: str) -> bool:
+    """An app's services: a module `services.py`, or a `services/` package and its modules."""
+    return module.endswith(".services") or ".services." in module
+
+
 def oversized_services(modules: dict[str, Path], limit: int = SERVICES_MAX_LINES) -> dict:
-    """Modules inside a `services` package of any app that are over the limit: lines."""
+    """Services modules of any app (a single file or a package's modules) over the limit:
+    lines. A single file is capped too: it cannot grow past the cap by staying one file."""
     sizes = {
         name: len(path.read_text().splitlines())
         for name, path in modules.items()
-        if ".services." in name
+        if is_services(name)
     }
     return {name: n for name, n in sorted(sizes.items()) if n > limit}
 
@@ -152,6 +171,11 @@ def test_no_domain_app_imports_an_interface_and_the_interfaces_ignore_each_other
     graph = import_graph(project_modules())
     assert {folder(name) for name in graph} >= DOMAIN | INTERFACES | {PROJECT, URLCONF}
     assert layer_violations(graph) == []
+
+
+def test_the_interfaces_hold_no_models_services_selectors_or_tasks():
+    # API tokens once lived in api/ (model, services, lookup): they are accounts' data.
+    assert domain_modules_in_interfaces(project_modules()) == []
 
 
 def test_every_services_module_is_of_a_readable_size():
@@ -189,6 +213,8 @@ def test_the_checks_catch_what_the_code_once_did(tmp_path):
             # an API reaching into the dashboard; a domain app reaching up to it
             "api/views.py": "from dashboard import selectors\n",
             "api/permissions.py": "import dashboard.roles\n",
+            "api/models.py": "",  # a model in an interface
+            "dashboard/services/visits.py": "",
             "dashboard/selectors.py": "from scanner.models import Host\n",
             "dashboard/roles.py": "ADMIN = 'admin'\n",
             "dashboard/views.py": "from dashboard import selectors\n",
@@ -200,9 +226,11 @@ def test_the_checks_catch_what_the_code_once_did(tmp_path):
             "portmon/env.py": "from api.views import x\n",
             "portmon/celery.py": "",
             "scanner/tasks.py": "from portmon.celery import app\n",
-            # a services module past the cap
+            # a services module past the cap, in a package and as a single file
             "alerts/services/diff.py": "x = 1\n" * (SERVICES_MAX_LINES + 1),
+            "audit/services.py": "x = 1\n" * (SERVICES_MAX_LINES + 2),
             "alerts/rules.py": "x = 1\n" * (SERVICES_MAX_LINES + 100),  # not a service
+            "alerts/services_help.py": "x = 1\n" * (SERVICES_MAX_LINES + 100),  # nor this
         },
     )
     graph = import_graph(modules)
@@ -218,7 +246,16 @@ def test_the_checks_catch_what_the_code_once_did(tmp_path):
         "portmon.env -> api.views",
         "portmon.urls -> dashboard.selectors",
     ]
-    assert oversized_services(modules) == {"alerts.services.diff": SERVICES_MAX_LINES + 1}
+    assert domain_modules_in_interfaces(modules) == [
+        "api.models",
+        "dashboard.selectors",
+        "dashboard.services",
+        "dashboard.services.visits",
+    ]
+    assert oversized_services(modules) == {
+        "alerts.services.diff": SERVICES_MAX_LINES + 1,
+        "audit.services": SERVICES_MAX_LINES + 2,
+    }
 
 
 def test_a_clean_tree_passes_the_checks(tmp_path):
@@ -235,11 +272,13 @@ def test_a_clean_tree_passes_the_checks(tmp_path):
             "portmon/env.py": "",
             "scanner/tasks.py": "from portmon import env\n",
             "alerts/services/diff.py": "x = 1\n" * SERVICES_MAX_LINES,
+            "audit/services.py": "x = 1\n" * SERVICES_MAX_LINES,
         },
     )
     graph = import_graph(modules)
     assert cycles(folder_graph(graph)) == []
     assert layer_violations(graph) == []
+    assert domain_modules_in_interfaces(modules) == []
     assert oversized_services(modules) == {}
 
 

@@ -20,7 +20,7 @@ def handed(monkeypatch):
 
     monkeypatch.setattr(shards, "shard_lost", record("shard_lost"))
     monkeypatch.setattr(fingerprints, "fingerprint_abandon", record("fingerprint_abandon"))
-    monkeypatch.setattr(poc_tasks.services, "poc_abandon", record("poc_abandon"))
+    monkeypatch.setattr(poc_tasks.runs, "poc_abandon", record("poc_abandon"))
     return calls
 
 

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from alerts.notify import channels
 from alerts.notify.chat import ChatError
 from alerts.notify.models import ChatChannel, Message
-from alerts.notify.services import messages_retry_now
+from alerts.notify.services.delivery import messages_retry_now
 
 
 @admin.register(Message)

@@ -5,7 +5,7 @@ import logging
 
 from django.db import transaction
 
-from alerts.notify.services import immediate_queue
+from alerts.notify.services.immediate import immediate_queue
 
 log = logging.getLogger(__name__)
 

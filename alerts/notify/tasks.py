@@ -2,7 +2,9 @@
 
 from celery import shared_task
 
-from alerts.notify.services import digest_queue, immediate_sweep, messages_send_due
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_queue
+from alerts.notify.services.immediate import immediate_sweep
 
 
 # No Celery retries: a failed send is rescheduled in the outbox, and beat runs this every

@@ -167,7 +167,7 @@ def events_reopen_seen(
 
     Closed-port events are left alone: a closed port that is back raises "reopened".
     PoC findings too: a port seen open says nothing about its password; only a positive
-    check reopens a finding (poc.services). Host-agent events too: a scan sees the port,
+    check reopens a finding (poc.services.findings). Host-agent events too: a scan sees the port,
     not which process owns it; the agent's next report says that (agents.services).
     """
     same_port = seen.filter(

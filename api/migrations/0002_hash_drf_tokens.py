@@ -1,5 +1,5 @@
 """DRF's plaintext tokens (rest_framework.authtoken) become hashed ApiTokens: the same keys
-keep working (api.selectors.LEGACY_KEY), and the plaintext rows are deleted."""
+keep working (accounts.selectors.LEGACY_KEY), and the plaintext rows are deleted."""
 
 import hashlib
 

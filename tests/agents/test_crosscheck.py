@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from agents.selectors import cross_check
 from agents.services.enrollment import agent_add
-from alerts.notify.services import digest_prepare, digest_render
+from alerts.notify.services.digest import digest_prepare, digest_render
 from scanner.models import Host, Network, Port
 from tests.agents.conftest import Poster
 

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from alerts.models import AlertEvent, Rule
-from alerts.notify.services import digest_prepare, digest_render
+from alerts.notify.services.digest import digest_prepare, digest_render
 from alerts.services.diff import run_diff
 from scanner.findings import Finding
 from scanner.models import Network, ScanRun

@@ -4,8 +4,8 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from accounts.services import api_token_issue
 from alerts.models import AlertEvent, EventNote, Rule
-from api.services import api_token_issue
 from audit.models import AuditEntry
 from scanner.models import Network, ScanPolicy, ScanRun
 from scanner.services import publish

@@ -9,6 +9,7 @@ import pytest
 from django.contrib import admin as django_admin
 from rest_framework.test import APIClient
 
+from accounts.services import api_token_issue
 from alerts.models import RULE_KEPT_FIELDS, Rule
 from alerts.rule_files import (
     RULE_FIELDS,
@@ -21,7 +22,6 @@ from alerts.rules import MATCH_FIELDS, MAX_LEN, RuleProto, RuleSpec
 from alerts.selectors import rule_entries_load, rule_spec_of
 from alerts.services.rules import rules_import
 from api.serializers import RuleSerializer
-from api.services import api_token_issue
 from dashboard.forms import RuleForm
 
 # Every field a person sets, none at its default.

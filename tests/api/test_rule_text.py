@@ -7,9 +7,9 @@ import random
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.services import api_token_issue
 from alerts.models import Rule
 from alerts.rule_files import rules_document_parse
-from api.services import api_token_issue
 
 DRAFT = {"action": "allow", "proto": "tcp", "reason": "dba", "owner": "dba", "port_lo": 3306}
 # Control characters (C0, DEL, C1), a lone surrogate, and text that is fine: bidi

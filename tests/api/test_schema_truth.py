@@ -6,7 +6,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
-from api.services import api_token_issue
+from accounts.services import api_token_issue
 
 JUNK_QUERY = ["junk", "", "-1", "0", "99999999999999999999", "1e3", "\u0661", "%00"]
 

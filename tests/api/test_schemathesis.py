@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from api.services import api_token_issue
+from accounts.services import api_token_issue
 from tests.conftest import ROOT, TEST_REDIS_URL, database_url_for_subprocess
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]

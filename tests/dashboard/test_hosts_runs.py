@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from api.services import api_token_issue
+from accounts.services import api_token_issue
 from scanner import selectors
 from scanner.models import Host, Port, ScanPolicy, ScanRun
 from scanner.services import publish

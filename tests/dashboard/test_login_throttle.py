@@ -5,7 +5,7 @@ import pytest
 from axes.models import AccessAttempt
 from django.core.management import call_command
 
-from api.services import api_token_issue
+from accounts.services import api_token_issue
 from audit.models import AuditEntry
 from tests.dashboard.conftest import PASSWORD
 

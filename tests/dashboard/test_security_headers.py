@@ -6,7 +6,7 @@ import re
 import pytest
 from django.contrib.staticfiles import finders
 
-from api.services import api_token_issue
+from accounts.services import api_token_issue
 
 PAGES = [
     "/", "/since/", "/events/", "/hosts/", "/hosts/198.18.0.10/", "/runs/", "/rules/",

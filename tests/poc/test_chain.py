@@ -9,7 +9,7 @@ from alerts.models import AlertEvent
 from poc.chain import ChainPolicy, EventFacts, chain_plan
 from poc.checks import checks_load
 from poc.models import PocCheck, PocState
-from poc.services import pocs_chain
+from poc.services.chain import pocs_chain
 from scanner.models import Host, Network, Port
 
 POLICY = ChainPolicy(kinds=frozenset({"new_port", "high_risk"}), zones=frozenset({"internal"}))

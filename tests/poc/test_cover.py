@@ -7,7 +7,7 @@ import pytest
 
 from alerts.services.diff import run_diff
 from poc.models import PocCheck
-from poc.services import pocs_cover
+from poc.services.chain import pocs_cover
 from scanner.findings import Finding
 from scanner.models import Network, ScanRun
 from scanner.services.results import run_import

@@ -17,7 +17,9 @@ from alerts.notify.models import Message
 from alerts.services.diff import run_diff
 from poc.engine import check_run
 from poc.models import PocCheck, PocReason, PocResult, PocState
-from poc.services import PocTarget, poc_claim, poc_run, pocs_queue, pocs_recheck_due
+from poc.services.queue import PocTarget, pocs_queue
+from poc.services.reaper import pocs_recheck_due
+from poc.services.runs import poc_claim, poc_run
 from scanner.findings import Finding
 from scanner.services.results import run_import
 from scanner.services.scope import exclusion_add
@@ -178,7 +180,8 @@ def test_it_refuses_bad_manual_input_with_one_line(loopback_scope, args, message
 
 def test_two_checks_positive_on_one_port_each_keep_one_open_finding(loopback_scope):
     from poc.checks import Verdict
-    from poc.services import poc_claim, poc_record
+    from poc.services.findings import poc_record
+    from poc.services.runs import poc_claim
 
     host = loopback_scope("127.0.0.9")
     opened = []
@@ -225,7 +228,7 @@ def test_a_triager_rechecks_a_finding_from_its_page_and_the_verdict_fixes_it(
 ):
     from django.contrib.auth.models import Group, User
 
-    from poc import services
+    from poc.services import queue
     from tests.dashboard.conftest import event as event_of
 
     host = loopback_scope(redis_open.ip)
@@ -241,7 +244,7 @@ def test_a_triager_rechecks_a_finding_from_its_page_and_the_verdict_fixes_it(
     assert client.post(f"/events/{event.pk}/recheck/").status_code == 403
 
     published = []
-    monkeypatch.setattr(services, "task_by_name", lambda name: FakeTask(published))
+    monkeypatch.setattr(queue, "task_by_name", lambda name: FakeTask(published))
     client.force_login(triager)
     assert 'id="recheck"' in client.get(f"/events/{event.pk}/").content.decode()
     redis_open.restart(password="s3cret")  # the team fixed it
@@ -280,14 +283,14 @@ def test_the_api_rechecks_a_finding_for_triagers(redis_open, loopback_scope, mon
     from django.contrib.auth.models import Group, User
     from rest_framework.test import APIClient
 
-    from api.services import api_token_issue
-    from poc import services
+    from accounts.services import api_token_issue
+    from poc.services import queue
     from tests.dashboard.conftest import event as event_of
 
     host = loopback_scope(redis_open.ip)
     run_now(host, redis_open.port)
     [event] = findings()
-    monkeypatch.setattr(services, "task_by_name", lambda name: FakeTask([]))
+    monkeypatch.setattr(queue, "task_by_name", lambda name: FakeTask([]))
 
     def api(role: str) -> APIClient:
         user = User.objects.create_user(role, password="x")

@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from alerts.models import AlertEvent
 from alerts.notify.models import Message
-from alerts.notify.services import digest_prepare, digest_render, immediate_queue
+from alerts.notify.services.digest import digest_prepare, digest_render
+from alerts.notify.services.immediate import immediate_queue
 from alerts.services.diff import run_diff
-from poc.services import pocs_chain
+from poc.services.chain import pocs_chain
 from scanner.models import Network, PortObservation, ScanRun
 from tests.alerts.nmapxml import nmap_xml
 from tests.scanner.test_scan_import import MASSCAN_JSON

@@ -79,7 +79,7 @@ def test_it_finds_and_names_every_udp_service_and_never_a_silent_port(
     finding = events.get(kind="poc_finding")
     assert "community public" in json.dumps(finding.detail)
 
-    from alerts.notify.services import digest_prepare, digest_render
+    from alerts.notify.services.digest import digest_prepare, digest_render
 
     digest = digest_prepare(
         recipient="team@example.com",

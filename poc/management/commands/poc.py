@@ -14,7 +14,8 @@ from django.db import transaction
 
 from poc.checks import checks_for, checks_load
 from poc.models import PocCheck, PocReason
-from poc.services import PocTarget, poc_run, pocs_queue
+from poc.services.queue import PocTarget, pocs_queue
+from poc.services.runs import poc_run
 from scanner.models import Host, Port
 from scanner.services.scope import scope_load
 

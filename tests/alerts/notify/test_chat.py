@@ -23,7 +23,9 @@ from django.core.management import CommandError, call_command
 
 from alerts.notify import channels
 from alerts.notify.models import ChatChannel, Message, MessageState
-from alerts.notify.services import digest_queue, immediate_queue, messages_send_due
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_queue
+from alerts.notify.services.immediate import immediate_queue
 from tests.alerts.notify.conftest import NOW, SITE, event_make, free_port
 
 pytestmark = pytest.mark.django_db

@@ -93,7 +93,7 @@ def test_migrate_schedules_the_digest_and_the_sender_idempotently(settings):
 def test_it_lists_the_outbox_in_admin_and_retries_on_request(admin_client, smtp, settings):
     from pathlib import Path
 
-    from alerts.notify.services import digest_queue
+    from alerts.notify.services.digest import digest_queue
 
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # whitenoise warns otherwise
 

@@ -7,7 +7,8 @@ import pytest
 from alerts.models import Rule
 from alerts.notify.models import Message, MessageState
 from alerts.notify.selectors import events_with_notified
-from alerts.notify.services import digest_queue, messages_send_due
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_queue
 from scanner.models import ScanRun
 from tests.alerts.notify.conftest import NOW, SITE, event_make, parts
 

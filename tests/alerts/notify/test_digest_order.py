@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from alerts.notify.services import digest_queue, messages_send_due
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_queue
 from scanner.models import Host
 from tests.alerts.notify.conftest import NOW, event_make, parts
 

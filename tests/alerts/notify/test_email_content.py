@@ -7,7 +7,9 @@ from datetime import timedelta
 import pytest
 
 from alerts.notify.content import SEVERITY_COLOURS
-from alerts.notify.services import digest_queue, immediate_queue, messages_send_due
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_queue
+from alerts.notify.services.immediate import immediate_queue
 from alerts.severity import Severity
 from scanner.models import Host, ScanRun
 from tests.alerts.notify.conftest import NOW, SITE, event_make, parts

@@ -8,12 +8,9 @@ from django.utils import timezone
 
 from alerts.models import Rule
 from alerts.notify.models import Message, MessageKind, MessageState
-from alerts.notify.services import (
-    digest_queue,
-    immediate_queue,
-    immediate_sweep,
-    messages_send_due,
-)
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_queue
+from alerts.notify.services.immediate import immediate_queue, immediate_sweep
 from tests.alerts.notify.conftest import NOW, SITE, event_make, parts
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,8 @@ import pytest
 
 from alerts.notify.content import MAX_ATTEMPTS, retry_delay
 from alerts.notify.models import Message, MessageState
-from alerts.notify.services import digest_queue, message_claim, messages_send_due
+from alerts.notify.services.delivery import message_claim, messages_send_due
+from alerts.notify.services.digest import digest_queue
 from tests.alerts.notify.conftest import NOW, event_make, parts
 
 pytestmark = pytest.mark.django_db
@@ -109,7 +110,7 @@ def test_it_skips_the_rest_of_the_batch_when_smtp_is_unreachable(smtp, world):
 
 
 def test_it_retries_a_given_up_message_on_request_but_never_resends_a_sent_one(smtp):
-    from alerts.notify.services import messages_retry_now
+    from alerts.notify.services.delivery import messages_retry_now
 
     [message] = digest_queue(now=NOW)
     Message.objects.filter(pk=message.pk).update(state=MessageState.FAILED)

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from alerts.notify.models import MessageState
-from alerts.notify.services import digest_queue, messages_send_due
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_queue
 from alerts.notify.transports import WebhookError, destination_refusal, webhook_post
 from scanner.models import Network
 from tests.alerts.notify.conftest import NOW

@@ -11,12 +11,8 @@ from django.utils import timezone
 
 from alerts.notify import selectors
 from alerts.notify.models import Channel
-from alerts.notify.services import (
-    digest_prepare,
-    digest_queue,
-    digest_render,
-    messages_send_due,
-)
+from alerts.notify.services.delivery import messages_send_due
+from alerts.notify.services.digest import digest_prepare, digest_queue, digest_render
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from api.models import ApiToken
-from api.services import ApiTokenError, api_token_issue, api_token_revoke
+from accounts.models import ApiToken
+from accounts.services import ApiTokenError, api_token_issue, api_token_revoke
 
 
 class Command(BaseCommand):

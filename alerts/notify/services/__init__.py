@@ -1,0 +1,1 @@
+"""Write services of notifications: the outbox, the digest, immediate alerts, delivery."""

@@ -1,0 +1,1 @@
+"""Write services of the PoC stage: queue, chain, run, record, reap."""
