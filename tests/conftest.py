@@ -6,12 +6,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_REDIS_URL = os.environ.get("PORTMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# Redis databases a server has by default (`databases 16` in redis.conf): 0-15.
+REDIS_DATABASES = 16
 # A worker's warm shutdown after SIGTERM (idle: ~1 s); past this it is killed, as systemd
 # does after TimeoutStopSec. Short: a test that left a task hanging pays it at teardown.
 STOP_GRACE_S = 10.0
@@ -20,6 +21,62 @@ STOP_GRACE_S = 10.0
 # Tests with one of these marks start real processes (workers, servers, daemons, commands,
 # a browser, a namespace lab); the fast gate (bin/test fast) runs all the others.
 REAL_PROCESS_MARKS = ("lab", "celery", "browser", "process")
+
+# The slow stage runs these under pytest-xdist with --dist loadgroup: the tests of one group run
+# one after another on one xdist worker, everything else anywhere, at the same time.
+# "lab": the network lab (nftables tables, namespaces, routes toward 198.18.0.0/15 and masscan
+# rates measured for a machine that does nothing else). "loopback": the tests that listen on
+# and scan 127.0.0.0/8 addresses (127.0.0.2-16, .30, .31, .120...: a sweep of one of them
+# would find another test's listener on it). The other real-process tests use ephemeral
+# ports on 127.0.0.1, their own tmp_path and test database, and the xdist worker's own test
+# Redis database (worker_redis_url), so they share nothing.
+LOOPBACK_SCAN_PATHS = (
+    "tests/scanner/engines/",
+    "tests/scanner/test_core_loop.py",
+    "tests/scanner/test_pipeline.py",
+    "tests/scanner/test_recall.py",
+    "tests/scanner/test_scan_command.py",
+    "tests/scanner/test_scan_import.py",
+    "tests/scanner/test_scan_import_files.py",
+    "tests/scanner/test_sweep_privileges.py",
+    "tests/scanner/test_worker_shutdown.py",
+    "tests/poc/",
+)
+
+
+def xdist_group_for(path: str, marks: set[str]) -> str | None:
+    """The xdist_group of a real-process test (path relative to the repository), None for one
+    that may run beside any other."""
+    if "lab" in marks or path.startswith("tests/lab/"):
+        return "lab"
+    if marks & set(REAL_PROCESS_MARKS) and path.startswith(LOOPBACK_SCAN_PATHS):
+        return "loopback"
+    return None
+
+
+def redis_url_for_worker(base: str, worker: str | None) -> str:
+    """The test Redis URL of one xdist worker: base's database number plus the worker's index
+    (gw0: base itself, gw1: the next database...), so parallel workers never flush each
+    other's broker. Raises with the way out when the numbers run past Redis' 0-15."""
+    if not worker or not worker.startswith("gw"):
+        return base
+    index = int(worker.removeprefix("gw"))
+    parts = urlsplit(base)
+    number = int(parts.path.strip("/") or 0) + index
+    if number >= REDIS_DATABASES:
+        raise RuntimeError(
+            f"xdist worker {worker} needs Redis database {number} (PORTMON_TEST_REDIS_URL="
+            f"{base} plus the worker's index {index}), past Redis' 0-{REDIS_DATABASES - 1}: run "
+            "fewer workers (PORTMON_TEST_WORKERS) or lower PORTMON_TEST_REDIS_URL's number"
+        )
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+def worker_redis_url() -> str:
+    """This process's test Redis database: PORTMON_TEST_REDIS_URL (default database 14), one
+    database further per xdist worker. Every celery_workers test flushes it."""
+    base = os.environ.get("PORTMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+    return redis_url_for_worker(base, os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
@@ -31,6 +88,11 @@ def pytest_collection_modifyitems(items):
         fixtures = set(getattr(item, "fixturenames", ()))
         if "celery_workers" in fixtures:
             item.add_marker(pytest.mark.celery)
+        group = xdist_group_for(
+            Path(item.path).relative_to(ROOT).as_posix(), {m.name for m in item.iter_markers()}
+        )
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
         # "db": what the SQLite pass of bin/test repeats (the rest does not depend on the engine).
         if item.get_closest_marker("django_db") or fixtures & DB_FIXTURES:
             item.add_marker(pytest.mark.db)
@@ -264,9 +326,10 @@ def celery_workers(request, tmp_path, transactional_db, settings, monkeypatch):
             "control_folder": str(folders["control"]),
         })  # fmt: skip
     else:
-        flush_redis(TEST_REDIS_URL)
-        env["CELERY_BROKER_URL"] = TEST_REDIS_URL
-        _use_broker(app, monkeypatch, TEST_REDIS_URL, {"visibility_timeout": 30})
+        redis_url = worker_redis_url()
+        flush_redis(redis_url)
+        env["CELERY_BROKER_URL"] = redis_url
+        _use_broker(app, monkeypatch, redis_url, {"visibility_timeout": 30})
     workers = Workers(tmp_path, env)
     try:
         yield workers
@@ -276,7 +339,7 @@ def celery_workers(request, tmp_path, transactional_db, settings, monkeypatch):
         app.conf.broker_transport_options = old_options
         reset_broker_connections(app)
         if request.param == "redis":
-            flush_redis(TEST_REDIS_URL)
+            flush_redis(worker_redis_url())
 
 
 @pytest.fixture

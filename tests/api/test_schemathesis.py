@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from accounts.services import api_token_issue
-from tests.conftest import ROOT, TEST_REDIS_URL, database_url_for_subprocess
+from tests.conftest import ROOT, database_url_for_subprocess, worker_redis_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 
@@ -41,7 +41,7 @@ def server(tmp_path):
         "DATABASE_URL": database_url_for_subprocess(),
         "PORTMON_DATA_DIR": str(tmp_path),
         "CELERY_BROKER_URL": "filesystem://",
-        "PORTMON_CACHE_URL": TEST_REDIS_URL,
+        "PORTMON_CACHE_URL": worker_redis_url(),
         "PORTMON_LOGIN_FAILURES": "1000000",
     }
     log = tmp_path / "gunicorn.log"

@@ -17,7 +17,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scanner.doctor import CHECKS, FAIL, OK, probe_address, route_verdict
 from tests.alerts.notify.conftest import SmtpServer, free_port
-from tests.conftest import ROOT, TEST_REDIS_URL, database_url_for_subprocess
+from tests.conftest import ROOT, database_url_for_subprocess, worker_redis_url
 from tests.scanner.unprivileged import NOBODY, as_nobody
 
 
@@ -62,7 +62,7 @@ def doctor_process(*args: str, as_user: list[str] = (), **env: str) -> subproces
     full_env = {
         **os.environ,
         "DATABASE_URL": database_url_for_subprocess(),
-        "CELERY_BROKER_URL": TEST_REDIS_URL,
+        "CELERY_BROKER_URL": worker_redis_url(),
         **env,
     }
     return subprocess.run(
