@@ -1,16 +1,19 @@
 """The exact masscan and nmap command lines for representative sweeps and fingerprint runs.
 
 Pinned so that a change to how options reach the adapters cannot change what runs: the
-expected lists below were taken from the adapters before they took an options object.
+expected lists below were taken from the adapters before they took an options object
+(SweepOptions, FingerprintOptions), and have not changed since.
 """
 
 import ipaddress
 import re
+import time
 
 import pytest
 
 from scanner.engines import masscan, nmap, nmap_probes, routes
 from scanner.engines.base import ProcessResult
+from scanner.engines.options import MasscanOptions, SweepEvents, SweepOptions
 
 N = ipaddress.ip_network
 A = ipaddress.ip_address
@@ -43,23 +46,23 @@ def recorded(monkeypatch):
     return argvs
 
 
-def masscan_sweep(**overrides):
-    kwargs = {
+def masscan_sweep(answers=None, **overrides):
+    knobs = {"rate": 5000, "retries": 2, "wait": 1}
+    knobs.update({k: overrides.pop(k) for k in list(overrides) if k in knobs})
+    fields = {
         "targets": [N("198.18.7.0/24"), A("198.18.9.4")],
         "ports": [(1, 1024), (8080, 8080), (1000, 2000)],
-        "rate": 5000,
         "exclude": [N("198.18.7.128/25"), A("198.18.7.9"), N("2001:db8::/64")],
-        "retries": 2,
-        "wait": 1,
-        "timeout": 60,
+        "deadline": time.monotonic() + 60,
         "plan": PLAN,
+        "masscan": MasscanOptions(**knobs),
         **overrides,
     }
-    return masscan.sweep(**kwargs)
+    return masscan.sweep(SweepOptions(**fields), SweepEvents(answers=answers))
 
 
 def test_a_tcp_sweep_that_streams_every_answer_runs_this_masscan(recorded):
-    masscan_sweep(on_answers=lambda batch: None)
+    masscan_sweep(answers=lambda batch: None)
 
     assert recorded == [
         ["/usr/bin/masscan", "-p", "1-2000,8080", "--rate", "5000", "--retries", "2",
@@ -81,7 +84,7 @@ def test_a_tcp_sweep_without_answers_writes_json_and_shows_open_ports_only(recor
 
 
 def test_a_udp_sweep_runs_masscan_with_udp_ports_and_our_requests(recorded):
-    masscan_sweep(ports=[(53, 53), (161, 162)], proto="udp", on_answers=lambda batch: None)
+    masscan_sweep(ports=[(53, 53), (161, 162)], proto="udp", answers=lambda batch: None)
 
     assert recorded == [
         ["/usr/bin/masscan", "-p", "U:53,U:161-162", "--rate", "5000", "--retries", "2",
@@ -92,9 +95,11 @@ def test_a_udp_sweep_runs_masscan_with_udp_ports_and_our_requests(recorded):
     ]  # fmt: skip
 
 
-def nmap_run(**overrides):
-    kwargs = {"hosts": {"127.0.0.4": [80, 22], "127.0.0.5": [443]}, "timeout": 30, **overrides}
-    return nmap.fingerprint_many(**kwargs)
+def nmap_run(hosts=None, **options):
+    hosts = hosts or {"127.0.0.4": [80, 22], "127.0.0.5": [443]}
+    return nmap.fingerprint_many(
+        hosts=hosts, options=nmap.FingerprintOptions(**{"timeout": 30, **options})
+    )
 
 
 def test_a_tcp_fingerprint_runs_this_nmap(recorded):
