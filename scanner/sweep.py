@@ -141,19 +141,15 @@ class FindingStream:
 
 
 def shard_sweep_options(
-    *, shard: ScanShard, guarded: GuardedTargets, deadline: float
+    *, shard: ScanShard, guarded: GuardedTargets, engine: str, deadline: float
 ) -> SweepOptions:
-    """The shard's sweep as every engine takes it: its targets, exclusions and ports, the
-    run's rate, and this node's prober and masscan settings."""
+    """The shard's sweep as every engine takes it: its targets, exclusions and ports, and
+    this node's prober settings; for masscan (engine) the run's rate and PORTMON_MASSCAN_*
+    too (a connect run does not depend on masscan's settings being right)."""
     udp = shard.proto == "udp"
-    return SweepOptions(
-        targets=guarded.networks,
-        ports=tuple(parse_ports(shard.ports)),
-        proto="udp" if udp else "tcp",
-        exclude=guarded.exclusions,
-        deadline=deadline,
-        probes=udp_probes() if udp else connect_probes(),
-        masscan=MasscanOptions(
+    knobs = MasscanOptions()
+    if engine == Engine.MASSCAN:
+        knobs = MasscanOptions(
             rate=shard.run.rate,
             retries=(
                 settings.PORTMON_MASSCAN_UDP_RETRIES if udp else settings.PORTMON_MASSCAN_RETRIES
@@ -163,7 +159,15 @@ def shard_sweep_options(
             interface=settings.PORTMON_MASSCAN_ADAPTER,
             source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
             router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
-        ),
+        )
+    return SweepOptions(
+        targets=guarded.networks,
+        ports=tuple(parse_ports(shard.ports)),
+        proto="udp" if udp else "tcp",
+        exclude=guarded.exclusions,
+        deadline=deadline,
+        probes=udp_probes() if udp else connect_probes(),
+        masscan=knobs,
     )
 
 
@@ -179,8 +183,8 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     run = shard.run
     timeout = max(30, settings.PORTMON_SHARD_SOFT_TIME_LIMIT - 30)
     deadline = time.monotonic() + timeout
-    options = shard_sweep_options(shard=shard, guarded=guarded, deadline=deadline)
     engine = engines.choose(run.engine, list(guarded.networks))
+    options = shard_sweep_options(shard=shard, guarded=guarded, engine=engine, deadline=deadline)
     if shard.proto == "udp":
         return udp_shard_sweep(shard=shard, options=options, engine=engine)
     threshold = synproxy.Threshold(

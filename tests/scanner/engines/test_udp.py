@@ -14,7 +14,7 @@ import time
 import pytest
 
 from scanner.engines import EngineError, udp
-from scanner.engines.options import ProbeOptions
+from scanner.engines.options import MasscanOptions, ProbeOptions
 from tests.scanner.engines.conftest import sweep_args
 
 A = ipaddress.ip_address
@@ -239,7 +239,7 @@ def test_it_writes_payloads_masscan_can_read_and_keeps_masscans_own_where_it_has
     argv = masscan.build_argv(
         targets=[ipaddress.ip_address("198.18.0.1")],
         ports=[(161, 161), (1900, 1900)],
-        rate=1000,
+        options=MasscanOptions(rate=1000),
         output_path=None,
         proto="udp",
         nmap_payloads="/tmp/x",
@@ -249,7 +249,7 @@ def test_it_writes_payloads_masscan_can_read_and_keeps_masscans_own_where_it_has
         masscan.build_argv(
             targets=[ipaddress.ip_address("198.18.0.1")],
             ports=[(1, 1)],
-            rate=1,
+            options=MasscanOptions(rate=1),
             output_path=None,
             proto="sctp",
         )
