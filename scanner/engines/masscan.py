@@ -200,7 +200,9 @@ def sweep(options: SweepOptions, events: SweepEvents = NO_EVENTS) -> list[Findin
         try:
             if egress is None:
                 # On-link: the prober of the protocol, over exactly these (excluded) pieces.
-                part = replace(options, targets=tuple(networks), exclude=(), deadline=deadline)
+                part = replace(
+                    options, targets=tuple(networks), exclude=(), deadline=deadline, plan=None
+                )
                 prober = udp.sweep if options.proto == "udp" else connect.sweep
                 group = prober(
                     part,
