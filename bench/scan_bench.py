@@ -88,7 +88,7 @@ def parse_masscan(path: Path) -> set[tuple[str, int]]:
 def nmap_fingerprint(ip: str, ports: list[int]) -> dict[int, str]:
     from scanner.engines import nmap
 
-    result = nmap.fingerprint(ip=ip, ports=ports, timeout=300)
+    result = nmap.fingerprint(ip=ip, ports=ports, options=nmap.FingerprintOptions(timeout=300))
     return {f.port: f.service for f in result.findings}
 
 

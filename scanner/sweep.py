@@ -4,23 +4,24 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
-from functools import partial
+from dataclasses import replace
 
 from django.conf import settings
 from django.utils import timezone
 
 from scanner import synproxy
 from scanner.engines import routes
+from scanner.engines.options import MasscanOptions, SweepEvents, SweepOptions
 from scanner.findings import Finding
 from scanner.models import Engine, ScanShard, ShardState
 from scanner.recall import ProbeLedger, reprobe_plan
 from scanner.services import publish
 from scanner.services.liveness import Heartbeat
+from scanner.services.probes import connect_probes, udp_probes
 from scanner.services.results import host_answering_all_record, observations_record
 from scanner.services.scope import stored_targets_guard
 from scanner.services.shards import shard_route_plan_check
-from scanner.targets import count_ports, parse_ports
+from scanner.targets import GuardedTargets, count_ports, parse_ports
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class FindingStream:
         self.percent = 0.0  # the sweep's progress, from tick()
 
     def answered(self, answers: list[tuple[str, int]]) -> None:
-        """Count the engine's answers per host (masscan's on_answers)."""
+        """Count the engine's answers per host (SweepEvents.answers)."""
         self.answers.update(ip for ip, _port in answers)
 
     def __call__(self, finding: Finding) -> None:
@@ -130,9 +131,12 @@ class FindingStream:
 
     def release(self) -> None:
         """Record the held hosts whose answers now show them to be real hosts."""
+        threshold = self.threshold
+        if threshold is None:
+            return  # nothing is held without a threshold
         for ip in list(self.held):
             if ip in self.held and synproxy.stream_ready(
-                open_count=self.open[ip], answered=self.answers[ip], threshold=self.threshold
+                open_count=self.open[ip], answered=self.answers[ip], threshold=threshold
             ):
                 self.ready.add(ip)
                 # record() ticks, and a tick releases too: this host may be gone by the time
@@ -159,88 +163,96 @@ class FindingStream:
             self.waiting.clear()
 
 
+def shard_sweep_options(
+    *, shard: ScanShard, guarded: GuardedTargets, engine: str, deadline: float
+) -> SweepOptions:
+    """The shard's sweep as every engine takes it: its targets, exclusions and ports, and
+    this node's prober settings; for masscan (engine) the run's rate and PORTMON_MASSCAN_*
+    too (a connect run does not depend on masscan's settings being right)."""
+    udp = shard.proto == "udp"
+    knobs = MasscanOptions()
+    if engine == Engine.MASSCAN:
+        knobs = MasscanOptions(
+            rate=shard.run.rate,
+            retries=(
+                settings.PORTMON_MASSCAN_UDP_RETRIES if udp else settings.PORTMON_MASSCAN_RETRIES
+            ),
+            # masscan's UDP answers come later than a SYN-ACK (a service has to reply).
+            wait=max(settings.PORTMON_MASSCAN_WAIT, 2) if udp else settings.PORTMON_MASSCAN_WAIT,
+            interface=settings.PORTMON_MASSCAN_ADAPTER,
+            source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
+            router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
+        )
+    return SweepOptions(
+        targets=guarded.networks,
+        ports=tuple(parse_ports(shard.ports)),
+        proto="udp" if udp else "tcp",
+        exclude=guarded.exclusions,
+        deadline=deadline,
+        probes=udp_probes() if udp else connect_probes(),
+        masscan=knobs,
+    )
+
+
 def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     """Run the engine for one shard and return the open ports it found.
 
     Hosts that answer on all ports are recorded as such (one HostFinding) and left out.
     """
     from scanner import engines
-    from scanner.engines import connect, masscan
+    from scanner.engines import masscan
 
     guarded = stored_targets_guard(shard.targets)
-    ports = parse_ports(shard.ports)
     run = shard.run
     timeout = max(30, settings.PORTMON_SHARD_SOFT_TIME_LIMIT - 30)
+    deadline = time.monotonic() + timeout
+    engine = engines.choose(run.engine, list(guarded.networks))
+    options = shard_sweep_options(shard=shard, guarded=guarded, engine=engine, deadline=deadline)
     if shard.proto == "udp":
-        return udp_shard_sweep(shard=shard, guarded=guarded, ports=ports, timeout=timeout)
+        return udp_shard_sweep(shard=shard, options=options, engine=engine)
     threshold = synproxy.Threshold(
         min_ports=settings.PORTMON_SYNPROXY_MIN_PORTS,
         min_share=settings.PORTMON_SYNPROXY_MIN_SHARE,
     )
-    engine = engines.choose(run.engine, list(guarded.networks))
     with ShardProgress(shard.pk, shard.probes_total, shard.claim) as on_progress:
-        if engine == Engine.MASSCAN:
-            route_plan = shard_routes_plan(shard=shard, targets=list(guarded.networks))
-            stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint, threshold=threshold)
-            ledger = ProbeLedger((str(a) for a in guarded.addresses()), ports)
-            deadline = time.monotonic() + timeout
-            sweep = partial(
-                masscan.sweep,
-                ports=ports,
-                rate=run.rate,
-                exclude=list(guarded.exclusions),
-                wait=settings.PORTMON_MASSCAN_WAIT,
-                interface=settings.PORTMON_MASSCAN_ADAPTER,
-                source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
-                router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
-                on_finding=stream,
-                on_link_answers=stream.answered,
-            )
+        # Ports are recorded and fingerprinted as found, whatever the engine (the callbacks
+        # run outside the engines' event loops).
+        stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint, threshold=threshold)
 
-            def progress(percent: float, found: int) -> None:
-                on_progress(percent, found)
-                stream.tick(percent)
+        def progress(percent: float, found: int) -> None:
+            on_progress(percent, found)
+            stream.tick(percent)
+
+        if engine == Engine.MASSCAN:
+            options = replace(
+                options, plan=shard_routes_plan(shard=shard, targets=list(guarded.networks))
+            )
+            ledger = ProbeLedger((str(a) for a in guarded.addresses()), options.ports)
 
             def answers(batch: list[tuple[str, int]]) -> None:
                 ledger.mark_many(batch)
                 stream.answered(batch)
 
             started = time.monotonic()
-            findings = sweep(
-                targets=list(guarded.networks),
-                retries=settings.PORTMON_MASSCAN_RETRIES,
-                timeout=timeout,
-                on_progress=progress,
-                on_answers=answers,
-                plan=route_plan,
+            findings = masscan.sweep(
+                options,
+                SweepEvents(
+                    progress=progress,
+                    finding=stream,
+                    answers=answers,
+                    link_answers=stream.answered,
+                ),
             )
             logger.info("shard %s: masscan took %.1fs", shard.pk, time.monotonic() - started)
             stream.flush()  # nmap starts on the last window's hosts while the re-probe runs
-            findings += gaps_reprobe(
-                shard=shard, ledger=ledger, sweep=sweep, stream=stream, deadline=deadline
-            )
+            findings += gaps_reprobe(shard=shard, ledger=ledger, options=options, stream=stream)
         else:
-            # Loopback, IPv6, no raw sockets: ports recorded and fingerprinted as found, as
-            # on the masscan path (the callbacks run outside the scanner's event loop).
-            stream = FindingStream(run_id=run.pk, fingerprint=run.fingerprint, threshold=threshold)
-
-            def connect_progress(percent: float, found: int) -> None:
-                on_progress(percent, found)
-                stream.tick(percent)
-
-            findings = connect.scan(
-                targets=list(guarded.addresses()),
-                ports=ports,
-                concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
-                timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
-                retries=1,
-                on_progress=connect_progress,
-                on_finding=stream,
-                on_answers=stream.answered,
-                deadline=time.monotonic() + timeout,
+            # Loopback, IPv6, no raw sockets: the connect scanner.
+            findings = engines.sweep_engine(engine, "tcp").sweep(
+                options, SweepEvents(progress=progress, finding=stream, answers=stream.answered)
             )
             stream.flush()
-    probed = count_ports(ports)
+    probed = count_ports(options.ports)
     split = synproxy.split(findings, probed=probed, threshold=threshold)
     if split.answering_all:
         host_answering_all_record(
@@ -255,7 +267,7 @@ def shard_sweep(*, shard: ScanShard) -> list[Finding]:
     return split.kept
 
 
-def udp_shard_sweep(*, shard: ScanShard, guarded, ports, timeout: float) -> list[Finding]:
+def udp_shard_sweep(*, shard: ScanShard, options: SweepOptions, engine: str) -> list[Finding]:
     """Probe one UDP shard; return the ports that answered (open), never the silent ones.
 
     Routed targets: masscan's UDP sweep (its protocol requests and ours) gives candidates,
@@ -266,51 +278,29 @@ def udp_shard_sweep(*, shard: ScanShard, guarded, ports, timeout: float) -> list
     #182, #357): a candidate nobody confirms is dropped.
     """
     from scanner import engines
-    from scanner.engines import masscan, udp
+    from scanner.engines import masscan
 
-    run = shard.run
-    deadline = time.monotonic() + timeout
-    options = {
-        "timeout": settings.PORTMON_UDP_TIMEOUT_MS / 1000,
-        "retries": settings.PORTMON_UDP_RETRIES,
-        "concurrency": settings.PORTMON_UDP_CONCURRENCY,
-        "deadline": deadline,
-    }
-    engine = engines.choose(run.engine, list(guarded.networks))
     with ShardProgress(shard.pk, shard.probes_total, shard.claim) as on_progress:
         if engine != Engine.MASSCAN:
-            return udp.scan(
-                targets=list(guarded.addresses()),
-                ports=ports,
-                on_progress=on_progress,
-                **options,
-            )
-        route_plan = shard_routes_plan(shard=shard, targets=list(guarded.networks))
+            prober = engines.sweep_engine(engine, "udp")
+            return prober.sweep(options, SweepEvents(progress=on_progress))
+        options = replace(
+            options, plan=shard_routes_plan(shard=shard, targets=list(options.targets))
+        )
         candidates = masscan.sweep(
-            targets=list(guarded.networks),
-            ports=ports,
-            rate=run.rate,
-            exclude=list(guarded.exclusions),
-            retries=settings.PORTMON_MASSCAN_UDP_RETRIES,
-            timeout=timeout,
-            wait=max(settings.PORTMON_MASSCAN_WAIT, 2),
-            interface=settings.PORTMON_MASSCAN_ADAPTER,
-            source_ip=settings.PORTMON_MASSCAN_ADAPTER_IP,
-            router_mac=settings.PORTMON_MASSCAN_ROUTER_MAC,
-            on_progress=lambda percent, found: on_progress(percent * 0.9, found),
-            plan=route_plan,
-            proto="udp",
+            options,
+            SweepEvents(progress=lambda percent, found: on_progress(percent * 0.9, found)),
         )
     return udp_candidates_confirm(shard_id=shard.pk, candidates=candidates, options=options)
 
 
 def udp_candidates_confirm(
-    *, shard_id: int, candidates: list[Finding], options: dict
+    *, shard_id: int, candidates: list[Finding], options: SweepOptions
 ) -> list[Finding]:
     """The UDP candidates that answer our request, or that nmap -sU -sV finds open."""
     from scanner.engines import nmap, udp
 
-    results = udp.verify(candidates, **options)
+    results = udp.verify(candidates, options.prober, deadline=options.deadline)
     confirmed = [Finding(ip=r.ip, port=r.port, proto="udp") for r in results if r.state == "open"]
     # Not confirmed by our request: nmap's -sV sends many more; open only if one answers.
     doubtful: dict[str, list[int]] = {}
@@ -320,9 +310,11 @@ def udp_candidates_confirm(
     if doubtful and nmap.available():
         named = nmap.fingerprint_many(
             hosts=doubtful,
-            timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
-            proto="udp",
-            intensity=nmap.UDP_VERSION_INTENSITY,
+            options=nmap.FingerprintOptions(
+                timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
+                proto="udp",
+                intensity=nmap.UDP_VERSION_INTENSITY,
+            ),
         )
         confirmed += [f for result in named.values() for f in result.findings]
     dropped = len(candidates) - len(confirmed)
@@ -359,35 +351,35 @@ def gaps_reprobe(
     *,
     shard: ScanShard,
     ledger: ProbeLedger,
-    sweep: Callable[..., list[Finding]],
-    stream: Callable[[Finding], None],
-    deadline: float,
+    options: SweepOptions,
+    stream: FindingStream,
 ) -> list[Finding]:
     """Probe again what the sweep got no answer for: exact ports, or whole filtering hosts."""
-    from scanner.engines import connect
+    from scanner.engines import connect, masscan
 
     started = time.monotonic()
+    deadline = options.deadline if options.deadline is not None else started + 60
     plan = reprobe_plan(ledger)
     found: list[Finding] = []
     if plan.exact:
         # Full TCP connects with retries: a lost SYN or SYN-ACK is sent again.
         candidates = [Finding(ip=ip, port=port) for ip, port in plan.exact]
         for finding in connect.verify(
-            candidates,
-            timeout=settings.PORTMON_CONNECT_TIMEOUT_MS / 1000,
-            retries=2,
-            concurrency=settings.PORTMON_CONNECT_CONCURRENCY,
-            deadline=deadline,
+            candidates, replace(options.prober, retries=2), deadline=deadline
         ):
             stream(finding)
             found.append(finding)
     if plan.rescan:
-        # Hosts that drop many probes (a firewall): a second masscan pass, with retries.
-        found += sweep(
-            targets=[ipaddress.ip_address(ip) for ip in plan.rescan],
-            retries=1,
-            timeout=max(1.0, deadline - time.monotonic()),
+        # Hosts that drop many probes (a firewall): a second masscan pass, with retries,
+        # over its own route plan.
+        again = replace(
+            options,
+            targets=tuple(ipaddress.ip_address(ip) for ip in plan.rescan),
+            masscan=replace(options.masscan, retries=1),
+            deadline=max(deadline, time.monotonic() + 1.0),
+            plan=None,
         )
+        found += masscan.sweep(again, SweepEvents(finding=stream, link_answers=stream.answered))
     logger.info(
         "shard %s: %d probe(s) unanswered on %d host(s) re-probed (%d open), %d filtering "
         "host(s) swept again, %d silent host(s), in %.1fs",

@@ -1,19 +1,51 @@
-"""Scan engines: masscan sweep, built-in connect scanner, nmap fingerprints.
+"""Scan engines: masscan sweep, built-in connect scanner and UDP prober, nmap fingerprints.
 
-Each adapter takes validated values only (ipaddress objects, (lo, hi) port pairs, numbers),
-builds its command line as a list, runs it without a shell under a timeout, and leaves no
-process behind. See base.run_process.
+The sweep engines share one interface (options.SweepEngine): a module with
+`sweep(options: SweepOptions, events: SweepEvents) -> list[Finding]`; sweep_engine() picks
+one by name and protocol. nmap, which names services on ports already found, takes a
+FingerprintOptions instead. Each adapter takes validated values only (ipaddress objects,
+(lo, hi) port pairs, numbers), builds its command line as a list, runs it without a shell
+under a timeout, and leaves no process behind. See base.run_process.
 """
 
 import ipaddress
 from collections.abc import Iterable
 
-from . import masscan
+from . import connect, masscan, udp
 from .base import EngineError, EngineTimeout, Progress, check_targets
+from .options import (
+    MasscanOptions,
+    ProbeOptions,
+    SweepEngine,
+    SweepEvents,
+    SweepOptions,
+)
 
 ENGINES = ("auto", "masscan", "connect")
 
-__all__ = ["ENGINES", "EngineError", "EngineTimeout", "Progress", "choose"]
+__all__ = [
+    "ENGINES",
+    "EngineError",
+    "EngineTimeout",
+    "MasscanOptions",
+    "ProbeOptions",
+    "Progress",
+    "SweepEngine",
+    "SweepEvents",
+    "SweepOptions",
+    "choose",
+    "sweep_engine",
+]
+
+
+def sweep_engine(engine: str, proto: str) -> SweepEngine:
+    """The module that sweeps for a resolved engine name (choose()) and a protocol:
+    masscan for both protocols, else the connect scanner (TCP) or the UDP prober (UDP)."""
+    if engine == "masscan":
+        return masscan
+    if engine != "connect":
+        raise EngineError(f"unknown engine {engine!r}; resolve it with choose() first")
+    return udp if proto == "udp" else connect
 
 
 def choose(engine: str, targets: Iterable[object]) -> str:

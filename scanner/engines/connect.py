@@ -27,10 +27,9 @@ from .base import (
     PortRange,
     Progress,
     check_number,
-    check_ports,
-    check_targets,
     merge_ports,
 )
+from .options import NO_EVENTS, ProbeOptions, SweepEvents, SweepOptions
 
 OPEN, CLOSED, FILTERED = "open", "closed", "filtered"
 PROGRESS_EVERY = 0.5  # seconds between on_progress calls
@@ -47,38 +46,30 @@ MAX_HOSTS = 1 << 24
 _FD_RESERVE = 128
 
 Probe = tuple[int, str, int]  # (address family, ip, port)
+# verify()'s defaults: a known-open port deserves two more tries.
+VERIFY_PROBES = ProbeOptions(timeout=1.0, retries=2, concurrency=500)
 
 
-def scan(
-    *,
-    targets: Iterable[IPTarget],
-    ports: Sequence[PortRange],
-    concurrency: int = 2000,
-    timeout: float = 1.0,
-    retries: int = 1,
-    on_progress: Progress | None = None,
-    on_finding: Callable[[Finding], None] | None = None,
-    on_answers: Callable[[list[tuple[str, int]]], None] | None = None,
-    deadline: float | None = None,
-) -> list[Finding]:
-    """Connect-scan every host of targets on ports; return the open ones.
+def sweep(options: SweepOptions, events: SweepEvents = NO_EVENTS) -> list[Finding]:
+    """Connect-scan every address of options.targets (minus its exclusions) on its ports;
+    return the open ones.
 
-    A probe that times out is tried again up to `retries` times; a refused port is closed and
-    is not retried. `deadline` is a time.monotonic() value: past it EngineTimeout is raised
-    with the findings so far in `.partial`. on_finding, if given, gets each open port as
-    soon as it is seen (e.g. to start its fingerprint while the scan goes on). on_answers,
-    if given, gets batches of (ip, port), one per probe that drew an answer (open or
-    refused), as masscan's on_answers does: a caller can tell a real host (mostly refusals)
-    from a SYN proxy (all open) before the scan ends.
+    A probe that times out is tried again up to options.prober.retries times; a refused port
+    is closed and is not retried. Past options.deadline EngineTimeout is raised with the
+    findings so far in `.partial`. events.finding, if given, gets each open port as soon as
+    it is seen (e.g. to start its fingerprint while the scan goes on). events.answers, if
+    given, gets batches of (ip, port), one per probe that drew an answer (open or refused),
+    as masscan's do: a caller can tell a real host (mostly refusals) from a SYN proxy (all
+    open) before the scan ends.
 
     The callbacks run one at a time in a helper thread, never inside the scan's event loop:
     they may use the database (Django refuses that from a thread running an event loop).
     An exception in one stops the scan and is raised here.
     """
-    checked = check_targets(targets)
-    port_ranges = merge_ports(check_ports(ports))
-    _check_options(concurrency, timeout, retries, deadline)
-    host_ranges = _host_ranges(checked)
+    if options.proto != "tcp":
+        raise EngineError("the connect scanner probes TCP; UDP ports go to the udp engine")
+    port_ranges = merge_ports(options.ports)
+    host_ranges = _host_ranges(options.probe_targets())
     n_hosts = sum(hi - lo + 1 for _family, lo, hi in host_ranges)
     if n_hosts > MAX_HOSTS:
         raise EngineError(f"{n_hosts} addresses in one connect scan; split the targets")
@@ -88,13 +79,11 @@ def scan(
         _run(
             probes,
             n_hosts * n_ports,
-            concurrency=concurrency,
-            timeout=timeout,
-            retries=retries,
-            on_progress=on_progress,
-            on_finding=on_finding,
-            on_answers=on_answers,
-            deadline=deadline,
+            options=options.prober,
+            on_progress=events.progress,
+            on_finding=events.finding,
+            on_answers=events.answers,
+            deadline=options.deadline,
             guard_loop=True,
         )
     )
@@ -102,40 +91,30 @@ def scan(
 
 def verify(
     findings: Iterable[Finding],
+    probes: ProbeOptions = VERIFY_PROBES,
     *,
-    timeout: float = 1.0,
-    retries: int = 2,
-    concurrency: int = 500,
     deadline: float | None = None,
 ) -> list[Finding]:
     """Re-check TCP findings (e.g. masscan hits) with a full connect; return those confirmed.
 
     Findings keep their fingerprint fields. Non-TCP findings are returned unchanged: a
-    connect cannot tell anything about them.
+    connect cannot tell anything about them. deadline: a time.monotonic() value.
     """
-    return asyncio.run(
-        verify_async(
-            findings,
-            timeout=timeout,
-            retries=retries,
-            concurrency=concurrency,
-            deadline=deadline,
-            _guard_loop=True,
-        )
-    )
+    return asyncio.run(verify_async(findings, probes, deadline=deadline, _guard_loop=True))
 
 
 async def verify_async(
     findings: Iterable[Finding],
+    probes: ProbeOptions = VERIFY_PROBES,
     *,
-    timeout: float = 1.0,
-    retries: int = 2,
-    concurrency: int = 500,
     deadline: float | None = None,
     _guard_loop: bool = False,
 ) -> list[Finding]:
     """verify() for callers that already run an event loop."""
-    _check_options(concurrency, timeout, retries, deadline)
+    if not isinstance(probes, ProbeOptions):
+        raise EngineError("probes must be a ProbeOptions")
+    if deadline is not None:
+        check_number("deadline", deadline, 0, float("inf"))
     by_key: dict[tuple[str, int], Finding] = {}
     passed: list[Finding] = []
     for finding in findings:
@@ -153,13 +132,13 @@ async def verify_async(
         if not 1 <= finding.port <= 65535:
             raise EngineError(f"finding has an invalid port {finding.port!r}")
         by_key.setdefault((str(ip), finding.port), finding)
-    probes = ((socket.AF_INET6 if ":" in ip else socket.AF_INET, ip, port) for ip, port in by_key)
+    probe_list = (
+        (socket.AF_INET6 if ":" in ip else socket.AF_INET, ip, port) for ip, port in by_key
+    )
     confirmed = await _run(
-        probes,
+        probe_list,
         len(by_key),
-        concurrency=concurrency,
-        timeout=timeout,
-        retries=retries,
+        options=probes,
         on_progress=None,
         deadline=deadline,
         guard_loop=_guard_loop,
@@ -167,15 +146,7 @@ async def verify_async(
     return passed + [by_key[(f.ip, f.port)] for f in confirmed]
 
 
-def _check_options(concurrency: int, timeout: float, retries: int, deadline: float | None) -> None:
-    check_number("concurrency", concurrency, 1, 20000, integer=True)
-    check_number("timeout", timeout, 0.01, 60)
-    check_number("retries", retries, 0, 10, integer=True)
-    if deadline is not None:
-        check_number("deadline", deadline, 0, float("inf"))
-
-
-def _host_ranges(targets: list[IPTarget]) -> list[tuple[int, int, int]]:
+def _host_ranges(targets: Sequence[IPTarget]) -> list[tuple[int, int, int]]:
     """(family, first, last) integer ranges: every address of every target.
 
     A target is an address set, not a subnet: a CIDR the user wrote, or a block the shard
@@ -302,9 +273,7 @@ async def _run(
     probes: Iterator[Probe],
     total: int,
     *,
-    concurrency: int,
-    timeout: float,
-    retries: int,
+    options: ProbeOptions,
     on_progress: Progress | None,
     deadline: float | None,
     on_finding: Callable[[Finding], None] | None = None,
@@ -312,6 +281,7 @@ async def _run(
     guard_loop: bool = False,
 ) -> list[Finding]:
     loop = asyncio.get_running_loop()
+    concurrency, timeout, retries = options.concurrency, options.timeout, options.retries
     found: list[Finding] = []
     done = 0
     timed_out = False

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 from scanner.findings import Finding
 
@@ -20,14 +21,24 @@ from .base import (
     IPTarget,
     PortRange,
     Progress,
-    check_number,
     check_ports,
     check_targets,
     format_ports,
     run_process,
 )
+from .options import (
+    NO_EVENTS,
+    Answers,
+    MasscanOptions,
+    SweepEvents,
+    SweepOptions,
+    subtract,
+)
 
-MAX_RATE = 10_000_000  # masscan's own ceiling is far above what any NIC here sustains
+# A sweep without a deadline still gets a budget: run_process's longest.
+MAX_SWEEP_S = 7 * 24 * 3600
+IPv4Target = ipaddress.IPv4Network | ipaddress.IPv4Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # masscan redraws one status line on stderr, e.g.
 #   "rate:  9.98-kpps, 12.34% done,   0:01:02 remaining, found=3       "
 #   "rate:  0.00-kpps, 100.00% done, waiting 2-secs, found=5       "
@@ -43,8 +54,6 @@ _MAX_SIGINTS = 8
 # With --interactive masscan also prints each hit on stdout as it arrives (unbuffered), which
 # lets fingerprinting start while the sweep still runs; with --show closed, each RST too.
 _ANSWER = re.compile(rb"Discovered (open|closed) port (\d+)/(tcp|udp) on ([0-9A-Fa-f.:]+)")
-_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}")  # Linux IFNAMSIZ is 16
-_MAC = re.compile(r"[0-9a-fA-F]{2}([-:])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
 
 
 def available() -> bool:
@@ -65,20 +74,15 @@ def build_argv(
     *,
     targets: Iterable[IPTarget],
     ports: Sequence[PortRange],
-    rate: int,
+    options: MasscanOptions,
     output_path: str | None,
     exclude_path: str | None = None,
-    retries: int = 1,
-    interface: str | None = None,
-    source_ip: str | None = None,
-    router_mac: str | None = None,
-    wait: int = 3,
     stream: bool = False,
     show_closed: bool = False,
     proto: str = "tcp",
     nmap_payloads: str | None = None,
 ) -> list[str]:
-    """The masscan command line, from validated values only.
+    """The masscan command line, from validated values only (options checked its own).
 
     proto "udp": the ports as masscan's U:port (it sends its built-in protocol requests,
     plus those of nmap_payloads, the path of an nmap-payloads file, when given).
@@ -89,30 +93,25 @@ def build_argv(
         raise EngineError("masscan is used for IPv4 only; scan IPv6 with the connect engine")
     if proto not in ("tcp", "udp"):
         raise EngineError(f"protocol must be tcp or udp, got {proto!r}")
+    if not isinstance(options, MasscanOptions):
+        raise EngineError("options must be a MasscanOptions")
     port_text = format_ports(check_ports(ports))
     if proto == "udp":
         port_text = ",".join(f"U:{item}" for item in port_text.split(","))
-    check_number("rate", rate, 1, MAX_RATE, integer=True)
-    check_number("retries", retries, 0, 10, integer=True)
-    check_number("wait", wait, 0, 300, integer=True)
-    argv = [shutil.which("masscan") or "masscan", "-p", port_text, "--rate", str(rate)]
-    argv += ["--retries", str(retries), "--wait", str(wait)]
+    argv = [shutil.which("masscan") or "masscan", "-p", port_text, "--rate", str(options.rate)]
+    argv += ["--retries", str(options.retries), "--wait", str(options.wait)]
     if output_path is not None:
         argv += ["-oJ", _check_path(output_path)]
     if exclude_path is not None:
         argv += ["--excludefile", _check_path(exclude_path)]
     if nmap_payloads is not None:
         argv += ["--nmap-payloads", _check_path(nmap_payloads)]
-    if interface is not None:
-        if not isinstance(interface, str) or not _INTERFACE.fullmatch(interface):
-            raise EngineError(f"{interface!r} is not a network interface name")
-        argv += ["--adapter", interface]
-    if source_ip is not None:
-        argv += ["--adapter-ip", str(_check_source_ip(source_ip))]
-    if router_mac is not None:
-        if not isinstance(router_mac, str) or not _MAC.fullmatch(router_mac):
-            raise EngineError(f"{router_mac!r} is not a MAC address")
-        argv += ["--router-mac", router_mac.replace(":", "-")]
+    if options.interface is not None:
+        argv += ["--adapter", options.interface]
+    if options.source_ip is not None:
+        argv += ["--adapter-ip", options.source_ip]
+    if options.router_mac is not None:
+        argv += ["--router-mac", options.router_mac.replace(":", "-")]
     if stream:
         argv.append("--interactive")
     if show_closed:
@@ -123,66 +122,59 @@ def build_argv(
     return argv
 
 
-def sweep(
-    *,
-    targets: Iterable[IPTarget],
-    ports: Sequence[PortRange],
-    rate: int,
-    exclude: Iterable[ipaddress.IPv4Network | ipaddress.IPv4Address] = (),
-    retries: int = 1,
-    timeout: float,
-    interface: str | None = None,
-    source_ip: str | None = None,
-    router_mac: str | None = None,
-    wait: int = 3,
-    on_progress: Progress | None = None,
-    on_finding: Callable[[Finding], None] | None = None,
-    on_answers: Callable[[list[tuple[str, int]]], None] | None = None,
-    on_link_answers: Callable[[list[tuple[str, int]]], None] | None = None,
-    plan: routes.SweepPlan | None = None,
-    proto: str = "tcp",
-) -> list[Finding]:
-    """Sweep targets x ports with masscan; return open TCP ports (proto "udp": UDP candidates).
+def sweep(options: SweepOptions, events: SweepEvents = NO_EVENTS) -> list[Finding]:
+    """Sweep options.targets x ports with masscan; return open TCP ports (proto "udp": UDP
+    candidates).
 
     proto "udp": masscan sends its protocol requests (and ours, udp.masscan_payloads) and
-    lists a port that sent any UDP reply; on-link targets go to the UDP prober (udp.scan)
+    lists a port that sent any UDP reply; on-link targets go to the UDP prober (udp.sweep)
     instead of the connect scanner. masscan's UDP list is a list of candidates (masscan
     #182, #357): the caller confirms each one before calling it open.
 
-    on_answers, if given, is called with batches of (ip, port), one for every TCP probe that
-    got any answer, open (SYN-ACK) or closed (RST): the caller can then tell which probes
-    got none (lost on the way, or filtered) and re-probe just those.
+    events.answers, if given, is called with batches of (ip, port), one for every TCP probe
+    that got any answer, open (SYN-ACK) or closed (RST): the caller can then tell which
+    probes got none (lost on the way, or filtered) and re-probe just those.
 
-    on_finding, if given, is called once per open port as soon as masscan sees it (before
-    the sweep ends), e.g. to queue its fingerprint early. on_progress gets masscan's percent
-    and the number of distinct open ports so far.
+    events.finding, if given, is called once per open port as soon as masscan sees it
+    (before the sweep ends), e.g. to queue its fingerprint early. events.progress gets
+    masscan's percent and the number of distinct open ports so far.
 
     Where the probes leave is the kernel's choice, not masscan's (routes.plan): targets are
     grouped by route and each group gets its own masscan with the route's interface, source
-    address and gateway MAC. interface / source_ip / router_mac (PORTMON_MASSCAN_*) are
-    overrides checked against the route. Targets on a directly attached subnet (no gateway)
-    go to the connect scanner instead: masscan puts one destination MAC in every frame, and
-    on-link hosts each have their own. Their answers are not reported to on_answers (the
-    connect scanner retries timeouts itself), so a re-probe treats them as silent; they go to
-    on_link_answers instead, if given (e.g. to tell a SYN proxy from a real host early). plan, if
-    given, is routes.plan() of these very targets, made by the caller (who checked it).
+    address and gateway MAC. options.masscan's interface / source_ip / router_mac
+    (PORTMON_MASSCAN_*) are overrides checked against the route. Targets on a directly
+    attached subnet (no gateway) go to the connect scanner instead, with options.prober:
+    masscan puts one destination MAC in every frame, and on-link hosts each have their own.
+    Their answers are not reported to events.answers (the connect scanner retries timeouts
+    itself), so a re-probe treats them as silent; they go to events.link_answers instead, if
+    given (e.g. to tell a SYN proxy from a real host early). options.plan, if given, is
+    routes.plan() of these very targets, made by the caller (who checked it).
 
-    On timeout masscan's process group is killed and EngineTimeout carries the findings
-    written so far in `.partial`.
+    Past options.deadline masscan's process group is killed and EngineTimeout carries the
+    findings written so far in `.partial`.
     """
-    check_number("timeout", timeout, 1, 7 * 24 * 3600)
-    excluded = _check_exclude(exclude)
-    checked = check_targets(targets)
-    if any(target.version != 4 for target in checked):
+    targets = [t for t in options.targets if isinstance(t, IPv4Target)]
+    if len(targets) != len(options.targets):
         raise EngineError("masscan is used for IPv4 only; scan IPv6 with the connect engine")
+    # masscan sweeps IPv4 only: an IPv6 exclusion cannot apply.
+    excluded = [n for n in options.exclude if isinstance(n, ipaddress.IPv4Network)]
     # Checked before any file or process: without CAP_NET_RAW masscan only prints a vague
     # "permission denied" from libpcap.
     reason = unavailable_reason()
     if reason is not None:
         raise EngineError(reason)
-    deadline = time.monotonic() + timeout
+    deadline = options.deadline
+    if deadline is None:
+        deadline = time.monotonic() + MAX_SWEEP_S
+    knobs = options.masscan
+    plan = options.plan
     if plan is None:
-        plan = routes.plan(checked, interface=interface, source_ip=source_ip, router_mac=router_mac)
+        plan = routes.plan(
+            targets,
+            interface=knobs.interface,
+            source_ip=knobs.source_ip,
+            router_mac=knobs.router_mac,
+        )
     jobs = sweep_jobs(plan, excluded)
     # Progress is shared out by addresses: every group sweeps the same ports.
     sizes = [sum(network.num_addresses for network in networks) for networks, _ in jobs]
@@ -202,63 +194,60 @@ def sweep(
             span: float = share,
             base: int = len(found),
         ) -> None:
-            if on_progress:
-                on_progress(min(100.0, start + span * percent / 100.0), base + count)
+            if events.progress:
+                events.progress(min(100.0, start + span * percent / 100.0), base + count)
 
         try:
-            if egress is None and proto == "udp":
-                group = udp.scan(
-                    targets=networks, ports=ports, on_progress=progress, deadline=deadline
+            if egress is None:
+                # On-link: the prober of the protocol, over exactly these (excluded) pieces.
+                part = replace(
+                    options, targets=tuple(networks), exclude=(), deadline=deadline, plan=None
                 )
-                for finding in group:
-                    if on_finding:
-                        on_finding(finding)
-            elif egress is None:
-                group = connect.scan(
-                    targets=networks,
-                    ports=ports,
-                    retries=1,
-                    on_progress=progress,
-                    on_finding=on_finding,  # as found: fingerprints start during the scan
-                    on_answers=on_link_answers,
-                    deadline=deadline,
+                prober = udp.sweep if options.proto == "udp" else connect.sweep
+                group = prober(
+                    part,
+                    SweepEvents(
+                        progress=progress,
+                        finding=events.finding,  # as found: fingerprints start during the scan
+                        answers=events.link_answers,
+                    ),
                 )
             else:
                 group = _run_masscan(
                     targets=networks,
-                    ports=ports,
-                    rate=rate,
+                    ports=options.ports,
+                    proto=options.proto,
+                    options=replace(
+                        knobs,
+                        interface=egress.interface,
+                        source_ip=str(egress.source_ip),
+                        router_mac=egress.router_mac,
+                    ),
                     excluded=excluded,
-                    retries=retries,
                     timeout=remaining,
-                    interface=egress.interface,
-                    source_ip=str(egress.source_ip),
-                    router_mac=egress.router_mac,
-                    wait=wait,
                     on_progress=progress,
-                    on_finding=on_finding,
-                    on_answers=on_answers if proto == "tcp" else None,
-                    proto=proto,
+                    on_finding=events.finding,
+                    on_answers=events.answers if options.proto == "tcp" else None,
                 )
         except EngineTimeout as exc:
-            exc.partial = _merge(found, exc.partial or [])
+            exc.partial = _merge(found, exc.partial if isinstance(exc.partial, list) else [])
             raise
         found += group
         done += share
     findings = _merge(found)
-    if on_progress:
-        on_progress(100.0, len(findings))
+    if events.progress:
+        events.progress(100.0, len(findings))
     return findings
 
 
-Job = tuple[Sequence[ipaddress.IPv4Network], "routes.Egress | None"]
+Job = tuple[Sequence[Network], "routes.Egress | None"]
 
 
-def sweep_jobs(plan: routes.SweepPlan, excluded: list[ipaddress.IPv4Network]) -> list[Job]:
+def sweep_jobs(plan: routes.SweepPlan, excluded: Sequence[ipaddress.IPv4Network]) -> list[Job]:
     """The engine runs of a sweep: one masscan per egress (its exclude file takes the
     exclusions), then the on-link targets minus the exclusions for the connect scanner."""
     jobs: list[Job] = [(egress.targets, egress) for egress in plan.masscan]
-    on_link = _subtract(plan.connect, excluded)
+    on_link = subtract(plan.connect, excluded)
     if on_link:
         jobs.append((on_link, None))
     return jobs
@@ -266,22 +255,17 @@ def sweep_jobs(plan: routes.SweepPlan, excluded: list[ipaddress.IPv4Network]) ->
 
 def _run_masscan(
     *,
-    targets: Sequence[ipaddress.IPv4Network],
+    targets: Sequence[Network],
     ports: Sequence[PortRange],
-    rate: int,
+    proto: str,
+    options: MasscanOptions,
     excluded: list[ipaddress.IPv4Network],
-    retries: int,
     timeout: float,
-    interface: str,
-    source_ip: str,
-    router_mac: str,
-    wait: int,
     on_progress: Progress | None,
     on_finding: Callable[[Finding], None] | None,
-    on_answers: Callable[[list[tuple[str, int]]], None] | None,
-    proto: str = "tcp",
+    on_answers: Answers | None,
 ) -> list[Finding]:
-    """One masscan over targets that share a route; see sweep."""
+    """One masscan over targets that share a route (options carry the route's); see sweep."""
     # A private directory: masscan writes paused.conf into its cwd when interrupted, and
     # the output and exclude files must not be guessable paths in a shared /tmp.
     with tempfile.TemporaryDirectory(prefix="portmon-masscan-") as workdir:
@@ -301,14 +285,9 @@ def _run_masscan(
         argv = build_argv(
             targets=targets,
             ports=ports,
-            rate=rate,
+            options=options,
             output_path=output_path,
             exclude_path=exclude_path,
-            retries=retries,
-            interface=interface,
-            source_ip=source_ip,
-            router_mac=router_mac,
-            wait=wait,
             stream=True,
             show_closed=on_answers is not None,
             proto=proto,
@@ -483,50 +462,6 @@ def _read_findings(path: str | None) -> list[Finding]:
             return parse_json(fh.read())
     except FileNotFoundError:
         return []
-
-
-def _check_exclude(exclude: Iterable[object]) -> list[ipaddress.IPv4Network]:
-    if isinstance(exclude, str | bytes) or not isinstance(exclude, Iterable):
-        raise EngineError("exclude must be a list of ipaddress networks")
-    networks = []
-    for item in exclude:
-        if isinstance(item, ipaddress.IPv4Address):
-            item = ipaddress.IPv4Network(item)
-        if isinstance(item, ipaddress.IPv6Network | ipaddress.IPv6Address):
-            continue  # masscan sweeps IPv4 only: an IPv6 exclusion cannot apply
-        if not isinstance(item, ipaddress.IPv4Network):
-            raise EngineError(f"exclusion {item!r} is not a validated network")
-        networks.append(item)
-    return networks
-
-
-def _subtract(
-    networks: Iterable[ipaddress.IPv4Network], excluded: Iterable[ipaddress.IPv4Network]
-) -> list[ipaddress.IPv4Network]:
-    """networks minus excluded (the connect scanner takes no exclude file)."""
-    pieces = list(networks)
-    for exclusion in excluded:
-        kept: list = []
-        for piece in pieces:
-            if piece.subnet_of(exclusion):
-                continue
-            if exclusion.subnet_of(piece):
-                kept += piece.address_exclude(exclusion)
-            else:
-                kept.append(piece)
-        pieces = kept
-    return sorted(pieces)
-
-
-def _check_source_ip(value: object) -> ipaddress.IPv4Address:
-    if isinstance(value, str):
-        try:
-            value = ipaddress.ip_address(value)
-        except ValueError:
-            raise EngineError(f"{value!r} is not an IP address") from None
-    if not isinstance(value, ipaddress.IPv4Address):
-        raise EngineError(f"source address {value!r} is not an IPv4 address")
-    return value
 
 
 def _check_path(path: str) -> str:

@@ -163,57 +163,69 @@ def build_argv(
     return argv
 
 
-def fingerprint(
-    *,
-    ip: IPLike,
-    ports: list[int],
-    timeout: float,
-    intensity: int | None = None,
-    proto: str = "tcp",
-    nice: int = 0,
-) -> HostResult:
+@dataclass(frozen=True)
+class FingerprintOptions:
+    """How to fingerprint: each port's budget in seconds (nmap's --host-timeout; all ports
+    of a run are probed at once), the protocol (-sT or -sU), nmap's --version-intensity (its
+    own default when None), the nice level of the nmap process (0-19), how long nmap
+    listens for a banner before its first request and then for an answer to two empty lines
+    (nmap_probes; nmap's own 6000 and 5000 ms by default). Checked once, here."""
+
+    timeout: float
+    proto: str = "tcp"
+    intensity: int | None = None
+    nice: int = 0
+    null_wait_ms: int = nmap_probes.NMAP_NULL_WAIT_MS
+    generic_lines_wait_ms: int = nmap_probes.NMAP_DEFAULT_WAIT_MS
+
+    def __post_init__(self) -> None:
+        check_number("timeout", self.timeout, 1, 24 * 3600)
+        if self.proto not in ("tcp", "udp"):
+            raise EngineError(f"protocol must be tcp or udp, got {self.proto!r}")
+        if self.intensity is not None:
+            check_number("intensity", self.intensity, 0, 9, integer=True)
+        check_number("nice", self.nice, 0, 19, integer=True)
+        check_number("null_wait_ms", self.null_wait_ms, 0, 600_000, integer=True)
+        check_number("generic_lines_wait_ms", self.generic_lines_wait_ms, 0, 600_000, integer=True)
+
+    @property
+    def probe_waits(self) -> dict[str, int]:
+        """The waits of nmap's first two probes, by probe name (nmap_probes.datadir)."""
+        return {"NULL": self.null_wait_ms, "GenericLines": self.generic_lines_wait_ms}
+
+
+def fingerprint(*, ip: IPLike, ports: list[int], options: FingerprintOptions) -> HostResult:
     """Run nmap -sV on ip's open ports; a timeout or error gives status "unknown"."""
     address = str(_check_ip(ip))
-    results = fingerprint_many(
-        hosts={address: ports}, timeout=timeout, intensity=intensity, proto=proto, nice=nice
-    )
-    return results[address]
+    return fingerprint_many(hosts={address: ports}, options=options)[address]
 
 
 def fingerprint_many(
     *,
     hosts: Mapping[str, Iterable[int]],
-    timeout: float,
-    intensity: int | None = None,
-    proto: str = "tcp",
-    nice: int = 0,
-    probe_waits: Mapping[str, int] | None = None,
+    options: FingerprintOptions,
     on_finding: Callable[[Finding], None] | None = None,
     on_first_run: Callable[[dict[str, HostResult]], None] | None = None,
 ) -> dict[str, HostResult]:
     """nmap -sV over several hosts (see batches()); a result per host, keyed by IP.
 
     One nmap run, and a short second one for the named ports of a host that timed out.
-    timeout is each port's budget: all ports of the run are probed at once. on_finding, if
-    given, gets each port nmap names the moment it prints the match (from the thread that
-    runs nmap; it must not block), before the run ends; the results then repeat and
-    complete them. Each host's findings are limited to the ports asked for it. A host nmap
-    gave up on (timeout) keeps the ports named before it, is "unknown", and its other ports
-    unnamed; every host of a run that failed is "unknown", with the reason in error.
+    options.timeout is each port's budget: all ports of the run are probed at once.
+    on_finding, if given, gets each port nmap names the moment it prints the match (from the
+    thread that runs nmap; it must not block), before the run ends; the results then repeat
+    and complete them. Each host's findings are limited to the ports asked for it. A host
+    nmap gave up on (timeout) keeps the ports named before it, is "unknown", and its other
+    ports unnamed; every host of a run that failed is "unknown", with the reason in error.
     on_first_run, if given, gets the results as they stand before that second run (the
-    ports left unnamed are settled then). probe_waits: shorter waits for nmap's first probes,
-    probe name -> ms (nmap_probes.NMAP_WAITS; nmap's own waits by default).
+    ports left unnamed are settled then).
     """
+    if not isinstance(options, FingerprintOptions):
+        raise EngineError("options must be a FingerprintOptions")
     wanted = {str(_check_ip(ip)): set(_check_port_list(ports)) for ip, ports in hosts.items()}
     if not wanted:
         raise EngineError("no hosts to fingerprint")
-    options = {
-        "intensity": intensity,
-        "proto": proto,
-        "nice": nice,
-        "datadir": nmap_probes.datadir(probe_waits or {}),
-    }
-    results = _fingerprint_run(wanted, timeout=timeout, on_finding=on_finding, **options)
+    datadir = nmap_probes.datadir(options.probe_waits)
+    results = _fingerprint_run(wanted, options, datadir=datadir, on_finding=on_finding)
     if on_first_run is not None:
         on_first_run({ip: replace(result) for ip, result in results.items()})
     # A host nmap gave up on has no ports in the XML: the ports it had named keep only what
@@ -230,7 +242,7 @@ def fingerprint_many(
         if result.error == "timeout" and result.findings
     }
     if again:
-        complete = _fingerprint_run(again, timeout=timeout, **options)
+        complete = _fingerprint_run(again, options, datadir=datadir)
         for ip, result in complete.items():
             better = {f.port: f for f in result.findings if f.has_fingerprint}
             results[ip].findings = [better.get(f.port, f) for f in results[ip].findings]
@@ -239,15 +251,13 @@ def fingerprint_many(
 
 def _fingerprint_run(
     wanted: dict[str, set[int]],
+    options: FingerprintOptions,
     *,
-    timeout: float,
-    intensity: int | None,
-    proto: str,
-    nice: int,
     datadir: Path | None,
     on_finding: Callable[[Finding], None] | None = None,
 ) -> dict[str, HostResult]:
     """fingerprint_many's one nmap process."""
+    timeout, proto = options.timeout, options.proto
     union = set().union(*wanted.values())
     services = sum(len(ports) for ports in wanted.values())
     streamed: dict[tuple[str, int], Finding] = {}
@@ -280,14 +290,16 @@ def _fingerprint_run(
             ips=list(wanted),
             ports=union,
             timeout=timeout,
-            intensity=intensity,
+            intensity=options.intensity,
             proto=proto,
             parallelism=min(services, BATCH_MAX_SERVICES),
             xml_path=xml_path,
             datadir=datadir,
         )
         try:
-            result = run_process(argv, timeout=timeout + PROCESS_MARGIN, nice=nice, on_line=on_line)
+            result = run_process(
+                argv, timeout=timeout + PROCESS_MARGIN, nice=options.nice, on_line=on_line
+            )
         except EngineError as exc:  # EngineTimeout included
             return unknown(str(exc))
         if result.returncode != 0:
@@ -437,7 +449,7 @@ def _timed_out_addresses(text: str) -> set[str]:
     # python-libnmap drops the host element's timedout attribute, so read it ourselves.
     # Parsing is event-driven so that a truncated report still yields the hosts before the cut.
     found: set[str] = set()
-    parser = ET.XMLPullParser(events=("end",))
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
     try:
         parser.feed(text)
         events = list(parser.read_events())
@@ -447,7 +459,11 @@ def _timed_out_addresses(text: str) -> set[str]:
             events = list(parser.read_events())
         except ET.ParseError:
             pass
-    for _event, element in events:
+    for event in events:
+        # ("end", element); typeshed also allows start-ns's (prefix, uri) and a bare queue.
+        element = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+        if not isinstance(element, ET.Element):
+            continue
         if element.tag == "host" and element.get("timedout") == "true":
             for addr in element.iter("address"):
                 if addr.get("addrtype") in ("ipv4", "ipv6"):
@@ -496,7 +512,8 @@ def _check_port_list(ports: Iterable[int]) -> list[int]:
 
 def _format_port_list(ports: list[int]) -> str:
     parts, start, prev = [], ports[0], ports[0]
-    for port in ports[1:] + [None]:  # type: ignore[list-item]
+    following: list[int | None] = [*ports[1:], None]
+    for port in following:
         if port is not None and port == prev + 1:
             prev = port
             continue

@@ -346,6 +346,8 @@ def plan(
             # in it, and a connect to a broadcast address is refused at once (ENETUNREACH).
             result.connect.append(piece)
             continue
+        # check_route refused a route without an interface or a source address.
+        assert route.dev is not None and route.src is not None
         groups.setdefault((route.dev, route.src, route.gateway), []).append(piece)
     for (dev, src, gateway), pieces in groups.items():
         if source is not None and not any(source in n for n in interface_networks(dev, ip=ip)):

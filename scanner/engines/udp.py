@@ -23,7 +23,7 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +34,11 @@ from .base import (
     EngineError,
     EngineTimeout,
     IPTarget,
-    PortRange,
     Progress,
     check_number,
-    check_ports,
-    check_targets,
     merge_ports,
 )
+from .options import NO_EVENTS, UDP_PROBES, ProbeOptions, SweepEvents, SweepOptions
 
 OPEN, CLOSED, FILTERED, OPEN_FILTERED = "open", "closed", "filtered", "open|filtered"
 NMAP_PAYLOADS = Path("/usr/share/nmap/nmap-payloads")
@@ -272,83 +270,65 @@ def _error_state(code: int | None) -> str:
     return CLOSED if code == errno.ECONNREFUSED else FILTERED
 
 
-def probe(
-    *,
-    targets: Iterable[IPTarget],
-    ports: Sequence[PortRange],
-    timeout: float = 1.5,
-    retries: int = 2,
-    concurrency: int = 256,
-    on_progress: Progress | None = None,
-    deadline: float | None = None,
-    payloads_path: Path = NMAP_PAYLOADS,
-) -> list[UdpResult]:
-    """Probe every address of targets on the UDP ports; a result per (address, port).
+def probe(options: SweepOptions, events: SweepEvents = NO_EVENTS) -> list[UdpResult]:
+    """Probe every address of options.targets (minus its exclusions) on its UDP ports; a
+    result per (address, port).
 
-    A silent port is tried retries more times (a lost request or reply), each try sending
-    every known request for the port. `deadline` is a time.monotonic() value: past it
-    EngineTimeout is raised with the open ports so far (as Findings) in `.partial`.
+    A silent port is tried options.prober.retries more times (a lost request or reply), each
+    try sending every known request for the port. Past options.deadline EngineTimeout is
+    raised with the open ports so far (as Findings) in `.partial`. events.progress gets the
+    percent done and the open ports so far.
     """
-    checked = check_targets(targets)
-    port_ranges = merge_ports(check_ports(ports))
-    _check_options(timeout=timeout, retries=retries, concurrency=concurrency)
-    addresses = [str(a) for t in checked for a in _addresses(t)]
+    if options.proto != "udp":
+        raise EngineError("the UDP prober probes UDP; TCP ports go to the connect engine")
+    port_ranges = merge_ports(options.ports)
+    addresses = [str(a) for t in options.probe_targets() for a in _addresses(t)]
     if len(addresses) > MAX_HOSTS:
         raise EngineError(f"{len(addresses)} addresses in one UDP probe; split the targets")
     jobs = [(ip, port) for lo, hi in port_ranges for port in range(lo, hi + 1) for ip in addresses]
-    return _probe_jobs(
-        jobs,
-        payloads_path=payloads_path,
-        timeout=timeout,
-        retries=retries,
-        concurrency=concurrency,
-        on_progress=on_progress,
-        deadline=deadline,
-    )
+    return _probe_jobs(jobs, options.prober, on_progress=events.progress, deadline=options.deadline)
+
+
+def sweep(options: SweepOptions, events: SweepEvents = NO_EVENTS) -> list[Finding]:
+    """probe(), keeping the open ports only, as Findings (proto "udp"); events.finding gets
+    each of them once the probe is over."""
+    found = [
+        Finding(ip=r.ip, port=r.port, proto="udp")
+        for r in probe(options, events)
+        if r.state == OPEN
+    ]
+    if events.finding:
+        for finding in found:
+            events.finding(finding)
+    return found
 
 
 def verify(
     candidates: Iterable[Finding],
+    probes: ProbeOptions = UDP_PROBES,
     *,
-    timeout: float = 1.5,
-    retries: int = 2,
-    concurrency: int = 256,
     deadline: float | None = None,
-    payloads_path: Path = NMAP_PAYLOADS,
 ) -> list[UdpResult]:
     """Probe exactly these (ip, port) pairs (UDP candidates, e.g. masscan's); a result each."""
-    _check_options(timeout=timeout, retries=retries, concurrency=concurrency)
+    if not isinstance(probes, ProbeOptions):
+        raise EngineError("probes must be a ProbeOptions")
+    if deadline is not None:
+        check_number("deadline", deadline, 0, float("inf"))
     jobs = sorted({(str(ipaddress.ip_address(f.ip)), int(f.port)) for f in candidates})
     if any(not 1 <= port <= 65535 for _ip, port in jobs):
         raise EngineError("UDP candidate port outside 1-65535")
     if not jobs:
         return []
-    return _probe_jobs(
-        jobs,
-        payloads_path=payloads_path,
-        timeout=timeout,
-        retries=retries,
-        concurrency=concurrency,
-        on_progress=None,
-        deadline=deadline,
-    )
-
-
-def _check_options(*, timeout: float, retries: int, concurrency: int) -> None:
-    check_number("timeout", timeout, 0.05, 60)
-    check_number("retries", retries, 0, 10, integer=True)
-    check_number("concurrency", concurrency, 1, 10_000, integer=True)
+    return _probe_jobs(jobs, probes, on_progress=None, deadline=deadline)
 
 
 def _probe_jobs(
     jobs: list[tuple[str, int]],
+    probes: ProbeOptions,
     *,
-    payloads_path: Path,
-    timeout: float,
-    retries: int,
-    concurrency: int,
     on_progress: Progress | None,
     deadline: float | None,
+    payloads_path: Path = NMAP_PAYLOADS,
 ) -> list[UdpResult]:
     """probe()'s and verify()'s one engine run over checked (ip, port) pairs."""
     requests = {port: payloads_for(port, payloads_path) for _ip, port in jobs}
@@ -356,24 +336,21 @@ def _probe_jobs(
         _run(
             jobs,
             requests,
-            timeout=timeout,
-            retries=retries,
-            concurrency=concurrency,
+            timeout=probes.timeout,
+            retries=probes.retries,
+            concurrency=probes.concurrency,
             on_progress=on_progress,
             deadline=deadline,
         )
     )
 
 
-def scan(**kwargs) -> list[Finding]:
-    """probe(), keeping the open ports only, as Findings (proto "udp")."""
-    return [Finding(ip=r.ip, port=r.port, proto="udp") for r in probe(**kwargs) if r.state == OPEN]
-
-
 def _addresses(target: IPTarget) -> Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     if isinstance(target, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return [target]
-    return iter(target)  # every address: a target is an address set, not a subnet
+    # Every address: a target is an address set, not a subnet.
+    first = target.network_address
+    return (first + offset for offset in range(target.num_addresses))
 
 
 async def _run(

@@ -134,15 +134,17 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
             ports_by_host.setdefault(obs.host.ip, []).append(obs.port)
         ledgers[proto] = FingerprintLedger(mine)
         jobs += [(proto, batch) for batch in nmap.batches(ports_by_host)]
-    run_batch = partial(
-        nmap.fingerprint_many,
-        timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
-        nice=settings.PORTMON_NMAP_NICE,
-        probe_waits={
-            "NULL": settings.PORTMON_NMAP_NULL_WAIT_MS,
-            "GenericLines": settings.PORTMON_NMAP_GENERICLINES_WAIT_MS,
-        },
-    )
+    options = {
+        proto: nmap.FingerprintOptions(
+            timeout=settings.PORTMON_NMAP_PORT_TIMEOUT,
+            proto=proto,
+            intensity=nmap.UDP_VERSION_INTENSITY if proto == "udp" else None,
+            nice=settings.PORTMON_NMAP_NICE,
+            null_wait_ms=settings.PORTMON_NMAP_NULL_WAIT_MS,
+            generic_lines_wait_ms=settings.PORTMON_NMAP_GENERICLINES_WAIT_MS,
+        )
+        for proto in ledgers
+    }
     # Batches run side by side (each probes all its ports at once), so that every port has
     # its whole timeout and the task ends within about one timeout, as its limits assume.
     with (
@@ -152,10 +154,9 @@ def fingerprint_run_hosts(*, run_id: int, ips: list[str], claim: str = "") -> in
         running = {
             # A host that timed out has its unnamed ports settled after nmap's first run.
             pool.submit(
-                run_batch,
+                nmap.fingerprint_many,
                 hosts=batch,
-                proto=proto,
-                intensity=nmap.UDP_VERSION_INTENSITY if proto == "udp" else None,
+                options=options[proto],
                 on_finding=ledgers[proto].name,
                 on_first_run=partial(ledgers[proto].finish, batch),
             ): (proto, batch)

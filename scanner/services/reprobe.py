@@ -2,6 +2,7 @@
 
 import ipaddress
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from scanner.findings import Finding
 from scanner.models import Port, PortObservation, ScanRun
+from scanner.services.probes import udp_probes
 from scanner.services.results import observations_record
 from scanner.services.scope import stored_targets_guard
 from scanner.targets import TargetError, parse_ports, port_list
@@ -55,17 +57,14 @@ def ports_reprobe(*, run_id: int) -> list[Finding]:
                 candidates.append(Finding(ip=ip, port=port, proto=proto))
     if not candidates:
         return []
-    found = connect.verify([c for c in candidates if c.proto == "tcp"], timeout=2.0, retries=2)
+    tcp_probes = replace(connect.VERIFY_PROBES, timeout=2.0)
+    found = connect.verify([c for c in candidates if c.proto == "tcp"], tcp_probes)
     udp_candidates = [c for c in candidates if c.proto == "udp"]
     if udp_candidates:
         # A reply to our request, as in the sweep: silence is not open.
         found += [
             Finding(ip=r.ip, port=r.port, proto="udp")
-            for r in udp.verify(
-                udp_candidates,
-                timeout=settings.PORTMON_UDP_TIMEOUT_MS / 1000,
-                retries=settings.PORTMON_UDP_RETRIES,
-            )
+            for r in udp.verify(udp_candidates, udp_probes())
             if r.state == udp.OPEN
         ]
     observations_record(run_id=run_id, findings=found, seen_at=timezone.now())

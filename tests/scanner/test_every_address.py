@@ -18,6 +18,7 @@ import random
 import pytest
 
 from scanner.engines import connect, masscan, routes
+from scanner.engines.options import MasscanOptions, SweepOptions
 from scanner.scope import Scope
 from scanner.targets import format_targets, guard, parse_ports, parse_targets, plan_shards
 from tests.scanner.test_routes import GATEWAYS, FakeIp, no_probe
@@ -87,7 +88,7 @@ def worker_targets(tokens, exclusions, max_probes):
 
 
 def connect_probed(targets) -> set:
-    """The addresses connect.scan would send probes to for these targets."""
+    """The addresses connect.sweep would send probes to for these targets."""
     host_ranges = connect._host_ranges(list(targets))
     return {ipaddress.ip_address(ip) for _f, ip, _p in connect._probes(host_ranges, list(PORT))}
 
@@ -103,7 +104,11 @@ def masscan_probed(guarded) -> set:
             probed |= connect_probed(networks)
             continue
         argv = masscan.build_argv(
-            targets=networks, ports=PORT, rate=1000, output_path=None, exclude_path="/x"
+            targets=networks,
+            ports=PORT,
+            options=MasscanOptions(),
+            output_path=None,
+            exclude_path="/x",
         )
         ranges = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--range"]
         for text in ranges:
@@ -124,8 +129,9 @@ def test_the_connect_engine_probes_exactly_the_targets_minus_exclusions(seed):
 
     probed = set()
     for guarded in worker_targets(tokens, exclusions, max_probes):
-        # shard_sweep's connect path: the guarded addresses, exclusions already subtracted.
-        probed |= connect_probed(guarded.addresses())
+        # shard_sweep's connect path: the shard's networks minus its exclusions.
+        options = SweepOptions(targets=guarded.networks, ports=PORT, exclude=guarded.exclusions)
+        probed |= connect_probed(options.probe_targets())
 
     assert sorted(wanted - probed) == [], f"never probed: {tokens} minus {exclusions}"
     assert sorted(probed - wanted) == [], f"probed outside: {tokens} minus {exclusions}"

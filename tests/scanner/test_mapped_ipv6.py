@@ -23,7 +23,7 @@ def engine_calls(monkeypatch):
     from scanner.engines import connect
 
     calls = []
-    monkeypatch.setattr(connect, "scan", lambda **kw: calls.append(kw) or [])
+    monkeypatch.setattr(connect, "sweep", lambda options, events=None: calls.append(options) or [])
     return calls
 
 

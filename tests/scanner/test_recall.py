@@ -35,12 +35,12 @@ def test_it_reprobes_a_recent_port_the_sweep_missed(
     assert first.state == RunState.FINISHED and first.ports_found == 3
 
     # Second run: the sweep "loses" one port (a dropped SYN); another port really closed.
-    real_scan = connect.scan
+    real_sweep = connect.sweep
 
-    def lossy_scan(**kwargs):
-        return [f for f in real_scan(**kwargs) if f.port != lost]
+    def lossy_sweep(options, events):
+        return [f for f in real_sweep(options, events) if f.port != lost]
 
-    monkeypatch.setattr(connect, "scan", lossy_scan)
+    monkeypatch.setattr(connect, "sweep", lossy_sweep)
     with Listeners([("127.0.0.30", p, b"") for p in (kept, lost)]):
         with django_capture_on_commit_callbacks(execute=True):
             second = scan(ports)

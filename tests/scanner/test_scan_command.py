@@ -1,5 +1,6 @@
 """manage.py scan: bad options refused in one line; exit codes say how the run ended."""
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -121,14 +122,14 @@ def test_it_exits_2_with_results_and_the_reason_when_a_shard_failed(
     settings.PORTMON_SHARD_PROBES = 1  # one shard per host
     settings.PORTMON_SHARD_MAX_ATTEMPTS = 1
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
-    real_scan = connect.scan
+    real_sweep = connect.sweep
 
-    def scan_failing_on_3(**kwargs):
-        if any(str(a) == "127.0.0.3" for a in kwargs["targets"]):
+    def sweep_failing_on_3(options, events):
+        if any(ipaddress.ip_address("127.0.0.3") in net for net in options.targets):
             raise EngineError("too many open files")
-        return real_scan(**kwargs)
+        return real_sweep(options, events)
 
-    monkeypatch.setattr(connect, "scan", scan_failing_on_3)
+    monkeypatch.setattr(connect, "sweep", sweep_failing_on_3)
     (port,) = free_ports(1, "127.0.0.2")
     with Listeners([("127.0.0.2", port, b"")]):
         code, out, error = scan(
@@ -173,12 +174,12 @@ def test_it_exits_2_when_the_run_found_far_fewer_ports_than_usual(transactional_
 def test_it_exits_3_when_the_run_was_cancelled(transactional_db, monkeypatch):
     call_command("scope", "add", "127.0.0.0/8", "--zone", "internal")
 
-    def cancelled_meanwhile(**kwargs):
+    def cancelled_meanwhile(options, events):
         # An operator cancels the run (admin) while the shard is sweeping.
         ScanRun.objects.update(state=RunState.CANCELLED, error="cancelled by operator")
         return []
 
-    monkeypatch.setattr(connect, "scan", cancelled_meanwhile)
+    monkeypatch.setattr(connect, "sweep", cancelled_meanwhile)
     code, out, error = scan(
         "127.0.0.2", "--ports", "22", "--engine", "connect", "--no-fingerprint", "--local"
     )

@@ -137,7 +137,7 @@ def engine_calls(monkeypatch):
     from scanner.engines import connect
 
     calls = []
-    monkeypatch.setattr(connect, "scan", lambda **kw: calls.append(kw) or [])
+    monkeypatch.setattr(connect, "sweep", lambda options, events=None: calls.append(options) or [])
     monkeypatch.setattr(publish, "shards_publish", lambda **kw: None)
     return calls
 
@@ -184,7 +184,8 @@ def test_it_skips_a_garbage_row_when_runs_start(admin_client, garbage, engine_ca
         shard_id=ScanShard.objects.get(run_id=answer.json()["id"]).pk, worker="w", token="t"
     )
     sweep.shard_sweep(shard=shard)
-    assert [str(a) for a in engine_calls[0]["targets"]] == ["127.0.0.2"]
+    probed = [str(a) for t in engine_calls[0].probe_targets() for a in ipaddress.ip_network(t)]
+    assert probed == ["127.0.0.2"]
 
 
 def test_it_starts_scheduled_runs_beside_a_garbage_row(garbage, engine_calls):

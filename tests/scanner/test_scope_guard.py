@@ -1,5 +1,7 @@
 """Out-of-scope and malformed targets never reach an engine, not even in the worker."""
 
+import ipaddress
+
 import pytest
 from django.core.management import call_command
 
@@ -14,7 +16,7 @@ def engine_calls(monkeypatch):
     from scanner.engines import connect
 
     calls = []
-    monkeypatch.setattr(connect, "scan", lambda **kw: calls.append(kw) or [])
+    monkeypatch.setattr(connect, "sweep", lambda options, events=None: calls.append(options) or [])
     return calls
 
 
@@ -39,9 +41,11 @@ def test_it_hands_engines_only_parsed_addresses(
         run = runs.run_start(targets="127.0.0.0/29", ports="22,80", engine="connect")
     shard = shards.shard_claim(shard_id=ScanShard.objects.get(run=run).pk, worker="w", token="t")
     sweep.shard_sweep(shard=shard)
-    (call,) = engine_calls
-    assert [str(a) for a in call["targets"]] == [f"127.0.0.{i}" for i in range(4)]
-    assert call["ports"] == ((22, 22), (80, 80))
+    (options,) = engine_calls
+    assert all(isinstance(t, ipaddress.IPv4Network) for t in options.targets)
+    probed = [str(a) for t in options.probe_targets() for a in ipaddress.ip_network(t)]
+    assert probed == [f"127.0.0.{i}" for i in range(4)]
+    assert options.ports == ((22, 22), (80, 80))
 
 
 @pytest.mark.parametrize("bad", ["127.0.0.1,--script,x", "-oN/tmp/x", ";id", "localhost;id"])

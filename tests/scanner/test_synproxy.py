@@ -154,7 +154,9 @@ def test_the_run_end_reprobe_leaves_a_proxy_host_alone(db, monkeypatch):
         run_id=run.pk, answering_all={"198.18.0.9": 65000}, probed=65535, at=timezone.now()
     )
     probed = []
-    monkeypatch.setattr(connect, "verify", lambda candidates, **kw: probed.extend(candidates) or [])
+    monkeypatch.setattr(
+        connect, "verify", lambda candidates, *a, **kw: probed.extend(candidates) or []
+    )
 
     ports_reprobe(run_id=run.pk)
 

@@ -1,6 +1,6 @@
 """UDP through runs: --udp-ports, UDP shards, per-protocol coverage, honest states.
 
-Loopback: the connect path (udp.scan). A replying service is open; a bound socket that
+Loopback: the connect path (udp.sweep). A replying service is open; a bound socket that
 never answers (silent) and a port with nothing bound (ICMP port unreachable: closed) are
 never listed.
 """

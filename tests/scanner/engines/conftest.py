@@ -147,3 +147,72 @@ def cmdline(pid: int) -> list[str]:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as fh:
         return [part.decode() for part in fh.read().split(b"\0") if part]
     return []
+
+
+def sweep_args(
+    *,
+    targets,
+    ports,
+    proto="tcp",
+    exclude=(),
+    deadline=None,
+    timeout=None,
+    retries=None,
+    concurrency=None,
+    on_progress=None,
+    on_finding=None,
+    on_answers=None,
+):
+    """(SweepOptions, SweepEvents) for the probers (connect, udp): timeout, retries and
+    concurrency are the prober's, each its default for proto when not given."""
+    from dataclasses import replace
+
+    from scanner.engines.options import CONNECT_PROBES, UDP_PROBES, SweepEvents, SweepOptions
+
+    probes = UDP_PROBES if proto == "udp" else CONNECT_PROBES
+    given = {"timeout": timeout, "retries": retries, "concurrency": concurrency}
+    probes = replace(probes, **{k: v for k, v in given.items() if v is not None})
+    options = SweepOptions(
+        targets=targets,
+        ports=ports,
+        proto=proto,
+        exclude=exclude,
+        deadline=deadline,
+        probes=probes,
+    )
+    return options, SweepEvents(progress=on_progress, finding=on_finding, answers=on_answers)
+
+
+def masscan_args(
+    *,
+    targets,
+    ports,
+    timeout,
+    proto="tcp",
+    exclude=(),
+    plan=None,
+    on_progress=None,
+    on_finding=None,
+    on_answers=None,
+    on_link_answers=None,
+    **knobs,
+):
+    """(SweepOptions, SweepEvents) for masscan.sweep: timeout is the sweep's budget in
+    seconds; knobs (rate, retries, wait, interface, source_ip, router_mac) masscan's."""
+    import time
+
+    from scanner.engines.options import MasscanOptions, SweepEvents, SweepOptions
+
+    options = SweepOptions(
+        targets=targets,
+        ports=ports,
+        proto=proto,
+        exclude=exclude,
+        deadline=time.monotonic() + timeout,
+        masscan=MasscanOptions(**knobs),
+        plan=plan,
+    )
+    events = SweepEvents(
+        progress=on_progress, finding=on_finding, answers=on_answers, link_answers=on_link_answers
+    )
+    return options, events

@@ -6,18 +6,24 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import pytest
 
 from scanner.engines import EngineError, EngineTimeout, connect
+from scanner.engines.options import ProbeOptions
 from scanner.findings import Finding
-from tests.scanner.engines.conftest import free_port_block
+from tests.scanner.engines.conftest import free_port_block, sweep_args
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
 
 
 def addr(text):
     return ipaddress.ip_address(text)
+
+
+def probes(**knobs):
+    return replace(connect.VERIFY_PROBES, **knobs)
 
 
 def test_it_finds_exactly_the_open_ports_on_several_loopback_hosts(listeners):
@@ -30,12 +36,14 @@ def test_it_finds_exactly_the_open_ports_on_several_loopback_hosts(listeners):
     listeners("127.0.0.6", base + 2)
     progress = []
 
-    found = connect.scan(
-        targets=[addr(ip) for ip in HOSTS],
-        ports=[(base, base + 39)],
-        concurrency=50,
-        timeout=1.0,
-        on_progress=lambda percent, count: progress.append((percent, count)),
+    found = connect.sweep(
+        *sweep_args(
+            targets=[addr(ip) for ip in HOSTS],
+            ports=[(base, base + 39)],
+            concurrency=50,
+            timeout=1.0,
+            on_progress=lambda percent, count: progress.append((percent, count)),
+        )
     )
 
     assert {(f.ip, f.port) for f in found} == opened
@@ -51,8 +59,10 @@ def test_it_scans_every_address_of_a_network_target_its_first_and_last_included(
     listeners("127.0.0.6", base + 1)
     listeners("127.0.0.7", base + 2)
 
-    found = connect.scan(
-        targets=[ipaddress.ip_network("127.0.0.4/30")], ports=[(base, base + 2)], timeout=1.0
+    found = connect.sweep(
+        *sweep_args(
+            targets=[ipaddress.ip_network("127.0.0.4/30")], ports=[(base, base + 2)], timeout=1.0
+        )
     )
 
     assert [(f.ip, f.port) for f in found] == [
@@ -67,7 +77,7 @@ def test_it_scans_ipv6_targets(listeners):
     listeners("::1", base + 3)
     listeners("::1", base + 9)
 
-    found = connect.scan(targets=[addr("::1")], ports=[(base, base + 9)], timeout=1.0)
+    found = connect.sweep(*sweep_args(targets=[addr("::1")], ports=[(base, base + 9)], timeout=1.0))
 
     assert found == [Finding("::1", base + 3), Finding("::1", base + 9)]
 
@@ -79,7 +89,7 @@ def test_it_verifies_findings_and_drops_ports_that_are_not_open(listeners):
     closed = Finding("127.0.0.4", base + 1)
     udp = Finding("127.0.0.4", 53, proto="udp")
 
-    confirmed = connect.verify([fingerprinted, closed, udp], timeout=1.0, retries=1)
+    confirmed = connect.verify([fingerprinted, closed, udp], probes(timeout=1.0, retries=1))
 
     assert set(confirmed) == {fingerprinted, udp}
 
@@ -92,7 +102,7 @@ def test_it_refuses_findings_with_bad_addresses():
 @pytest.mark.parametrize("target", ["127.0.0.2", "1.2.3.4,--script,x", "-oN/tmp/x", ";id"])
 def test_it_refuses_unvalidated_targets(target):
     with pytest.raises(EngineError):
-        connect.scan(targets=[target], ports=[(1, 10)])
+        connect.sweep(*sweep_args(targets=[target], ports=[(1, 10)]))
 
 
 @pytest.mark.parametrize(
@@ -100,8 +110,9 @@ def test_it_refuses_unvalidated_targets(target):
     [{"concurrency": 0}, {"timeout": 0}, {"retries": -1}, {"concurrency": "10"}, {"timeout": None}],
 )
 def test_it_refuses_out_of_range_options(options):
+    # Checked once, when the options are made: no engine gets to see them.
     with pytest.raises(EngineError):
-        connect.scan(targets=[addr("127.0.0.2")], ports=[(1, 10)], **options)
+        ProbeOptions(**{"timeout": 1.0, "retries": 1, "concurrency": 10, **options})
 
 
 class FakeConnect:
@@ -123,7 +134,7 @@ def test_it_retries_a_timed_out_probe_but_not_a_refused_one(monkeypatch):
     fake = FakeConnect({1: [None, 0], 2: [errno.ECONNREFUSED], 3: [None]})
     monkeypatch.setattr(connect, "_connect_once", fake)
 
-    found = connect.scan(targets=[addr("127.0.0.2")], ports=[(1, 3)], retries=2)
+    found = connect.sweep(*sweep_args(targets=[addr("127.0.0.2")], ports=[(1, 3)], retries=2))
 
     assert [f.port for f in found] == [1]  # open on the second try
     assert fake.attempts == {1: 2, 2: 1, 3: 3}  # refused: once; silent: 1 + 2 retries
@@ -135,7 +146,7 @@ def test_it_waits_out_a_local_shortage_without_calling_the_port_closed(monkeypat
     fake = FakeConnect({1: [errno.EADDRNOTAVAIL, errno.EMFILE, 0]})
     monkeypatch.setattr(connect, "_connect_once", fake)
 
-    found = connect.scan(targets=[addr("127.0.0.2")], ports=[(1, 1)], retries=0)
+    found = connect.sweep(*sweep_args(targets=[addr("127.0.0.2")], ports=[(1, 1)], retries=0))
 
     assert [f.port for f in found] == [1]
 
@@ -145,10 +156,12 @@ def test_it_stops_at_its_deadline_and_hands_over_what_it_found(listeners):
     listeners("127.0.0.2", base)
 
     with pytest.raises(EngineTimeout) as info:
-        connect.scan(
-            targets=[ipaddress.ip_network("127.0.0.0/24")],
-            ports=[(1, 65535)],
-            deadline=time.monotonic() + 0.5,
+        connect.sweep(
+            *sweep_args(
+                targets=[ipaddress.ip_network("127.0.0.0/24")],
+                ports=[(1, 65535)],
+                deadline=time.monotonic() + 0.5,
+            )
         )
     assert Finding("127.0.0.2", base) in info.value.partial
 
@@ -156,7 +169,9 @@ def test_it_stops_at_its_deadline_and_hands_over_what_it_found(listeners):
 def test_it_does_not_wait_for_refused_ports():
     base = free_port_block(200)
     started = time.monotonic()
-    found = connect.scan(targets=[addr("127.0.0.2")], ports=[(base, base + 199)], timeout=5)
+    found = connect.sweep(
+        *sweep_args(targets=[addr("127.0.0.2")], ports=[(base, base + 199)], timeout=5)
+    )
     assert found == []
     assert time.monotonic() - started < 2  # refused ports are answered, never waited for
 
@@ -178,8 +193,10 @@ BENCH = textwrap.dedent(
     open("/proc/self/clear_refs", "w").write("5")
     before = hwm()
     started = time.monotonic()
-    found = connect.scan(targets=[ipaddress.ip_address("127.0.0.7")], ports=[(1, 65535)],
-                         concurrency=2000, timeout=1.0)
+    from scanner.engines.options import ProbeOptions, SweepOptions
+    options = SweepOptions(targets=[ipaddress.ip_address("127.0.0.7")], ports=[(1, 65535)],
+                           probes=ProbeOptions(timeout=1.0, retries=1, concurrency=2000))
+    found = connect.sweep(options)
     seconds = time.monotonic() - started
     print(json.dumps({"ports": [f.port for f in found], "seconds": seconds,
                       "rss_before_kb": before,
@@ -218,10 +235,12 @@ def test_it_stops_when_the_progress_callback_fails():
 
     started = time.monotonic()
     with pytest.raises(SoftTimeLimit):
-        connect.scan(
-            targets=[ipaddress.ip_network("127.0.0.0/24")],
-            ports=[(1, 65535)],
-            on_progress=broken,
+        connect.sweep(
+            *sweep_args(
+                targets=[ipaddress.ip_network("127.0.0.0/24")],
+                ports=[(1, 65535)],
+                on_progress=broken,
+            )
         )
     assert time.monotonic() - started < 5
 
@@ -244,7 +263,9 @@ def test_it_does_not_let_an_exception_in_an_event_loop_callback_vanish(monkeypat
     monkeypatch.setattr(connect._Expiry, "add", add_and_schedule)
     started = time.monotonic()
     with pytest.raises(SoftTimeLimit):
-        connect.scan(targets=[ipaddress.ip_network("127.0.0.0/24")], ports=[(1, 65535)])
+        connect.sweep(
+            *sweep_args(targets=[ipaddress.ip_network("127.0.0.0/24")], ports=[(1, 65535)])
+        )
     assert time.monotonic() - started < 10
 
 
@@ -263,11 +284,13 @@ def test_it_hands_each_open_port_over_as_found_outside_the_event_loop(listeners)
         seen.append((finding.ip, finding.port, time.monotonic()))
 
     # Port-major order: 127.0.0.2's port is among the first probes of ~32k.
-    found = connect.scan(
-        targets=[addr("127.0.0.2"), ipaddress.ip_network("127.0.64.0/18")],
-        ports=[(base, base + 1)],
-        timeout=1.0,
-        on_finding=on_finding,
+    found = connect.sweep(
+        *sweep_args(
+            targets=[addr("127.0.0.2"), ipaddress.ip_network("127.0.64.0/18")],
+            ports=[(base, base + 1)],
+            timeout=1.0,
+            on_finding=on_finding,
+        )
     )
     ended = time.monotonic()
 
@@ -285,12 +308,16 @@ def test_it_stops_when_the_finding_callback_fails(listeners):
         raise SoftTimeLimit("observation write failed")
 
     with pytest.raises(SoftTimeLimit):
-        connect.scan(targets=[addr("127.0.0.2")], ports=[(base, base)], on_finding=broken)
+        connect.sweep(
+            *sweep_args(targets=[addr("127.0.0.2")], ports=[(base, base)], on_finding=broken)
+        )
 
 
 def test_it_refuses_a_target_too_big_for_one_scan():
     with pytest.raises(EngineError, match="split"):
-        connect.scan(targets=[ipaddress.ip_network("2001:db8::/64")], ports=[(80, 80)])
+        connect.sweep(
+            *sweep_args(targets=[ipaddress.ip_network("2001:db8::/64")], ports=[(80, 80)])
+        )
 
 
 def test_it_reports_every_answered_probe_open_or_refused(listeners):
@@ -299,7 +326,11 @@ def test_it_reports_every_answered_probe_open_or_refused(listeners):
     listeners("127.0.0.2", base + 1)
     batches = []
 
-    connect.scan(targets=[addr("127.0.0.2")], ports=[(base, base + 2)], on_answers=batches.append)
+    connect.sweep(
+        *sweep_args(
+            targets=[addr("127.0.0.2")], ports=[(base, base + 2)], on_answers=batches.append
+        )
+    )
 
     answered = sorted(pair for batch in batches for pair in batch)
     assert answered == [("127.0.0.2", base), ("127.0.0.2", base + 1), ("127.0.0.2", base + 2)]

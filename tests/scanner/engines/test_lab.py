@@ -5,13 +5,14 @@ Every probe here goes to the lab's own hosts (lab.hosts / lab.cidr), nothing els
 
 import ipaddress
 import time
+from dataclasses import replace
 
 import pytest
 
 from scanner.engines import EngineError, EngineTimeout, connect, masscan, nmap
 from scanner.findings import Finding
 from tests.lab import Lab
-from tests.scanner.engines.conftest import cmdline, masscan_pids
+from tests.scanner.engines.conftest import cmdline, masscan_args, masscan_pids, sweep_args
 
 pytestmark = pytest.mark.lab
 
@@ -40,13 +41,15 @@ def test_it_sweeps_the_lab_and_finds_every_open_port(lab):
 
     # No adapter options: the kernel's route to the lab picks interface, source and MAC.
     found = masscan.sweep(
-        targets=[ipaddress.ip_address(ip) for ip in lab.hosts],
-        ports=lab_ports(lab),
-        rate=20000,
-        timeout=120,
-        wait=2,
-        on_progress=lambda percent, count: progress.append((percent, count)),
-        on_finding=lambda finding: streamed.append((time.monotonic(), finding)),
+        *masscan_args(
+            targets=[ipaddress.ip_address(ip) for ip in lab.hosts],
+            ports=lab_ports(lab),
+            rate=20000,
+            timeout=120,
+            wait=2,
+            on_progress=lambda percent, count: progress.append((percent, count)),
+            on_finding=lambda finding: streamed.append((time.monotonic(), finding)),
+        )
     )
     finished = time.monotonic()
 
@@ -65,13 +68,15 @@ def test_it_leaves_excluded_hosts_alone(lab):
     skipped = lab.hosts[0]
 
     found = masscan.sweep(
-        targets=[ipaddress.ip_network(lab.cidr)],  # the whole /24, minus one host
-        ports=sorted({(port, port) for _ip, port in lab.open_ports}),
-        rate=20000,
-        exclude=[ipaddress.ip_network(f"{skipped}/32")],
-        timeout=120,
-        wait=1,
-        **lab_options(lab),
+        *masscan_args(
+            targets=[ipaddress.ip_network(lab.cidr)],  # the whole /24, minus one host
+            ports=sorted({(port, port) for _ip, port in lab.open_ports}),
+            rate=20000,
+            exclude=[ipaddress.ip_network(f"{skipped}/32")],
+            timeout=120,
+            wait=1,
+            **lab_options(lab),
+        )
     )
 
     assert {(f.ip, f.port) for f in found} == {(ip, p) for ip, p in lab.open_ports if ip != skipped}
@@ -80,11 +85,13 @@ def test_it_leaves_excluded_hosts_alone(lab):
 def test_it_refuses_adapter_settings_that_contradict_the_route(lab):
     with pytest.raises(EngineError, match=f"leaves by {lab.interface}, not by .*=lo;"):
         masscan.sweep(
-            targets=[ipaddress.ip_address(lab.hosts[0])],
-            ports=[(1, 10)],
-            rate=1000,
-            timeout=30,
-            interface="lo",
+            *masscan_args(
+                targets=[ipaddress.ip_address(lab.hosts[0])],
+                ports=[(1, 10)],
+                rate=1000,
+                timeout=30,
+                interface="lo",
+            )
         )
     assert leftover_masscans(lab) == []
 
@@ -94,11 +101,13 @@ def test_it_kills_masscan_on_timeout_and_leaves_no_process(lab):
     with pytest.raises(EngineTimeout) as info:
         # 256 hosts x 65535 ports at 500 pps would take 9 hours.
         masscan.sweep(
-            targets=[ipaddress.ip_network(lab.cidr)],
-            ports=[(1, 65535)],
-            rate=500,
-            timeout=3,
-            **lab_options(lab),
+            *masscan_args(
+                targets=[ipaddress.ip_network(lab.cidr)],
+                ports=[(1, 65535)],
+                rate=500,
+                timeout=3,
+                **lab_options(lab),
+            )
         )
 
     assert time.monotonic() - started < 10
@@ -108,7 +117,9 @@ def test_it_kills_masscan_on_timeout_and_leaves_no_process(lab):
 
 def test_it_fingerprints_lab_hosts_like_their_banners_say(lab):
     for ip in lab.hosts:
-        result = nmap.fingerprint(ip=ip, ports=sorted(lab.truth[ip]), timeout=60)
+        result = nmap.fingerprint(
+            ip=ip, ports=sorted(lab.truth[ip]), options=nmap.FingerprintOptions(timeout=60)
+        )
 
         assert result.status == "up", result.error
         got = {
@@ -124,14 +135,20 @@ def test_it_confirms_masscan_hits_with_a_connect_and_drops_the_false_ones(lab):
     ghost = Finding(lab.hosts[0], 1999)  # not open in the lab (ports are >= 21 and planned)
     assert (ghost.ip, ghost.port) not in lab.open_ports
 
-    confirmed = connect.verify(real + [ghost], timeout=1.0, retries=1)
+    confirmed = connect.verify(
+        real + [ghost], replace(connect.VERIFY_PROBES, timeout=1.0, retries=1)
+    )
 
     assert set(confirmed) == set(real)
 
 
 def test_it_connect_scans_the_lab(lab):
-    found = connect.scan(
-        targets=[ipaddress.ip_address(ip) for ip in lab.hosts], ports=lab_ports(lab), timeout=1.0
+    found = connect.sweep(
+        *sweep_args(
+            targets=[ipaddress.ip_address(ip) for ip in lab.hosts],
+            ports=lab_ports(lab),
+            timeout=1.0,
+        )
     )
 
     assert {(f.ip, f.port) for f in found} == lab.open_ports
@@ -143,9 +160,9 @@ def test_it_retries_probes_lost_on_the_wire(lab):
     real = [Finding(ip, port) for ip, port in sorted(lab.open_ports)]
     try:
         lab.set_loss(0.5)
-        once = connect.verify(real, timeout=0.3, retries=0)
+        once = connect.verify(real, replace(connect.VERIFY_PROBES, timeout=0.3, retries=0))
         lab.set_loss(0.1)
-        retried = connect.verify(real, timeout=0.3, retries=4)
+        retried = connect.verify(real, replace(connect.VERIFY_PROBES, timeout=0.3, retries=4))
     finally:
         lab.set_loss(0.0)
 

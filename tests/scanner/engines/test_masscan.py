@@ -7,21 +7,26 @@ import time
 import pytest
 
 from scanner.engines import EngineError, masscan, routes
+from scanner.engines.options import MasscanOptions
 from scanner.findings import Finding
-from tests.scanner.engines.conftest import DATA
+from tests.scanner.engines.conftest import DATA, masscan_args
 
 OUT = "/tmp/portmon-test/out.json"
 
 
+KNOBS = ("rate", "retries", "wait", "interface", "source_ip", "router_mac")
+
+
 def argv_for(**overrides):
+    """build_argv's command line; rate, retries, wait, ... go into its MasscanOptions."""
+    knobs = {"rate": 1000, **{k: overrides.pop(k) for k in KNOBS if k in overrides}}
     kwargs = {
         "targets": [ipaddress.ip_network("198.18.7.0/24")],
         "ports": [(1, 65535)],
-        "rate": 1000,
         "output_path": OUT,
         **overrides,
     }
-    return masscan.build_argv(**kwargs)
+    return masscan.build_argv(options=MasscanOptions(**knobs), **kwargs)
 
 
 def test_it_builds_the_command_line_from_validated_values():
@@ -130,11 +135,13 @@ def test_it_refuses_bad_options(overrides):
 def test_it_refuses_exclusions_that_are_not_networks():
     with pytest.raises(EngineError):
         masscan.sweep(
-            targets=[ipaddress.ip_network("198.18.7.0/24")],
-            ports=[(1, 10)],
-            rate=100,
-            exclude=["198.18.7.5"],
-            timeout=5,
+            *masscan_args(
+                targets=[ipaddress.ip_network("198.18.7.0/24")],
+                ports=[(1, 10)],
+                rate=100,
+                exclude=["198.18.7.5"],
+                timeout=5,
+            )
         )
 
 
@@ -275,12 +282,14 @@ def test_it_stops_a_masscan_stuck_after_its_wait_and_keeps_its_results(fake_mass
     started = time.monotonic()
 
     found = masscan.sweep(
-        targets=[ipaddress.ip_network("198.18.7.0/24")],
-        ports=[(1, 100)],
-        rate=100,
-        timeout=30,
-        on_progress=lambda percent, count: progress.append((percent, count)),
-        on_finding=streamed.append,
+        *masscan_args(
+            targets=[ipaddress.ip_network("198.18.7.0/24")],
+            ports=[(1, 100)],
+            rate=100,
+            timeout=30,
+            on_progress=lambda percent, count: progress.append((percent, count)),
+            on_finding=streamed.append,
+        )
     )
 
     assert time.monotonic() - started < 10
@@ -292,7 +301,9 @@ def test_it_stops_a_masscan_stuck_after_its_wait_and_keeps_its_results(fake_mass
 @pytest.mark.process
 def test_it_kills_a_masscan_that_ignores_sigint_and_keeps_what_it_printed(fake_masscan):
     found = masscan.sweep(
-        targets=[ipaddress.ip_address("198.18.7.99")], ports=[(1, 100)], rate=100, timeout=30
+        *masscan_args(
+            targets=[ipaddress.ip_address("198.18.7.99")], ports=[(1, 100)], rate=100, timeout=30
+        )
     )
 
     # The JSON file lost its unflushed record; the streamed hit fills the gap.
@@ -309,7 +320,12 @@ def test_it_reports_masscan_errors_with_its_own_message(tmp_path, monkeypatch):
 
     with pytest.raises(EngineError, match="failed to detect router"):
         masscan.sweep(
-            targets=[ipaddress.ip_network("198.18.7.0/24")], ports=[(1, 10)], rate=100, timeout=10
+            *masscan_args(
+                targets=[ipaddress.ip_network("198.18.7.0/24")],
+                ports=[(1, 10)],
+                rate=100,
+                timeout=10,
+            )
         )
 
 
@@ -358,13 +374,15 @@ def test_it_runs_one_masscan_per_route_and_connect_scans_on_link_targets(
     progress, streamed = [], []
 
     found = masscan.sweep(
-        targets=[ipaddress.ip_network("198.18.7.0/24"), ipaddress.ip_network("198.18.8.0/24")],
-        ports=[(port, port)],
-        rate=100,
-        timeout=30,
-        wait=0,
-        on_progress=lambda percent, count: progress.append((percent, count)),
-        on_finding=streamed.append,
+        *masscan_args(
+            targets=[ipaddress.ip_network("198.18.7.0/24"), ipaddress.ip_network("198.18.8.0/24")],
+            ports=[(port, port)],
+            rate=100,
+            timeout=30,
+            wait=0,
+            on_progress=lambda percent, count: progress.append((percent, count)),
+            on_finding=streamed.append,
+        )
     )
 
     runs = [json.loads(line) for line in log.read_text().splitlines()]
@@ -399,11 +417,13 @@ def test_it_connect_scans_on_link_targets_minus_the_exclusions(monkeypatch, list
     monkeypatch.setattr(masscan.routes, "plan", lambda targets, **overrides: plan)
 
     found = masscan.sweep(
-        targets=[ipaddress.ip_network("127.0.0.0/30")],
-        ports=[(port, port)],
-        rate=100,
-        exclude=[ipaddress.ip_network("127.0.0.2/32")],
-        timeout=30,
+        *masscan_args(
+            targets=[ipaddress.ip_network("127.0.0.0/30")],
+            ports=[(port, port)],
+            rate=100,
+            exclude=[ipaddress.ip_network("127.0.0.2/32")],
+            timeout=30,
+        )
     )
 
     assert found == [Finding("127.0.0.1", port)]

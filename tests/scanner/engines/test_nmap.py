@@ -31,7 +31,9 @@ def test_it_fingerprints_ssh_and_http_on_loopback(services):
     http = services.start("http", "127.0.0.4")
     closed = free_port_block(1)
 
-    result = nmap.fingerprint(ip="127.0.0.4", ports=[ssh, http, closed], timeout=60)
+    result = nmap.fingerprint(
+        ip="127.0.0.4", ports=[ssh, http, closed], options=nmap.FingerprintOptions(timeout=60)
+    )
 
     assert result.status == "up" and result.ip == "127.0.0.4"
     by_port = {f.port: f for f in result.findings}
@@ -46,7 +48,9 @@ def test_it_fingerprints_ssh_and_http_on_loopback(services):
 def test_it_fingerprints_over_ipv6(services):
     ssh = services.start("ssh", "::1")
 
-    result = nmap.fingerprint(ip=ipaddress.ip_address("::1"), ports=[ssh], timeout=60)
+    result = nmap.fingerprint(
+        ip=ipaddress.ip_address("::1"), ports=[ssh], options=nmap.FingerprintOptions(timeout=60)
+    )
 
     assert result.status == "up"
     assert [fields(f) for f in result.findings] == [OPENSSH]
@@ -60,7 +64,8 @@ def test_one_run_fingerprints_several_hosts_each_on_its_own_ports(services):
     services.start("ssh", "127.0.0.6", port=ssh)  # open, but not asked for on that host
 
     results = nmap.fingerprint_many(
-        hosts={"127.0.0.4": [ssh], "127.0.0.6": [http], "127.0.0.7": [http]}, timeout=60
+        hosts={"127.0.0.4": [ssh], "127.0.0.6": [http], "127.0.0.7": [http]},
+        options=nmap.FingerprintOptions(timeout=60),
     )
 
     assert [fields(f) for f in results["127.0.0.4"].findings] == [OPENSSH]
@@ -106,7 +111,9 @@ def test_it_hands_over_each_port_the_moment_nmap_names_it_not_when_the_slowest_e
         named_at[finding.port] = (time.monotonic() - started, fields(finding))
 
     results = nmap.fingerprint_many(
-        hosts={"127.0.0.8": [ssh, http, slow, silent]}, timeout=12, on_finding=on_finding
+        hosts={"127.0.0.8": [ssh, http, slow, silent]},
+        on_finding=on_finding,
+        options=nmap.FingerprintOptions(timeout=12),
     )
     took = time.monotonic() - started
 
@@ -135,8 +142,8 @@ def test_it_probes_every_port_of_a_run_at_once_past_nmaps_own_parallelism(servic
 
     nmap.fingerprint_many(
         hosts={"127.0.0.9": silent, "127.0.0.10": [ssh]},
-        timeout=8,
         on_finding=lambda f: named_at.setdefault(f.port, time.monotonic() - started),
+        options=nmap.FingerprintOptions(timeout=8),
     )
 
     assert list(named_at) == [ssh] and named_at[ssh] < 3
@@ -164,7 +171,9 @@ def test_a_crafted_banner_cannot_name_another_port(services):
     streamed = []
 
     results = nmap.fingerprint_many(
-        hosts={"127.0.0.11": [http, ssh]}, timeout=30, on_finding=streamed.append
+        hosts={"127.0.0.11": [http, ssh]},
+        on_finding=streamed.append,
+        options=nmap.FingerprintOptions(timeout=30),
     )
 
     apache = {"service": "http", "product": "Apache httpd", "version": "2.4.1"}
@@ -242,7 +251,9 @@ def test_a_failing_nmap_keeps_what_it_named_and_says_why_past_its_trace(tmp_path
     fake.chmod(0o755)
     monkeypatch.setattr(nmap.shutil, "which", lambda name: str(fake))
 
-    results = nmap.fingerprint_many(hosts={"127.0.0.1": [22, 80]}, timeout=10)
+    results = nmap.fingerprint_many(
+        hosts={"127.0.0.1": [22, 80]}, options=nmap.FingerprintOptions(timeout=10)
+    )
 
     result = results["127.0.0.1"]
     assert result.status == "unknown"
@@ -255,7 +266,9 @@ def test_it_reports_a_host_that_times_out_as_unknown_not_closed(services):
     # A port that accepts but never speaks keeps -sV busy past a 2 s host timeout.
     silent = services.start("silent", "127.0.0.5")
 
-    result = nmap.fingerprint(ip="127.0.0.5", ports=[silent], timeout=2)
+    result = nmap.fingerprint(
+        ip="127.0.0.5", ports=[silent], options=nmap.FingerprintOptions(timeout=2)
+    )
 
     assert result.status == "unknown"
     assert result.findings == []
@@ -267,7 +280,9 @@ def test_it_reports_unknown_when_nmap_itself_is_killed_by_our_timeout(services, 
     silent = services.start("silent", "127.0.0.5")
     monkeypatch.setattr(nmap, "PROCESS_MARGIN", -28.0)  # process limit 2 s < host timeout 30 s
 
-    result = nmap.fingerprint(ip="127.0.0.5", ports=[silent], timeout=30)
+    result = nmap.fingerprint(
+        ip="127.0.0.5", ports=[silent], options=nmap.FingerprintOptions(timeout=30)
+    )
 
     assert result.status == "unknown"
     assert "did not finish" in result.error
@@ -442,7 +457,8 @@ def test_a_shorter_null_probe_wait_names_a_waiting_service_sooner(services):
     for wait in (6000, 2000):
         started = time.monotonic()
         results = nmap.fingerprint_many(
-            hosts={"127.0.0.8": [http]}, timeout=30, probe_waits={"NULL": wait}
+            hosts={"127.0.0.8": [http]},
+            options=nmap.FingerprintOptions(timeout=30, null_wait_ms=wait),
         )
         named_at[wait] = time.monotonic() - started
         assert [fields(f) for f in results["127.0.0.8"].findings] == [NGINX]
@@ -464,7 +480,10 @@ def test_a_banner_later_than_the_null_wait_is_still_named_on_the_next_probe(serv
         writer.close()
 
     port = services.start(late_ssh, "127.0.0.8")
-    result = nmap.fingerprint_many(hosts={"127.0.0.8": [port]}, timeout=30, probe_waits=SHORT_WAITS)
+    result = nmap.fingerprint_many(
+        hosts={"127.0.0.8": [port]},
+        options=nmap.FingerprintOptions(timeout=30, null_wait_ms=2000, generic_lines_wait_ms=2000),
+    )
     (finding,) = result["127.0.0.8"].findings
     assert fields(finding) == OPENSSH
     assert finding.cpe.startswith("cpe:/a:openbsd:openssh:9.2p1")
@@ -483,8 +502,9 @@ def test_a_service_that_ignores_empty_lines_is_named_sooner_with_a_short_generic
         started = time.monotonic()
         results = nmap.fingerprint_many(
             hosts={"127.0.0.8": [port]},
-            timeout=30,
-            probe_waits={"NULL": 2000, "GenericLines": generic},
+            options=nmap.FingerprintOptions(
+                timeout=30, null_wait_ms=2000, generic_lines_wait_ms=generic
+            ),
         )
         named_at[generic] = time.monotonic() - started
         (finding,) = results["127.0.0.8"].findings
@@ -507,7 +527,10 @@ def test_a_service_that_answers_empty_lines_late_is_still_named_by_the_next_prob
         writer.close()
 
     port = services.start(late_http, "127.0.0.8")
-    result = nmap.fingerprint_many(hosts={"127.0.0.8": [port]}, timeout=30, probe_waits=SHORT_WAITS)
+    result = nmap.fingerprint_many(
+        hosts={"127.0.0.8": [port]},
+        options=nmap.FingerprintOptions(timeout=30, null_wait_ms=2000, generic_lines_wait_ms=2000),
+    )
     (finding,) = result["127.0.0.8"].findings
     assert fields(finding) == NGINX
 

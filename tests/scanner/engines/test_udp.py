@@ -14,6 +14,8 @@ import time
 import pytest
 
 from scanner.engines import EngineError, udp
+from scanner.engines.options import MasscanOptions, ProbeOptions
+from tests.scanner.engines.conftest import sweep_args
 
 A = ipaddress.ip_address
 
@@ -99,17 +101,23 @@ def test_reply_is_open_icmp_unreachable_is_closed_and_silence_is_never_open(resp
     started = time.monotonic()
 
     results = udp.probe(
-        targets=[A("127.0.0.1")],
-        ports=[(p, p) for p in sorted((echo, silent, closed))],
-        timeout=0.3,
-        retries=2,
+        *sweep_args(
+            proto="udp",
+            targets=[A("127.0.0.1")],
+            ports=[(p, p) for p in sorted((echo, silent, closed))],
+            timeout=0.3,
+            retries=2,
+        )
     )
 
     states = {r.port: r.state for r in results}
     assert states == {echo: udp.OPEN, silent: udp.OPEN_FILTERED, closed: udp.CLOSED}
     assert len(quiet.requests) == 3  # one try and two retries, no answer to any
     assert time.monotonic() - started < 5
-    assert [f.port for f in udp.scan(targets=[A("127.0.0.1")], ports=[(echo, echo)])] == [echo]
+    assert [
+        f.port
+        for f in udp.sweep(*sweep_args(proto="udp", targets=[A("127.0.0.1")], ports=[(echo, echo)]))
+    ] == [echo]
 
 
 def test_services_that_answer_only_the_right_request_are_found_with_known_payloads(
@@ -125,7 +133,12 @@ def test_services_that_answer_only_the_right_request_are_found_with_known_payloa
     memcached = responders("127.0.0.1", mc_port, memcached_udp)
 
     results = udp.probe(
-        targets=[A("127.0.0.1")], ports=[(snmp_port, snmp_port), (mc_port, mc_port)], timeout=0.5
+        *sweep_args(
+            proto="udp",
+            targets=[A("127.0.0.1")],
+            ports=[(snmp_port, snmp_port), (mc_port, mc_port)],
+            timeout=0.5,
+        )
     )
 
     assert {r.port: r.state for r in results} == {snmp_port: udp.OPEN, mc_port: udp.OPEN}
@@ -140,7 +153,11 @@ def test_a_reply_from_another_port_is_not_an_answer(responders):
     sender.bind(("127.0.0.1", other))
     responders("127.0.0.1", probed, lambda data: b"spoofed", reply_from=sender)
 
-    results = udp.probe(targets=[A("127.0.0.1")], ports=[(probed, probed)], timeout=0.3, retries=1)
+    results = udp.probe(
+        *sweep_args(
+            proto="udp", targets=[A("127.0.0.1")], ports=[(probed, probed)], timeout=0.3, retries=1
+        )
+    )
 
     assert [r.state for r in results] == [udp.OPEN_FILTERED]
 
@@ -150,7 +167,11 @@ def test_every_address_of_a_block_is_probed_first_and_last_included(responders):
     for ip in ("127.0.0.4", "127.0.0.7"):
         responders(ip, port, lambda data: b"here")
 
-    results = udp.probe(targets=[ipaddress.ip_network("127.0.0.4/30")], ports=[(port, port)])
+    results = udp.probe(
+        *sweep_args(
+            proto="udp", targets=[ipaddress.ip_network("127.0.0.4/30")], ports=[(port, port)]
+        )
+    )
 
     assert [(r.ip, r.state) for r in results] == [
         ("127.0.0.4", udp.OPEN),
@@ -164,7 +185,9 @@ def test_ipv6(responders):
     port, closed = free_udp_ports(2, "::1")
     responders("::1", port, lambda data: b"v6")
 
-    results = udp.probe(targets=[A("::1")], ports=[(port, port), (closed, closed)])
+    results = udp.probe(
+        *sweep_args(proto="udp", targets=[A("::1")], ports=[(port, port), (closed, closed)])
+    )
 
     assert {r.port: r.state for r in results} == {port: udp.OPEN, closed: udp.CLOSED}
 
@@ -196,7 +219,7 @@ def test_every_default_port_has_a_request_that_is_not_empty():
 
 def test_it_refuses_bad_options():
     with pytest.raises(EngineError):
-        udp.probe(targets=[A("127.0.0.1")], ports=[(1, 1)], retries=-1)
+        udp.probe(*sweep_args(proto="udp", targets=[A("127.0.0.1")], ports=[(1, 1)], retries=-1))
 
 
 @pytest.mark.process
@@ -216,7 +239,7 @@ def test_it_writes_payloads_masscan_can_read_and_keeps_masscans_own_where_it_has
     argv = masscan.build_argv(
         targets=[ipaddress.ip_address("198.18.0.1")],
         ports=[(161, 161), (1900, 1900)],
-        rate=1000,
+        options=MasscanOptions(rate=1000),
         output_path=None,
         proto="udp",
         nmap_payloads="/tmp/x",
@@ -226,7 +249,7 @@ def test_it_writes_payloads_masscan_can_read_and_keeps_masscans_own_where_it_has
         masscan.build_argv(
             targets=[ipaddress.ip_address("198.18.0.1")],
             ports=[(1, 1)],
-            rate=1,
+            options=MasscanOptions(rate=1),
             output_path=None,
             proto="sctp",
         )
@@ -273,8 +296,7 @@ def test_verify_calls_open_only_what_answers():
                 Finding(ip="127.0.0.91", port=silent_port, proto="udp"),
                 Finding(ip="127.0.0.91", port=closed_port, proto="udp"),
             ],
-            timeout=0.3,
-            retries=1,
+            ProbeOptions(timeout=0.3, retries=1, concurrency=256),
         )
     finally:
         thread.join(5)
