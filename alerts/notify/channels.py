@@ -21,7 +21,7 @@ from alerts.severity import Severity
 # Events a chat digest lists (the worst first); chat is a summary, the email has them all.
 CHAT_DIGEST_ITEMS = 10
 # Apprise notification types: how a chat service colours the message.
-NOTIFY_TYPES = {
+NOTIFY_TYPES: dict[int, str] = {
     Severity.CRITICAL: "failure",
     Severity.HIGH: "failure",
     Severity.MEDIUM: "warning",

@@ -18,6 +18,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import apprise
 import urllib3.util.connection
 
+# urllib3's own types and "no timeout given" sentinel (urllib3 is pinned).
+from urllib3.util.connection import _TYPE_SOCKET_OPTIONS
+from urllib3.util.timeout import _DEFAULT_TIMEOUT, _TYPE_TIMEOUT
+
 from alerts.notify.transports import WebhookError, connect_checked, host_refusal
 
 # Services a channel may use (Apprise schemes). Apprise knows a hundred more; some write
@@ -168,17 +172,20 @@ _original_create_connection = getattr(
 
 
 def _create_connection(
-    address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, socket_options=None
-):
+    address: tuple[str, int],
+    timeout: _TYPE_TIMEOUT = _DEFAULT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+    socket_options: _TYPE_SOCKET_OPTIONS | None = None,
+) -> socket.socket:
     """urllib3's create_connection (requests, so Apprise, connect through it); while this
     thread sends to a chat channel, each resolved address is checked before connecting."""
     if not getattr(_state, "checked", False):
         return _original_create_connection(address, timeout, source_address, socket_options)
-    if not isinstance(timeout, int | float):  # urllib3's "default" sentinel
-        timeout = socket._GLOBAL_DEFAULT_TIMEOUT
+    # urllib3's "default" sentinel (or None): the socket's default timeout.
+    seconds = timeout if isinstance(timeout, int | float) else None
     host, port = address
     try:
-        return connect_checked((host.strip("[]"), port), timeout, source_address, socket_options)
+        return connect_checked((host.strip("[]"), port), seconds, source_address, socket_options)
     except WebhookError as exc:
         _state.refusal = str(exc)
         # An OSError: requests reports it as a connection error like any other.

@@ -34,7 +34,7 @@ def test_it_pages_the_events_list_with_each_row_complete(login, users, world):
     first = client.get("/events/").context["page"]
     second = client.get("/events/?page=2").context["page"]
     assert first.paginator.count == 64 and len(first.object_list) == 50
-    shown = [e.pk for e in first.object_list] + [e.pk for e in second.object_list]
+    shown = [r.event.pk for r in first.object_list] + [r.event.pk for r in second.object_list]
     assert len(set(shown)) == 64
     assert "198.18.1.20" in client.get("/events/?page=2").content.decode()
 
@@ -57,4 +57,4 @@ def test_it_filters_events_by_any_cidr_and_never_by_text_alone(login, users, wor
     for ip in ("198.18.1.200", "198.180.1.2", "2001:db8::5"):
         event(Host.objects.create(ip=ip), 80, "new_port")
     page = login(users["viewer"]).get("/events/", {"host": cidr}).context["page"]
-    assert {e.host.ip for e in page.object_list} == expected
+    assert {r.event.host.ip for r in page.object_list} == expected
