@@ -5,7 +5,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, TypedDict, overload
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -21,6 +21,7 @@ from alerts.rule_files import RULE_FIELDS, PlanItem, RuleEntry, rules_import_pla
 from alerts.rules import MATCH_FIELDS, RuleSpec, Subject, rule_spec_validate
 from alerts.severity import Severity
 from portmon.cachekeys import cache_key
+from portmon.paging import RowsOf
 from scanner.models import Host, Port
 
 
@@ -327,36 +328,10 @@ class EventRow:
     owner: str  # the network's
 
 
-class _RowsOfIds:
-    """The rows of a list of event ids, for a paginator: it counts the ids, and only the
-    page it slices out is loaded (one query for the events, one for their ports)."""
-
-    def __init__(self, ids: "QuerySet[AlertEvent, int] | list[int]") -> None:
-        self.ids = ids
-
-    def count(self) -> int:  # what Paginator.count asks first: a COUNT query, not a read
-        return self.ids.count() if isinstance(self.ids, QuerySet) else len(self.ids)
-
-    def __len__(self) -> int:
-        return self.count()
-
-    def __iter__(self) -> Iterator[EventRow]:
-        return iter(self[:])
-
-    @overload
-    def __getitem__(self, index: int) -> EventRow: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[EventRow]: ...
-    def __getitem__(self, index: int | slice) -> EventRow | list[EventRow]:
-        if isinstance(index, int):
-            return event_rows(events_by_ids([self.ids[index]], EVENT_ROW_RELATED))[0]
-        return event_rows(events_by_ids(list(self.ids[index]), EVENT_ROW_RELATED))
-
-
 class CappedPaginator(Paginator):  # Paginator[EventRow] (not subscriptable at run time)
     """A paginator told its count (at most SEARCH_COUNT_CAP + 1) instead of counting."""
 
-    def __init__(self, object_list: _RowsOfIds, per_page: int, *, count: int) -> None:
+    def __init__(self, object_list: RowsOf[int, EventRow], per_page: int, *, count: int) -> None:
         super().__init__(object_list, per_page)
         self._known_count = count
 
@@ -387,13 +362,17 @@ def events_page(f: EventFilters, *, number: str | None, size: int) -> Page[Event
     """
     ids = events_filtered(f).select_related(None).values_list("pk", flat=True)
     if not f.q:
-        return Paginator(_RowsOfIds(ids), size).get_page(number)
+        return Paginator(RowsOf(ids, _event_rows_of_ids), size).get_page(number)
     found = list(ids.order_by()[: SEARCH_COUNT_CAP + 1])
-    rows = _RowsOfIds(ids)
+    rows = RowsOf(ids, _event_rows_of_ids)
     if len(found) <= SEARCH_COUNT_CAP:
         ordered = AlertEvent.objects.filter(pk__in=found).order_by(*EVENT_ORDERS[f.sort])
-        rows = _RowsOfIds(list(ordered.values_list("pk", flat=True)))
+        rows = RowsOf(list(ordered.values_list("pk", flat=True)), _event_rows_of_ids)
     return CappedPaginator(rows, size, count=len(found)).get_page(number)
+
+
+def _event_rows_of_ids(ids: list[int]) -> list[EventRow]:
+    return event_rows(events_by_ids(ids, EVENT_ROW_RELATED))
 
 
 def fingerprint_label(fp: dict[str, Any] | Port) -> str:

@@ -2,12 +2,16 @@
 role, call a selector or a service, and render; no logic of their own."""
 
 import csv
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypedDict, TypeVar
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db import connection
+from django.db.models import Model, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -22,6 +26,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.safestring import SafeString
 from django.views import defaults
 
 from accounts.roles import ADMIN, TRIAGER, VIEWER, AuthenticatedRequest, has_role, role_required
@@ -54,6 +59,7 @@ from alerts.services.rules import (
 )
 from alerts.services.triage import TRIAGE_ACTIONS, TriageError, events_triage
 from alerts.severity import Severity
+from audit.models import AuditEntry
 from audit.selectors import audit_entries, audit_page_rows
 from dashboard import charts, slots
 from dashboard.forms import (
@@ -66,25 +72,39 @@ from dashboard.forms import (
     rule_initial_from_event,
 )
 from poc.services import RecheckRefused, poc_recheck
+from portmon.paging import RowsOf
 from scanner import selectors as scanner_selectors
 from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
 from scanner.services.runs import policy_run_now
 from scanner.targets import TargetError
 
 PAGE_SIZE = 50
+M = TypeVar("M", bound=Model)
 
 
-def _page(request: HttpRequest, qs, size: int = PAGE_SIZE):
+class EventsChart(TypedDict):
+    svg: SafeString
+    legend: SafeString
+    total: int
+
+
+class RunsChart(TypedDict):
+    svg: SafeString
+    legend: SafeString
+    degraded: int  # runs whose scan is not trusted
+
+
+def _page(request: HttpRequest, qs: QuerySet[M], size: int = PAGE_SIZE) -> Page[M]:
     return Paginator(qs, size).get_page(request.GET.get("page"))
 
 
-def _post_only(request: HttpRequest):
+def _post_only(request: HttpRequest) -> HttpResponseNotAllowed | None:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     return None
 
 
-def _events_chart(per_day: list) -> dict:
+def _events_chart(per_day: list[tuple[date, dict[str, int]]]) -> EventsChart:
     """New events per day, stacked by severity (worst at the bottom)."""
     names = [label for _, label in reversed(Severity.choices)]
     series = [(name, [counts.get(name, 0) for _, counts in per_day]) for name in names]
@@ -96,7 +116,7 @@ def _events_chart(per_day: list) -> dict:
     }
 
 
-def _runs_chart(finished: list) -> dict:
+def _runs_chart(finished: list[tuple[datetime, int, bool, str]]) -> RunsChart:
     """Open ports found by each finished run, one line per policy (runs of different
     policies cover different targets: one line would mix them)."""
     names = list(dict.fromkeys(series for *_, series in finished))
@@ -113,9 +133,14 @@ def _runs_chart(finished: list) -> dict:
 
 @role_required(VIEWER)
 def home(request: AuthenticatedRequest) -> HttpResponse:
-    context = {**scanner_selectors.scan_overview(), **alerts_selectors.events_overview()}
-    context["events_chart"] = _events_chart(context["events_per_day"])
-    context["runs_chart"] = _runs_chart(context.pop("finished_runs"))
+    scans = scanner_selectors.scan_overview()
+    events = alerts_selectors.events_overview()
+    context = {
+        **events,
+        **{key: value for key, value in scans.items() if key != "finished_runs"},
+        "events_chart": _events_chart(events["events_per_day"]),
+        "runs_chart": _runs_chart(scans["finished_runs"]),
+    }
     return render(request, "dashboard/home.html", context)
 
 
@@ -293,16 +318,18 @@ class _Echo:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_cell(value):
+def _csv_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
 
 
-def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
+def _csv_response(
+    name: str, header: list[str], rows: Iterable[Iterable[object]]
+) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
 
-    def lines():
+    def lines() -> Iterator[str]:
         yield writer.writerow(header)
         for row in rows:
             yield writer.writerow([_csv_cell(value) for value in row])
@@ -602,6 +629,15 @@ def rules_import_view(request: AuthenticatedRequest) -> HttpResponse:
 # --- Audit ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AuditRow:
+    """An audit entry (with its field changes, audit.selectors) and where its object is
+    shown ("" when nowhere this user may go)."""
+
+    entry: AuditEntry
+    link: str
+
+
 # Where an audited object is shown: a dashboard page, else its admin page (staff only).
 AUDIT_PAGES = {
     "alerts.rule": "dashboard:rule_edit",
@@ -610,7 +646,7 @@ AUDIT_PAGES = {
 }
 
 
-def _audit_link(entry, staff: bool) -> str:
+def _audit_link(entry: AuditEntry, staff: bool) -> str:
     if not entry.object_id.isdigit():
         return ""
     if entry.object_type in AUDIT_PAGES:
@@ -626,10 +662,12 @@ def _audit_link(entry, staff: bool) -> str:
 
 @role_required(ADMIN)
 def audit_log(request: AuthenticatedRequest) -> HttpResponse:
-    page = _page(request, audit_entries())
-    page.object_list = audit_page_rows(page.object_list)
-    for entry in page.object_list:
-        entry.link = _audit_link(entry, request.user.is_staff)
+    staff = request.user.is_staff
+
+    def rows(entries: list[AuditEntry]) -> list[AuditRow]:
+        return [AuditRow(entry, _audit_link(entry, staff)) for entry in audit_page_rows(entries)]
+
+    page = Paginator(RowsOf(audit_entries(), rows), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "dashboard/audit.html", {"page": page})
 
 
@@ -640,14 +678,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def page_not_found(request: HttpRequest, exception=None) -> HttpResponse:
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """JSON under /api/ (what the API's clients and its schema expect), else Django's page."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
     return defaults.page_not_found(request, exception)
 
 
-def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """A request Django refused before any view (a malformed multipart body, too many
     fields): JSON under /api/, else Django's page."""
     if request.path.startswith("/api/"):
@@ -655,5 +693,5 @@ def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
     return defaults.bad_request(request, exception)
 
 
-def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return render(request, "dashboard/403.html", {"reason": str(exception or "")}, status=403)

@@ -1,9 +1,9 @@
 """Reads of the scanner's state for the CLI, the reaper, the dashboard and the API."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict, overload
+from typing import TypedDict
 
 from django.conf import settings
 from django.core.cache import cache
@@ -11,6 +11,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 
 from portmon.cachekeys import cache_key
+from portmon.paging import RowsOf
 from scanner.models import (
     CoverageSpan,
     Host,
@@ -82,10 +83,12 @@ def run_progress(*, run_id: int) -> dict:
     }
 
 
-def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
+def coverage_spans(
+    *, network_ids: Iterable[int], before: datetime
+) -> dict[int, list[tuple[datetime, str, str, str]]]:
     """{network_id: [(at, address ranges, port ranges, proto)]} of spans recorded before
     `before`."""
-    spans: dict[int, list[tuple]] = {}
+    spans: dict[int, list[tuple[datetime, str, str, str]]] = {}
     rows = CoverageSpan.objects.filter(network_id__in=sorted(network_ids), at__lt=before)
     fields = ("network_id", "at", "addresses", "ports", "proto")
     for net_id, at, addresses, ports, proto in rows.values_list(*fields):
@@ -96,7 +99,26 @@ def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
 # --- Lists and pages (the dashboard, the API) -----------------------------------------
 
 
-def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
+class NetworkExposure(TypedDict):
+    network_id: int | None
+    cidr: str | None
+    zone: str
+    open: int
+    services: list[tuple[str, int]]
+    other: int
+
+
+class ScanOverview(TypedDict):
+    open_ports: int
+    hosts: int
+    networks: int
+    runs: Sequence[ScanRun]  # annotated with shard_count and shards_failed
+    # (created_at, ports_found, degraded, series)
+    finished_runs: list[tuple[datetime, int, bool, str]]
+    exposure: list[NetworkExposure]
+
+
+def scan_overview(*, runs: int = 10, finished: int = 30) -> ScanOverview:
     """Counts and recent runs for the home page; `finished_runs`: (created_at, ports_found,
     degraded, series) of the last finished runs, oldest first, `series` naming what the run
     scanned (its policy, or "ad hoc" / "imports"): one policy's runs are one line of a
@@ -126,15 +148,6 @@ def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
         ],
         "exposure": exposure,
     }
-
-
-class NetworkExposure(TypedDict):
-    network_id: int | None
-    cidr: str | None
-    zone: str
-    open: int
-    services: list[tuple[str, int]]
-    other: int
 
 
 def network_exposure(*, services: int = 6) -> list[NetworkExposure]:
@@ -231,33 +244,8 @@ class HostRow:
     open_ports: int
 
 
-class _HostRows:
-    """The rows of a list of hosts, for a paginator: it counts the hosts, and only the
-    page it slices out gets its open ports counted (one grouped query)."""
-
-    def __init__(self, hosts: QuerySet[Host]) -> None:
-        self.hosts = hosts
-
-    def count(self) -> int:  # what Paginator.count asks first: a COUNT query, not a read
-        return self.hosts.count()
-
-    def __len__(self) -> int:
-        return self.count()
-
-    def __iter__(self) -> Iterator[HostRow]:
-        return iter(self[:])
-
-    @overload
-    def __getitem__(self, index: int) -> HostRow: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[HostRow]: ...
-    def __getitem__(self, index: int | slice) -> HostRow | list[HostRow]:
-        if isinstance(index, int):
-            return _host_rows([self.hosts[index]])[0]
-        return _host_rows(list(self.hosts[index]))
-
-
 def _host_rows(hosts: list[Host]) -> list[HostRow]:
+    """The hosts of a page with their open-port counts (one grouped query)."""
     counts = dict(
         Port.objects.filter(host__in=hosts, state=PortState.OPEN)
         .values_list("host_id")
@@ -272,7 +260,7 @@ def hosts_page(*, q: str = "", number: str | None, size: int) -> Page[HostRow]:
     Counted for the page's hosts only: annotating the list grouped every host's ports
     before the page was cut (10,000 hosts: 0.35 s, bench/dashboard_bench.py).
     """
-    return Paginator(_HostRows(hosts_list(q=q)), size).get_page(number)
+    return Paginator(RowsOf(hosts_list(q=q), _host_rows), size).get_page(number)
 
 
 # Observations of one host read for its ports' fingerprint history (newest first): a

@@ -11,12 +11,14 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 import urllib3.util.connection
+from apprise import NotifyBase
 
 # urllib3's own types and "no timeout given" sentinel (urllib3 is pinned).
 from urllib3.util.connection import _TYPE_SOCKET_OPTIONS
@@ -85,7 +87,7 @@ def _mask_segment(segment: str) -> str:
     return f"{segment[0]}...{segment[-1]}"
 
 
-def _masked(plugin) -> str:
+def _masked(plugin: NotifyBase) -> str:
     """Apprise's private form of the URL without its parameters, every path part masked
     (Apprise keeps the path of a JSON endpoint, which often holds a token)."""
     private = plugin.url(privacy=True).split("?", 1)[0]
@@ -197,7 +199,7 @@ urllib3.util.connection.create_connection = _create_connection
 
 
 @contextmanager
-def _using(url: str, masked: str, *, check_destinations: bool):
+def _using(url: str, masked: str, *, check_destinations: bool) -> Iterator[threading.local]:
     _state.secrets = secrets_of(url, masked)
     _state.reasons = []
     _state.refusal = ""
@@ -212,7 +214,7 @@ def _using(url: str, masked: str, *, check_destinations: bool):
 # --- The interface ---------------------------------------------------------------------
 
 
-def _instantiate(url: str):
+def _instantiate(url: str) -> tuple[NotifyBase, str]:
     url = url.strip()
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if not scheme:
