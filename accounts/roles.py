@@ -8,8 +8,10 @@ they are granted in the admin like any group.
 
 from functools import wraps
 
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 
 VIEWER, TRIAGER, ADMIN = "viewer", "triager", "admin"
 ROLES = (VIEWER, TRIAGER, ADMIN)
@@ -47,6 +49,12 @@ def user_rank(user) -> int:
 
 def has_role(user, role: str) -> bool:
     return user_rank(user) >= RANK[role]
+
+
+class AuthenticatedRequest(HttpRequest):
+    """The request a role_required view gets: its user is logged in (not anonymous)."""
+
+    user: User
 
 
 def role_required(role: str):

@@ -3,9 +3,12 @@ the same ones), active rules, the high-risk list, rule dry runs."""
 
 import ipaddress
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any, TypedDict
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
@@ -18,6 +21,7 @@ from alerts.rule_files import RULE_FIELDS, PlanItem, RuleEntry, rules_import_pla
 from alerts.rules import MATCH_FIELDS, RuleSpec, Subject, rule_spec_validate
 from alerts.severity import Severity
 from portmon.cachekeys import cache_key
+from portmon.paging import RowsOf
 from scanner.models import Host, Port
 
 
@@ -142,7 +146,13 @@ def rule_open_matches(*, spec: RuleSpec) -> list[int]:
 PREVIEW_ROWS = 50
 
 
-def rule_preview(*, spec: RuleSpec) -> dict:
+class RulePreview(TypedDict):
+    open_count: int
+    rows: list["EventRow"]
+    recent_count: int
+
+
+def rule_preview(*, spec: RuleSpec) -> RulePreview:
     """The rule form's dry run: how many open events the rule matches and the worst
     PREVIEW_ROWS of them (as list rows), and how many events of the last 7 days."""
     ids = rule_open_matches(spec=spec)
@@ -281,7 +291,7 @@ def _events_matching(q: str) -> Q:
     return cond
 
 
-def _events_of_hosts_in(net) -> Q:
+def _events_of_hosts_in(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Q:
     """A condition on events: their host's address is inside a CIDR (Host.ip is text, so
     the addresses are tested here).
 
@@ -307,10 +317,21 @@ EVENT_ROW_RELATED = ("host", "host__network", "rule")
 SEARCH_COUNT_CAP = 1000
 
 
-class CappedPaginator(Paginator):
+@dataclass(frozen=True)
+class EventRow:
+    """An event as a list row shows it: the event (host, network and rule loaded) and
+    what the row shows beyond its columns."""
+
+    event: AlertEvent
+    service: str  # "old -> new" on a change; else the event's fingerprint, else its port's
+    process: str  # from a host agent, "old -> new" on a change
+    owner: str  # the network's
+
+
+class CappedPaginator(Paginator):  # Paginator[EventRow] (not subscriptable at run time)
     """A paginator told its count (at most SEARCH_COUNT_CAP + 1) instead of counting."""
 
-    def __init__(self, object_list, per_page, *, count: int) -> None:
+    def __init__(self, object_list: RowsOf[int, EventRow], per_page: int, *, count: int) -> None:
         super().__init__(object_list, per_page)
         self._known_count = count
 
@@ -327,7 +348,7 @@ class CappedPaginator(Paginator):
         return SEARCH_COUNT_CAP
 
 
-def events_page(f: EventFilters, *, number, size: int) -> Page:
+def events_page(f: EventFilters, *, number: str | None, size: int) -> Page[EventRow]:
     """One page of the filtered events, each with what a list row shows.
 
     The page's ids come from the events table alone (an index gives the order and the
@@ -341,49 +362,59 @@ def events_page(f: EventFilters, *, number, size: int) -> Page:
     """
     ids = events_filtered(f).select_related(None).values_list("pk", flat=True)
     if not f.q:
-        page = Paginator(ids, size).get_page(number)
-    else:
-        found = list(ids.order_by()[: SEARCH_COUNT_CAP + 1])
-        if len(found) <= SEARCH_COUNT_CAP:
-            ordered = AlertEvent.objects.filter(pk__in=found).order_by(*EVENT_ORDERS[f.sort])
-            ids = list(ordered.values_list("pk", flat=True))
-        page = CappedPaginator(ids, size, count=len(found)).get_page(number)
-    page.object_list = event_rows(events_by_ids(list(page.object_list), EVENT_ROW_RELATED))
-    return page
+        return Paginator(RowsOf(ids, _event_rows_of_ids), size).get_page(number)
+    found = list(ids.order_by()[: SEARCH_COUNT_CAP + 1])
+    rows = RowsOf(ids, _event_rows_of_ids)
+    if len(found) <= SEARCH_COUNT_CAP:
+        ordered = AlertEvent.objects.filter(pk__in=found).order_by(*EVENT_ORDERS[f.sort])
+        rows = RowsOf(list(ordered.values_list("pk", flat=True)), _event_rows_of_ids)
+    return CappedPaginator(rows, size, count=len(found)).get_page(number)
 
 
-def fingerprint_label(fp) -> str:
+def _event_rows_of_ids(ids: list[int]) -> list[EventRow]:
+    return event_rows(events_by_ids(ids, EVENT_ROW_RELATED))
+
+
+def fingerprint_label(fp: dict[str, Any] | Port) -> str:
     """A fingerprint as text ("ssh OpenSSH 9.2"), from a dict (detail["new"]) or a Port row."""
-    get = fp.get if isinstance(fp, dict) else (lambda name, _=None: getattr(fp, name, ""))
-    return " ".join(str(get(name, "") or "") for name in ("service", "product", "version")).strip()
+    names = ("service", "product", "version")
+    if isinstance(fp, dict):
+        values = [fp.get(name, "") for name in names]
+    else:
+        values = [getattr(fp, name, "") for name in names]
+    return " ".join(str(value or "") for value in values).strip()
 
 
-def event_rows(events: list[AlertEvent]) -> list[AlertEvent]:
-    """What a list row shows beyond the event's columns, set on each event:
-    `service` ("old -> new" on a change; else the event's fingerprint, else its port's
-    current one), `process` (from a host agent, "old -> new" on a change) and `owner` (the
-    network's). The ports of the whole page are read in one query."""
+def event_rows(events: list[AlertEvent]) -> list[EventRow]:
+    """Each event as a list row (EventRow); the ports of the whole page are read in one
+    query."""
     keys = {(e.host_id, e.proto, e.port) for e in events}
     host_ids = {k[0] for k in keys}
-    current = {}
+    current: dict[tuple[int, str, int], Port] = {}
     if host_ids:
-        rows = Port.objects.filter(host_id__in=host_ids, port__in={k[2] for k in keys}).only(
+        ports = Port.objects.filter(host_id__in=host_ids, port__in={k[2] for k in keys}).only(
             "host_id", "proto", "port", "service", "product", "version"
         )
-        current = {(p.host_id, p.proto, p.port): p for p in rows}
+        current = {(p.host_id, p.proto, p.port): p for p in ports}
+    rows: list[EventRow] = []
     for e in events:
         detail = e.detail if isinstance(e.detail, dict) else {}
         new = fingerprint_label(detail["new"]) if isinstance(detail.get("new"), dict) else ""
         old = fingerprint_label(detail["old"]) if isinstance(detail.get("old"), dict) else ""
         if not new and (e.host_id, e.proto, e.port) in current:
             new = fingerprint_label(current[(e.host_id, e.proto, e.port)])
-        e.service = f"{old or '?'} -> {new or '?'}" if old or "old" in detail else new
         process = str(detail.get("process") or "")
         before = str(detail.get("previous_process") or "")
-        e.process = f"{before} -> {process}" if before and before != process else process
         network = e.host.network
-        e.owner = network.owner_email if network else ""
-    return events
+        rows.append(
+            EventRow(
+                event=e,
+                service=f"{old or '?'} -> {new or '?'}" if old or "old" in detail else new,
+                process=f"{before} -> {process}" if before and before != process else process,
+                owner=network.owner_email if network else "",
+            )
+        )
+    return rows
 
 
 def events_by_ids(ids: list[int], related: tuple[str, ...]) -> list[AlertEvent]:
@@ -462,7 +493,33 @@ def run_events(*, run_id: int, limit: int = 100) -> list[AlertEvent]:
     )
 
 
-def events_overview(*, days: int = 14, top: int = 10, now: datetime | None = None) -> dict:
+class AgeingRow(TypedDict):
+    label: str
+    value: int
+    open: int
+    overdue: int
+    target_days: int
+    oldest_days: int | None
+    oldest_at: datetime | None
+
+
+class EventsOverview(TypedDict):
+    open_events: list[tuple[str, int, int]]
+    ageing: list[AgeingRow]
+    overdue_total: int
+    top_open: list[AlertEvent]
+    top_open_total: int
+    events_per_day: list[tuple[date, dict[str, int]]]
+
+
+# {severity: (open, overdue, oldest)} and {day: {severity label: events}}
+SeverityCounts = dict[int, tuple[int, int, datetime | None]]
+DayCounts = dict[date, dict[str, int]]
+
+
+def events_overview(
+    *, days: int = 14, top: int = 10, now: datetime | None = None
+) -> EventsOverview:
     """What the home page shows of events: what is new and dangerous, and how old.
 
     - `open_events`: (label, value, count) of open, alerted events per severity, worst first;
@@ -479,7 +536,7 @@ def events_overview(*, days: int = 14, top: int = 10, now: datetime | None = Non
     since = (now - timedelta(days=days - 1)).date()
     by_severity, per_day = _overview_counts(now=now, since=since)
     worst_first = list(reversed(Severity.choices))
-    ageing = []
+    ageing: list[AgeingRow] = []
     for value, label in worst_first:
         n, late, oldest = by_severity.get(value, (0, 0, None))
         ageing.append(
@@ -510,7 +567,7 @@ def events_overview(*, days: int = 14, top: int = 10, now: datetime | None = Non
     }
 
 
-def _overview_counts(*, now: datetime, since: date) -> tuple[dict, dict]:
+def _overview_counts(*, now: datetime, since: date) -> tuple[SeverityCounts, DayCounts]:
     """The overview's aggregates over all events: {severity: (open, overdue, oldest)} of
     open alerted events, and {day: {severity label: n}} of events raised since `since`.
 
@@ -533,7 +590,7 @@ def _overview_counts(*, now: datetime, since: date) -> tuple[dict, dict]:
     overdue = Q(pk__in=[])
     for value, label in Severity.choices:
         overdue |= Q(severity=value, created_at__lt=now - timedelta(days=targets[label]))
-    by_severity = {
+    by_severity: SeverityCounts = {
         sev: (n, late, oldest)
         for sev, n, late, oldest in AlertEvent.objects.filter(
             state__in=OPEN_STATES, suppressed=False
@@ -543,7 +600,7 @@ def _overview_counts(*, now: datetime, since: date) -> tuple[dict, dict]:
         .annotate(n=Count("id"), late=Count("id", filter=overdue), oldest=Min("created_at"))
     }
     labels = dict(Severity.choices)
-    per_day: dict[date, dict[str, int]] = {}
+    per_day: DayCounts = {}
     for day, sev, n in (
         AlertEvent.objects.filter(created_at__gte=_day_start(since))
         .annotate(day=TruncDate("created_at"))
@@ -557,7 +614,15 @@ def _overview_counts(*, now: datetime, since: date) -> tuple[dict, dict]:
     return by_severity, per_day
 
 
-def since_last_visit(*, user, since: datetime) -> dict:
+class SinceLastVisit(TypedDict):
+    since: datetime
+    new: QuerySet[AlertEvent]
+    closed: QuerySet[AlertEvent]
+    changed: QuerySet[AlertEvent]
+    triaged: QuerySet[EventAudit]
+
+
+def since_last_visit(*, user: User, since: datetime) -> SinceLastVisit:
     events = AlertEvent.objects.filter(created_at__gte=since).select_related("host")
     return {
         "since": since,

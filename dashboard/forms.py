@@ -1,8 +1,11 @@
 """Forms of the dashboard: validation only; writes go through services."""
 
 from datetime import datetime, time
+from typing import Any
 
 from django import forms
+from django.contrib.auth.models import User
+from django.http import QueryDict
 from django.utils import timezone
 
 from alerts.models import AlertEvent, EventState, Rule
@@ -39,13 +42,16 @@ class BulkTriageForm(forms.Form):
     reason = forms.CharField(required=False, max_length=NOTE_MAX)
     until = forms.DateField(required=False)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, data: QueryDict) -> None:
+        super().__init__(data)
+        self.query = data
+        ids = self.fields["ids"]
+        assert isinstance(ids, forms.TypedMultipleChoiceField)
         # Any id is a choice: an id that no longer exists is refused by the service.
-        self.fields["ids"].choices = [(v, v) for v in self.data.getlist("ids") if v.isdigit()]
+        ids.choices = [(v, v) for v in data.getlist("ids") if v.isdigit()]
 
     def seen(self) -> dict[int, str]:
-        pairs = (v.partition(":") for v in self.data.getlist("seen"))
+        pairs = (v.partition(":") for v in self.query.getlist("seen"))
         return {int(i): state for i, _, state in pairs if i.isdigit() and state}
 
     def until_at(self) -> datetime | None:
@@ -93,21 +99,23 @@ class RuleForm(forms.ModelForm):
             "reason": forms.TextInput(attrs={"size": 40}),
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["expires_at"].input_formats = [
+        expires_at = self.fields["expires_at"]
+        assert isinstance(expires_at, forms.DateTimeField)
+        expires_at.input_formats = [
             "%Y-%m-%dT%H:%M",
             "%Y-%m-%d %H:%M:%S",
             "%Y-%m-%d",
         ]
 
 
-def rule_initial_from_event(event: AlertEvent, user=None) -> dict:
+def rule_initial_from_event(event: AlertEvent, user: User | None = None) -> dict[str, Any]:
     """An allow rule for exactly this host and port, prefilled from an event; the owner
     is the network's owner, else the person writing the rule."""
     detail = event.detail or {}
     zone = detail.get("zone") or (event.host.network.zone if event.host.network else "")
-    initial = {
+    initial: dict[str, Any] = {
         "action": "allow",
         "ip_cidr": event.host.ip,
         "port_lo": event.port,

@@ -7,8 +7,12 @@ Contract: `agents.selectors.host_processes(*, host_id)` and
 """
 
 import importlib
+from collections.abc import Mapping
 
 from django.apps import apps
+
+from scanner.models import Port
+from scanner.selectors import FingerprintStep
 
 SLOTS = (
     ("processes", "Processes (host agent)", "agents", "agents.selectors", "host_processes"),
@@ -32,9 +36,14 @@ def host_slots(host) -> list[dict]:
     return out
 
 
-def port_rows(ports, slots: list[dict]) -> list[dict]:
-    """The host page's one table: each port with the processes its agent reports listening
-    on it now and its PoC verdicts, read from the slots' rows (matched on "port/proto")."""
+def port_rows(
+    ports: list[Port],
+    slots: list[dict],
+    history: Mapping[tuple[str, int], list[FingerprintStep]],
+) -> list[dict]:
+    """The host page's one table: each port with its fingerprint history, the processes
+    its agent reports listening on it now and its PoC verdicts, read from the slots' rows
+    (matched on "port/proto")."""
     by_key: dict[str, dict[str, list]] = {}
     for slot in slots:
         for row in slot["rows"]:
@@ -44,6 +53,7 @@ def port_rows(ports, slots: list[dict]) -> list[dict]:
     return [
         {
             "port": p,
+            "history": history.get((p.proto, p.port), []),
             "processes": by_key.get(f"{p.port}/{p.proto}", {}).get("processes", []),
             "poc": by_key.get(f"{p.port}/{p.proto}", {}).get("poc", []),
         }

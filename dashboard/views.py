@@ -2,11 +2,16 @@
 role, call a selector or a service, and render; no logic of their own."""
 
 import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypedDict, TypeVar
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db import connection
+from django.db.models import Model, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -14,27 +19,32 @@ from django.http import (
     HttpResponseBadRequest,
     HttpResponseNotAllowed,
     JsonResponse,
+    QueryDict,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.safestring import SafeString
 from django.views import defaults
 
-from accounts.roles import ADMIN, TRIAGER, VIEWER, has_role, role_required
+from accounts.roles import ADMIN, TRIAGER, VIEWER, AuthenticatedRequest, has_role, role_required
 from accounts.selectors import last_visit_start
 from agents import selectors as agents_selectors
 from alerts import selectors as alerts_selectors
-from alerts.filters import SORTS, event_filters_parse
+from alerts.filters import SORTS, EventFilters, event_filters_parse
 from alerts.models import AlertEvent, EventKind, EventState, HighRiskPort, Rule
 from alerts.rule_files import (
     MAX_BYTES,
+    PlanItem,
     RuleFileError,
     rules_document_dump,
     rules_document_parse,
 )
 from alerts.rules import RuleError
 from alerts.selectors import (
+    RulePreview,
     rule_entries_load,
     rule_spec_of,
     rules_import_preview,
@@ -49,9 +59,11 @@ from alerts.services.rules import (
 )
 from alerts.services.triage import TRIAGE_ACTIONS, TriageError, events_triage
 from alerts.severity import Severity
+from audit.models import AuditEntry
 from audit.selectors import audit_entries, audit_page_rows
 from dashboard import charts, slots
 from dashboard.forms import (
+    TRIAGE_STATES,
     BulkTriageForm,
     NoteForm,
     RuleForm,
@@ -60,25 +72,39 @@ from dashboard.forms import (
     rule_initial_from_event,
 )
 from poc.services.queue import RecheckRefused, poc_recheck
+from portmon.paging import RowsOf
 from scanner import selectors as scanner_selectors
 from scanner.models import Host, Network, PortState, ScanPolicy, ScanRun
 from scanner.services.runs import policy_run_now
 from scanner.targets import TargetError
 
 PAGE_SIZE = 50
+M = TypeVar("M", bound=Model)
 
 
-def _page(request: HttpRequest, qs, size: int = PAGE_SIZE):
+class EventsChart(TypedDict):
+    svg: SafeString
+    legend: SafeString
+    total: int
+
+
+class RunsChart(TypedDict):
+    svg: SafeString
+    legend: SafeString
+    degraded: int  # runs whose scan is not trusted
+
+
+def _page(request: HttpRequest, qs: QuerySet[M], size: int = PAGE_SIZE) -> Page[M]:
     return Paginator(qs, size).get_page(request.GET.get("page"))
 
 
-def _post_only(request: HttpRequest):
+def _post_only(request: HttpRequest) -> HttpResponseNotAllowed | None:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     return None
 
 
-def _events_chart(per_day: list) -> dict:
+def _events_chart(per_day: list[tuple[date, dict[str, int]]]) -> EventsChart:
     """New events per day, stacked by severity (worst at the bottom)."""
     names = [label for _, label in reversed(Severity.choices)]
     series = [(name, [counts.get(name, 0) for _, counts in per_day]) for name in names]
@@ -90,7 +116,7 @@ def _events_chart(per_day: list) -> dict:
     }
 
 
-def _runs_chart(finished: list) -> dict:
+def _runs_chart(finished: list[tuple[datetime, int, bool, str]]) -> RunsChart:
     """Open ports found by each finished run, one line per policy (runs of different
     policies cover different targets: one line would mix them)."""
     names = list(dict.fromkeys(series for *_, series in finished))
@@ -106,15 +132,20 @@ def _runs_chart(finished: list) -> dict:
 
 
 @role_required(VIEWER)
-def home(request: HttpRequest) -> HttpResponse:
-    context = {**scanner_selectors.scan_overview(), **alerts_selectors.events_overview()}
-    context["events_chart"] = _events_chart(context["events_per_day"])
-    context["runs_chart"] = _runs_chart(context.pop("finished_runs"))
+def home(request: AuthenticatedRequest) -> HttpResponse:
+    scans = scanner_selectors.scan_overview()
+    events = alerts_selectors.events_overview()
+    context = {
+        **events,
+        **{key: value for key, value in scans.items() if key != "finished_runs"},
+        "events_chart": _events_chart(events["events_per_day"]),
+        "runs_chart": _runs_chart(scans["finished_runs"]),
+    }
     return render(request, "dashboard/home.html", context)
 
 
 @role_required(VIEWER)
-def since(request: HttpRequest) -> HttpResponse:
+def since(request: AuthenticatedRequest) -> HttpResponse:
     start = last_visit_start(user=request.user)
     context = alerts_selectors.since_last_visit(user=request.user, since=start)
     return render(request, "dashboard/since.html", context)
@@ -123,15 +154,18 @@ def since(request: HttpRequest) -> HttpResponse:
 # --- Events -----------------------------------------------------------------------------
 
 
-# The events list is the work surface: open events, worst and longest waiting first.
-LIST_DEFAULTS = {"default_states": ("open",), "default_sort": "severity"}
+def _list_filters(params: QueryDict) -> EventFilters:
+    """The events list is the work surface: open events, worst and longest waiting first."""
+    return event_filters_parse(params, default_states=("open",), default_sort="severity")
+
+
 # Filters folded under "More filters" unless one of them is set.
 MORE_FILTERS = ("network", "host", "port", "since", "until", "rule", "suppressed")
 
 
 @role_required(VIEWER)
-def events_list(request: HttpRequest) -> HttpResponse:
-    filters = event_filters_parse(request.GET, **LIST_DEFAULTS)
+def events_list(request: AuthenticatedRequest) -> HttpResponse:
+    filters = _list_filters(request.GET)
     page = alerts_selectors.events_page(filters, number=request.GET.get("page"), size=PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
@@ -164,7 +198,7 @@ def events_list(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(TRIAGER)
-def events_bulk(request: HttpRequest) -> HttpResponse:
+def events_bulk(request: AuthenticatedRequest) -> HttpResponse:
     if response := _post_only(request):
         return response
     form = BulkTriageForm(request.POST)
@@ -173,7 +207,7 @@ def events_bulk(request: HttpRequest) -> HttpResponse:
     )
     if not form.is_valid():
         for field, errors in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(errors)}")
+            messages.error(request, f"{field}: {' '.join(str(e) for e in errors)}")
         return redirect(back)
     try:
         result = events_triage(
@@ -198,7 +232,7 @@ def events_bulk(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(VIEWER)
-def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
+def event_detail(request: AuthenticatedRequest, event_id: int) -> HttpResponse:
     try:
         event = alerts_selectors.event_detail(event_id)
     except AlertEvent.DoesNotExist:
@@ -209,11 +243,7 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
         "dashboard/event.html",
         {
             "event": event,
-            "next_states": [
-                (s, label)
-                for s, label in TriageForm.base_fields["to_state"].choices
-                if s in allowed
-            ],
+            "next_states": [(s, label) for s, label in TRIAGE_STATES if s in allowed],
             "note_form": NoteForm(),
             "can_triage": has_role(request.user, TRIAGER),
             "can_admin": has_role(request.user, ADMIN),
@@ -222,7 +252,7 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
 
 
 @role_required(TRIAGER)
-def event_transition(request: HttpRequest, event_id: int) -> HttpResponse:
+def event_transition(request: AuthenticatedRequest, event_id: int) -> HttpResponse:
     if response := _post_only(request):
         return response
     form = TriageForm(request.POST)
@@ -243,7 +273,7 @@ def event_transition(request: HttpRequest, event_id: int) -> HttpResponse:
 
 
 @role_required(TRIAGER)
-def event_recheck(request: HttpRequest, event_id: int) -> HttpResponse:
+def event_recheck(request: AuthenticatedRequest, event_id: int) -> HttpResponse:
     """Re-run a PoC finding's check now (the verdict fixes or reopens the finding)."""
     if response := _post_only(request):
         return response
@@ -262,7 +292,7 @@ def event_recheck(request: HttpRequest, event_id: int) -> HttpResponse:
 
 
 @role_required(TRIAGER)
-def event_note_view(request: HttpRequest, event_id: int) -> HttpResponse:
+def event_note_view(request: AuthenticatedRequest, event_id: int) -> HttpResponse:
     if response := _post_only(request):
         return response
     if not AlertEvent.objects.filter(pk=event_id).exists():
@@ -288,16 +318,18 @@ class _Echo:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_cell(value):
+def _csv_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
 
 
-def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
+def _csv_response(
+    name: str, header: list[str], rows: Iterable[Iterable[object]]
+) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
 
-    def lines():
+    def lines() -> Iterator[str]:
         yield writer.writerow(header)
         for row in rows:
             yield writer.writerow([_csv_cell(value) for value in row])
@@ -308,8 +340,8 @@ def _csv_response(name: str, header: list[str], rows) -> StreamingHttpResponse:
 
 
 @role_required(VIEWER)
-def events_csv(request: HttpRequest) -> StreamingHttpResponse:
-    filters = event_filters_parse(request.GET, **LIST_DEFAULTS)
+def events_csv(request: AuthenticatedRequest) -> StreamingHttpResponse:
+    filters = _list_filters(request.GET)
     labels = dict(Severity.choices)
     rows = (
         (
@@ -351,26 +383,32 @@ def events_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 
 @role_required(VIEWER)
-def hosts_list(request: HttpRequest) -> HttpResponse:
+def hosts_list(request: AuthenticatedRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:64]
     page = scanner_selectors.hosts_page(q=q, number=request.GET.get("page"), size=PAGE_SIZE)
     return render(request, "dashboard/hosts.html", {"page": page, "q": q})
 
 
 @role_required(VIEWER)
-def host_detail(request: HttpRequest, ip: str) -> HttpResponse:
+def host_detail(request: AuthenticatedRequest, ip: str) -> HttpResponse:
     try:
-        context = scanner_selectors.host_detail(ip)
+        detail = scanner_selectors.host_detail(ip)
     except (Host.DoesNotExist, ValueError):
         raise Http404("no such host") from None
-    context["events"] = alerts_selectors.host_events(host_id=context["host"].pk)
-    context["slots"] = slots.host_slots(context["host"])
-    context["port_rows"] = slots.port_rows(context["ports"], context["slots"])
+    host = detail["host"]
+    host_slots = slots.host_slots(host)
+    context = {
+        "host": host,
+        "ports": detail["ports"],
+        "events": alerts_selectors.host_events(host_id=host.pk),
+        "slots": host_slots,
+        "port_rows": slots.port_rows(detail["ports"], host_slots, detail["history"]),
+    }
     return render(request, "dashboard/host.html", context)
 
 
 @role_required(VIEWER)
-def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
+def ports_csv(request: AuthenticatedRequest) -> HttpResponseBase:
     """Open ports (default), closed ones (?state=closed) or every port (?state=all)."""
     state = request.GET.get("state", PortState.OPEN)
     if state not in (PortState.OPEN, PortState.CLOSED, "all"):
@@ -384,14 +422,14 @@ def ports_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 
 @role_required(VIEWER)
-def runs_list(request: HttpRequest) -> HttpResponse:
+def runs_list(request: AuthenticatedRequest) -> HttpResponse:
     page = _page(request, scanner_selectors.runs_list())
     active = any(run.state in scanner_selectors.ACTIVE_RUN_STATES for run in page.object_list)
     return render(request, "dashboard/runs.html", {"page": page, "active": active})
 
 
 @role_required(VIEWER)
-def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_detail(request: AuthenticatedRequest, run_id: int) -> HttpResponse:
     try:
         context = scanner_selectors.run_tree(run_id)
     except ScanRun.DoesNotExist:
@@ -403,7 +441,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @role_required(VIEWER)
-def policies_list(request: HttpRequest) -> HttpResponse:
+def policies_list(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/policies.html",
@@ -412,7 +450,7 @@ def policies_list(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(ADMIN)
-def policy_run(request: HttpRequest, policy_id: int) -> HttpResponse:
+def policy_run(request: AuthenticatedRequest, policy_id: int) -> HttpResponse:
     if response := _post_only(request):
         return response
     try:
@@ -427,14 +465,14 @@ def policy_run(request: HttpRequest, policy_id: int) -> HttpResponse:
 
 
 @role_required(VIEWER)
-def networks_list(request: HttpRequest) -> HttpResponse:
+def networks_list(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request, "dashboard/networks.html", {"networks": scanner_selectors.networks_list()}
     )
 
 
 @role_required(VIEWER)
-def agents_page(request: HttpRequest) -> HttpResponse:
+def agents_page(request: AuthenticatedRequest) -> HttpResponse:
     """Host agents and the cross-check of their reports with the scans."""
     context = {"agents": agents_selectors.agents_list(), "checks": agents_selectors.cross_check()}
     return render(request, "dashboard/agents.html", context)
@@ -444,7 +482,7 @@ def agents_page(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(VIEWER)
-def rules_list(request: HttpRequest) -> HttpResponse:
+def rules_list(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/rules.html",
@@ -461,12 +499,12 @@ def rules_list(request: HttpRequest) -> HttpResponse:
 SPEC_FIELDS = ("action", "ip_cidr", "process", "port_lo", "port_hi", "proto", "zone")
 
 
-def _rule_preview(fields: dict, rule: Rule | None) -> dict:
+def _rule_preview(fields: dict[str, Any], rule: Rule | None) -> RulePreview:
     draft = Rule(pk=rule.pk if rule else None, **fields)
     return alerts_selectors.rule_preview(spec=rule_spec_of(draft))
 
 
-def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
+def _rule_form_page(request: AuthenticatedRequest, rule: Rule | None) -> HttpResponse:
     initial, event = {}, None
     if rule is None and request.GET.get("from_event", "").isdigit():
         event = (
@@ -521,12 +559,12 @@ def _rule_form_page(request: HttpRequest, rule: Rule | None) -> HttpResponse:
 
 
 @role_required(ADMIN)
-def rule_new(request: HttpRequest) -> HttpResponse:
+def rule_new(request: AuthenticatedRequest) -> HttpResponse:
     return _rule_form_page(request, None)
 
 
 @role_required(ADMIN)
-def rule_edit(request: HttpRequest, rule_id: int) -> HttpResponse:
+def rule_edit(request: AuthenticatedRequest, rule_id: int) -> HttpResponse:
     rule = Rule.objects.filter(pk=rule_id).first()
     if rule is None:
         raise Http404("no such rule")
@@ -534,7 +572,7 @@ def rule_edit(request: HttpRequest, rule_id: int) -> HttpResponse:
 
 
 @role_required(ADMIN)
-def rule_expire_view(request: HttpRequest, rule_id: int) -> HttpResponse:
+def rule_expire_view(request: AuthenticatedRequest, rule_id: int) -> HttpResponse:
     if response := _post_only(request):
         return response
     try:
@@ -546,7 +584,7 @@ def rule_expire_view(request: HttpRequest, rule_id: int) -> HttpResponse:
 
 
 @role_required(ADMIN)
-def rules_export_view(request: HttpRequest) -> HttpResponse:
+def rules_export_view(request: AuthenticatedRequest) -> HttpResponse:
     now = timezone.now()
     text = rules_document_dump([e for _, e in rule_entries_load()], exported_at=now)
     response = HttpResponse(text, content_type="application/json; charset=utf-8")
@@ -556,10 +594,11 @@ def rules_export_view(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(ADMIN)
-def rules_import_view(request: HttpRequest) -> HttpResponse:
+def rules_import_view(request: AuthenticatedRequest) -> HttpResponse:
     """Upload -> dry run (what each rule would do, events of the last 7 days) -> import."""
     form = RulesImportForm(request.POST or None, request.FILES or None)
-    context = {"form": form, "preview": None, "error": None}
+    preview: list[tuple[PlanItem, int]] | None = None
+    error: str | None = None
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         raw = upload.read(MAX_BYTES + 1) if upload else form.cleaned_data["document"]
@@ -568,7 +607,7 @@ def rules_import_view(request: HttpRequest) -> HttpResponse:
                 raise RuleFileError("choose a rules file (written by Export)")
             entries = rules_document_parse(raw)
         except RuleFileError as exc:
-            context["error"] = str(exc)
+            error = str(exc)
         else:
             if "apply" in request.POST and not upload:
                 done = rules_import(entries=entries)
@@ -579,14 +618,24 @@ def rules_import_view(request: HttpRequest) -> HttpResponse:
                     f"{changes.count('update')} updated, {changes.count('unchanged')} unchanged",
                 )
                 return redirect("dashboard:rules")
-            context["preview"] = rules_import_preview(entries)
+            preview = rules_import_preview(entries)
             # Decoded by rules_document_parse already: this cannot fail.
             text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            context["form"] = RulesImportForm(initial={"document": text})
+            form = RulesImportForm(initial={"document": text})
+    context = {"form": form, "preview": preview, "error": error}
     return render(request, "dashboard/rules_import.html", context)
 
 
 # --- Audit ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """An audit entry (with its field changes, audit.selectors) and where its object is
+    shown ("" when nowhere this user may go)."""
+
+    entry: AuditEntry
+    link: str
 
 
 # Where an audited object is shown: a dashboard page, else its admin page (staff only).
@@ -597,7 +646,7 @@ AUDIT_PAGES = {
 }
 
 
-def _audit_link(entry, staff: bool) -> str:
+def _audit_link(entry: AuditEntry, staff: bool) -> str:
     if not entry.object_id.isdigit():
         return ""
     if entry.object_type in AUDIT_PAGES:
@@ -612,11 +661,13 @@ def _audit_link(entry, staff: bool) -> str:
 
 
 @role_required(ADMIN)
-def audit_log(request: HttpRequest) -> HttpResponse:
-    page = _page(request, audit_entries())
-    page.object_list = audit_page_rows(page.object_list)
-    for entry in page.object_list:
-        entry.link = _audit_link(entry, request.user.is_staff)
+def audit_log(request: AuthenticatedRequest) -> HttpResponse:
+    staff = request.user.is_staff
+
+    def rows(entries: list[AuditEntry]) -> list[AuditRow]:
+        return [AuditRow(entry, _audit_link(entry, staff)) for entry in audit_page_rows(entries)]
+
+    page = Paginator(RowsOf(audit_entries(), rows), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "dashboard/audit.html", {"page": page})
 
 
@@ -627,14 +678,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def page_not_found(request: HttpRequest, exception=None) -> HttpResponse:
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """JSON under /api/ (what the API's clients and its schema expect), else Django's page."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
     return defaults.page_not_found(request, exception)
 
 
-def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """A request Django refused before any view (a malformed multipart body, too many
     fields): JSON under /api/, else Django's page."""
     if request.path.startswith("/api/"):
@@ -642,5 +693,5 @@ def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
     return defaults.bad_request(request, exception)
 
 
-def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return render(request, "dashboard/403.html", {"reason": str(exception or "")}, status=403)

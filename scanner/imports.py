@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 from xml.parsers import expat
 
 from scanner.findings import Finding
@@ -175,6 +175,12 @@ _BLANK = re.compile(r"[ \t\r\n]*")
 _BLANK_OR_COMMA = re.compile(r"[ \t\r\n,]*")
 
 
+def _skip(blank: re.Pattern[str], buf: str, pos: int) -> int:
+    """The index past the run of `blank` (a pattern that also matches nothing) at pos."""
+    match = blank.match(buf, pos)
+    return match.end() if match else pos
+
+
 def _masscan_json(
     chunks: Iterator[bytes], *, report: ImportReport, allow_truncated: bool
 ) -> Iterator[Finding]:
@@ -202,13 +208,13 @@ def _masscan_json(
         return True
 
     fill()
-    pos = _BLANK.match(buf).end()
+    pos = _skip(_BLANK, buf, 0)
     if buf[pos : pos + 1] != "[":  # the sniffer saw "[": only a BOM-less oddity lands here
         raise ImportFileError("masscan JSON must be an array of records")
     pos += 1
     number = 0
     while True:
-        pos = _BLANK_OR_COMMA.match(buf, pos).end()
+        pos = _skip(_BLANK_OR_COMMA, buf, pos)
         if pos >= len(buf):
             if fill():
                 continue
@@ -239,7 +245,7 @@ def _masscan_json(
         yield from _masscan_record(record, where, report)
     # After the array: only blank space, however far the file goes on.
     while True:
-        pos = _BLANK.match(buf, pos).end()
+        pos = _skip(_BLANK, buf, pos)
         if pos < len(buf):
             raise ImportFileError(f"unexpected {_show(buf[pos])} after the closing ]")
         if not fill():
@@ -301,38 +307,52 @@ def _masscan_record(record: dict, where: str, report: ImportReport) -> Iterator[
 _PORT_ID = re.compile(r"[0-9]{1,5}")
 
 
+@dataclass
+class _PortRead:
+    """A <port> element as read so far: its attributes, and what its children said (kept
+    apart: an attribute named "state" or "service" on <port> is not its <state>)."""
+
+    where: str
+    attrs: dict[str, str]
+    state: str = ""
+    service: dict[str, str] = field(default_factory=dict)
+    cpes: list[str] = field(default_factory=list)
+
+
 class _NmapHandler:
     """expat callbacks: collects one <host> at a time and emits its open ports at </host>."""
 
-    def __init__(self, report: ImportReport):
+    def __init__(self, report: ImportReport, parser: expat.XMLParserType):
         self.report = report
+        self.parser = parser
         self.depth = 0
         self.root_closed = False
         self.ready: list[Finding] = []
-        self.parser: expat.XMLParserType | None = None
         self.last_event = 0
         self._reset_host()
 
     def _reset_host(self) -> None:
         self.in_host = False
         self.addresses: list[str] = []
-        self.ports: list[dict] = []
-        self.port: dict | None = None
+        self.ports: list[_PortRead] = []
+        self.port: _PortRead | None = None
         self.cpe: list[str] | None = None
 
     def _where(self) -> str:
-        return f"line {self.parser.CurrentLineNumber}" if self.parser else "nmap XML"
+        return f"line {self.parser.CurrentLineNumber}"
 
-    def doctype(self, name, system_id, public_id, has_internal_subset) -> None:
+    def doctype(
+        self, name: str, system_id: str | None, public_id: str | None, has_internal_subset: bool
+    ) -> None:
         # nmap writes a bare <!DOCTYPE nmaprun>. A DTD (internal subset or external id) is
         # how entity bombs and external entities get in: refused, never expanded or fetched.
         if has_internal_subset or system_id or public_id:
             raise ImportFileError(f"{self._where()}: DTDs and entities are not accepted")
 
-    def entity(self, *args) -> None:
+    def entity(self, *args: object) -> NoReturn:
         raise ImportFileError(f"{self._where()}: DTDs and entities are not accepted")
 
-    def progress(self, *args) -> None:
+    def progress(self, *args: object) -> None:
         self.last_event = self.parser.CurrentByteIndex
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
@@ -360,12 +380,14 @@ class _NmapHandler:
         elif tag == "address" and attrs.get("addrtype") in ("ipv4", "ipv6"):
             self.addresses.append(ip_check(attrs.get("addr"), self._where()))
         elif tag == "port":
-            self.port = {"where": self._where(), **attrs}
+            if self.port is not None:  # nmap never nests them
+                raise ImportFileError(f"{self._where()}: a <port> inside a <port>")
+            self.port = _PortRead(where=self._where(), attrs=attrs)
         elif self.port is not None:
             if tag == "state":
-                self.port["state"] = attrs.get("state", "")
+                self.port.state = attrs.get("state", "")
             elif tag == "service":
-                self.port["service"] = attrs
+                self.port.service = attrs
             elif tag == "cpe":
                 self.cpe = []
 
@@ -382,7 +404,8 @@ class _NmapHandler:
         if not self.in_host:
             return
         if tag == "cpe" and self.cpe is not None:
-            self.port.setdefault("cpes", []).append("".join(self.cpe).strip())
+            if self.port is not None:  # always: <cpe> is read only inside a <port>
+                self.port.cpes.append("".join(self.cpe).strip())
             self.cpe = None
         elif tag == "port" and self.port is not None:
             self.ports.append(self.port)
@@ -396,9 +419,9 @@ class _NmapHandler:
     def _host_findings(self) -> list[Finding]:
         findings = []
         for port in self.ports:
-            if port.get("state") != "open":
+            if port.state != "open":
                 continue
-            where, proto, portid = port["where"], port.get("protocol"), port.get("portid")
+            where, proto, portid = port.where, port.attrs.get("protocol"), port.attrs.get("portid")
             if proto not in PORT_PROTOCOLS:
                 _untracked_or_refuse(proto, where, self.report)
                 continue
@@ -408,14 +431,14 @@ class _NmapHandler:
                 raise ImportFileError(f"{where}: port must be 1-65535, not {_show(portid)}")
             if not self.addresses:
                 raise ImportFileError(f"{where}: an open port on a host without an IP address")
-            info = port.get("service", {})
+            info = port.service
             name, tunnel = info.get("name", ""), info.get("tunnel", "")
             fields = _clip(
                 service=f"{tunnel}/{name}" if tunnel and name else name,
                 product=info.get("product", ""),
                 version=info.get("version", ""),
                 extrainfo=info.get("extrainfo", ""),
-                cpe=" ".join(port.get("cpes", [])),
+                cpe=" ".join(port.cpes),
             )
             # The first address is the one nmap scanned (python-libnmap takes it too).
             findings.append(Finding(ip=self.addresses[0], port=int(portid), proto=proto, **fields))
@@ -428,8 +451,7 @@ def _nmap_xml(
     parser = expat.ParserCreate()
     # Never read parameter entities or an external DTD subset, whatever the document says.
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    handler = _NmapHandler(report)
-    handler.parser = parser
+    handler = _NmapHandler(report, parser)
     parser.StartDoctypeDeclHandler = handler.doctype
     parser.EntityDeclHandler = handler.entity
     parser.UnparsedEntityDeclHandler = handler.entity
@@ -493,11 +515,14 @@ class CoverageError(ValueError):
     """What an import covers cannot be told; the message says what to pass."""
 
 
-def coverage_targets_parse(text: str) -> list:
+Networks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def coverage_targets_parse(text: str) -> Networks:
     """IPs, CIDRs and A-B ranges (comma or space separated) as networks; host names and
     anything else raise CoverageError (nothing is resolved). No size limit: a covered /64
     is only compared with, never scanned."""
-    networks = []
+    networks: Networks = []
     for token in re.split(r"[,\s]+", text.strip(), flags=re.A):
         if not token:
             continue
@@ -516,7 +541,7 @@ def coverage_targets_parse(text: str) -> list:
     return [normalise_network(n) for n in networks]
 
 
-def nmap_args_targets(args: str | None) -> list | None:
+def nmap_args_targets(args: str | None) -> Networks | None:
     """The networks an nmap command line names as targets; None when it does not say
     (no command line, -iL/-iR/--exclude, a host name, a form this reader does not know)."""
     if not args:
@@ -525,7 +550,8 @@ def nmap_args_targets(args: str | None) -> list | None:
         tokens = shlex.split(args)
     except ValueError:
         return None
-    networks, skip = [], True  # the first token is the program
+    networks: Networks = []
+    skip = True  # the first token is the program
     for token in tokens:
         if skip:
             skip = False
@@ -546,21 +572,31 @@ def nmap_args_targets(args: str | None) -> list | None:
     return networks or None
 
 
-def targets_within(networks, scope: Scope) -> list:
+def targets_within(networks: Networks, scope: Scope) -> Networks:
     """The parts of `networks` inside the scope's networks (exclusions are never scanned by
     Portmon, so nothing in them is ever tracked either)."""
     kept = []
     for network in networks:
         for inside, _zone in scope.networks:
-            if network.version != inside.version:
-                continue
-            if network.subnet_of(inside):
+            if _subnet_of(network, inside):
                 kept.append(network)
-            elif inside.subnet_of(network):
+            elif _subnet_of(inside, network):
                 kept.append(inside)
     v4 = ipaddress.collapse_addresses(n for n in kept if n.version == 4)
     v6 = ipaddress.collapse_addresses(n for n in kept if n.version == 6)
     return [*v4, *v6]
+
+
+def _subnet_of(
+    a: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    b: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    """a inside b; False across IP versions."""
+    if isinstance(a, ipaddress.IPv4Network) and isinstance(b, ipaddress.IPv4Network):
+        return a.subnet_of(b)
+    if isinstance(a, ipaddress.IPv6Network) and isinstance(b, ipaddress.IPv6Network):
+        return a.subnet_of(b)
+    return False
 
 
 def import_coverage(
@@ -580,9 +616,8 @@ def import_coverage(
     if targets:
         networks = coverage_targets_parse(targets)
     elif report.format == "nmap":
-        networks = nmap_args_targets(report.nmap_args)
-        if networks is None:
-            networks = [ipaddress.ip_network(ip) for ip in report.hosts]
+        named = nmap_args_targets(report.nmap_args)
+        networks = named if named is not None else [ipaddress.ip_network(ip) for ip in report.hosts]
     else:
         raise CoverageError(MASSCAN_TARGETS_REQUIRED)
     covered = targets_within(networks, scope)
@@ -599,10 +634,12 @@ def import_coverage(
     return ImportCoverage(format_targets(covered), port_text, udp_text)
 
 
-class ImportCoverage(tuple):
+class ImportCoverage(tuple[str, str]):
     """(targets, TCP ports, UDP ports) an imported file covered; unpacks as the first two."""
 
-    def __new__(cls, targets: str, ports: str, udp_ports: str = ""):
+    udp_ports: str
+
+    def __new__(cls, targets: str, ports: str, udp_ports: str = "") -> "ImportCoverage":
         instance = super().__new__(cls, (targets, ports))
         instance.udp_ports = udp_ports
         return instance

@@ -1,6 +1,9 @@
 """Reads of the scanner's state for the CLI, the reaper, the dashboard and the API."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypedDict
 
 from django.conf import settings
 from django.core.cache import cache
@@ -8,6 +11,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 
 from portmon.cachekeys import cache_key
+from portmon.paging import RowsOf
 from scanner.models import (
     CoverageSpan,
     Host,
@@ -79,10 +83,12 @@ def run_progress(*, run_id: int) -> dict:
     }
 
 
-def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
+def coverage_spans(
+    *, network_ids: Iterable[int], before: datetime
+) -> dict[int, list[tuple[datetime, str, str, str]]]:
     """{network_id: [(at, address ranges, port ranges, proto)]} of spans recorded before
     `before`."""
-    spans: dict[int, list[tuple]] = {}
+    spans: dict[int, list[tuple[datetime, str, str, str]]] = {}
     rows = CoverageSpan.objects.filter(network_id__in=sorted(network_ids), at__lt=before)
     fields = ("network_id", "at", "addresses", "ports", "proto")
     for net_id, at, addresses, ports, proto in rows.values_list(*fields):
@@ -93,7 +99,26 @@ def coverage_spans(*, network_ids, before) -> dict[int, list[tuple]]:
 # --- Lists and pages (the dashboard, the API) -----------------------------------------
 
 
-def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
+class NetworkExposure(TypedDict):
+    network_id: int | None
+    cidr: str | None
+    zone: str
+    open: int
+    services: list[tuple[str, int]]
+    other: int
+
+
+class ScanOverview(TypedDict):
+    open_ports: int
+    hosts: int
+    networks: int
+    runs: Sequence[ScanRun]  # annotated with shard_count and shards_failed
+    # (created_at, ports_found, degraded, series)
+    finished_runs: list[tuple[datetime, int, bool, str]]
+    exposure: list[NetworkExposure]
+
+
+def scan_overview(*, runs: int = 10, finished: int = 30) -> ScanOverview:
     """Counts and recent runs for the home page; `finished_runs`: (created_at, ports_found,
     degraded, series) of the last finished runs, oldest first, `series` naming what the run
     scanned (its policy, or "ad hoc" / "imports"): one policy's runs are one line of a
@@ -125,7 +150,7 @@ def scan_overview(*, runs: int = 10, finished: int = 30) -> dict:
     }
 
 
-def network_exposure(*, services: int = 6) -> list[dict]:
+def network_exposure(*, services: int = 6) -> list[NetworkExposure]:
     """Open ports per network, by service, largest network first: [{"network_id", "cidr",
     "zone" (None for hosts outside every network), "open", "services": [(service, count)]
     the `services` largest, "other": ports of the rest}]. One grouped query over open
@@ -154,7 +179,7 @@ def network_exposure(*, services: int = 6) -> list[dict]:
         name = service or "unknown"
         bucket[name] = bucket.get(name, 0) + n
     nets = Network.objects.in_bulk([pk for pk in per_net if pk is not None])
-    out = []
+    out: list[NetworkExposure] = []
     for net_id, counts in per_net.items():
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         net = nets.get(net_id)
@@ -211,23 +236,31 @@ def hosts_list(*, q: str = "") -> QuerySet[Host]:
     return qs.order_by("ip")
 
 
-def hosts_page(*, q: str = "", number, size: int) -> Page:
-    """A page of hosts by IP, each with its open-port count.
+@dataclass(frozen=True)
+class HostRow:
+    """A host as the hosts list shows it (network loaded), with its open-port count."""
 
-    Counted for the page's hosts only: annotating the list grouped every host's ports
-    before the page was cut (10,000 hosts: 0.35 s, bench/dashboard_bench.py).
-    """
-    page = Paginator(hosts_list(q=q), size).get_page(number)
-    hosts = list(page.object_list)
+    host: Host
+    open_ports: int
+
+
+def _host_rows(hosts: list[Host]) -> list[HostRow]:
+    """The hosts of a page with their open-port counts (one grouped query)."""
     counts = dict(
         Port.objects.filter(host__in=hosts, state=PortState.OPEN)
         .values_list("host_id")
         .annotate(n=Count("id"))
     )
-    for host in hosts:
-        host.open_ports = counts.get(host.pk, 0)
-    page.object_list = hosts
-    return page
+    return [HostRow(host=host, open_ports=counts.get(host.pk, 0)) for host in hosts]
+
+
+def hosts_page(*, q: str = "", number: str | None, size: int) -> Page[HostRow]:
+    """A page of hosts by IP, each with its open-port count.
+
+    Counted for the page's hosts only: annotating the list grouped every host's ports
+    before the page was cut (10,000 hosts: 0.35 s, bench/dashboard_bench.py).
+    """
+    return Paginator(RowsOf(hosts_list(q=q), _host_rows), size).get_page(number)
 
 
 # Observations of one host read for its ports' fingerprint history (newest first): a
@@ -235,10 +268,22 @@ def hosts_page(*, q: str = "", number, size: int) -> Page:
 HOST_HISTORY_ROWS = 1500
 
 
-def host_detail(ip: str) -> dict:
-    """A host and its ports, open ones first, each with `history`: its fingerprints as they
-    changed (oldest first, consecutive repeats collapsed, unfingerprinted runs left out);
-    Host.DoesNotExist, or ValueError for a malformed address."""
+class FingerprintStep(TypedDict):
+    label: str
+    since: datetime
+
+
+class HostDetail(TypedDict):
+    host: Host
+    ports: list[Port]
+    # {(proto, port): fingerprints}
+    history: dict[tuple[str, int], list[FingerprintStep]]
+
+
+def host_detail(ip: str) -> HostDetail:
+    """A host and its ports, open ones first, and each port's `history`: its fingerprints as
+    they changed (oldest first, consecutive repeats collapsed, unfingerprinted runs left
+    out); Host.DoesNotExist, or ValueError for a malformed address."""
     host = Host.objects.select_related("network").get(ip=ip)
     ports = sorted(
         Port.objects.filter(host=host),
@@ -251,15 +296,13 @@ def host_detail(ip: str) -> dict:
             :HOST_HISTORY_ROWS
         ]
     )
-    history: dict[tuple[str, int], list[dict]] = {}
+    history: dict[tuple[str, int], list[FingerprintStep]] = {}
     for proto, port, service, product, version, at in reversed(list(seen)):
         label = " ".join(x for x in (service, product, version) if x)
         steps = history.setdefault((proto, port), [])
         if label and (not steps or steps[-1]["label"] != label):
             steps.append({"label": label, "since": at})
-    for p in ports:
-        p.history = history.get((p.proto, p.port), [])
-    return {"host": host, "ports": ports}
+    return {"host": host, "ports": ports, "history": history}
 
 
 # A run in one of these states is still moving: its pages refresh themselves.

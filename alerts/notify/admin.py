@@ -1,6 +1,10 @@
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from alerts.notify import channels
 from alerts.notify.chat import ChatError
@@ -28,14 +32,14 @@ class MessageAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Message._meta.fields]
     actions = ["retry_now"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
         return False
 
     @admin.action(description="Retry now (unsent messages only)")
-    def retry_now(self, request, queryset):
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         count = messages_retry_now(message_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} messages are due now.")
 
@@ -57,8 +61,9 @@ class ChatChannelForm(forms.ModelForm):
         model = ChatChannel
         fields = ("name", "new_url", "owner_email", "immediate", "digest", "enabled")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         url = cleaned.get("new_url")
         if not url and not self.instance.url:
             self.add_error("new_url", "A new channel needs its URL.")
@@ -89,15 +94,15 @@ class ChatChannelAdmin(admin.ModelAdmin):
     readonly_fields = ("service", "url_masked", "created_at")
     actions = ["send_test"]
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: ChatChannel) -> None:
         channels.chat_channel_delete(name=obj.name)
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ChatChannel]) -> None:
         for name in queryset.values_list("name", flat=True):
             channels.chat_channel_delete(name=name)
 
     @admin.action(description="Send a test message")
-    def send_test(self, request, queryset):
+    def send_test(self, request: HttpRequest, queryset: QuerySet[ChatChannel]) -> None:
         for channel in queryset:
             try:
                 channels.chat_channel_test(channel=channel)

@@ -3,6 +3,7 @@ delivery and the test message. The outbox (services) queues and retries chat mes
 emails."""
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from alerts.severity import Severity
 # Events a chat digest lists (the worst first); chat is a summary, the email has them all.
 CHAT_DIGEST_ITEMS = 10
 # Apprise notification types: how a chat service colours the message.
-NOTIFY_TYPES = {
+NOTIFY_TYPES: dict[int, str] = {
     Severity.CRITICAL: "failure",
     Severity.HIGH: "failure",
     Severity.MEDIUM: "warning",
@@ -112,7 +113,7 @@ def chat_message(
     )
 
 
-def immediate_body(*, item: Item, fmt) -> tuple[str, str]:
+def immediate_body(*, item: Item, fmt: Callable[[datetime], str]) -> tuple[str, str]:
     """(text, Apprise type) of an immediate alert in chat."""
     text = chat_render("immediate", {"item": item, "fmt": fmt})
     return text, NOTIFY_TYPES.get(item.severity, "warning")

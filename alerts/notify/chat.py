@@ -11,12 +11,18 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 import urllib3.util.connection
+from apprise import NotifyBase
+
+# urllib3's own types and "no timeout given" sentinel (urllib3 is pinned).
+from urllib3.util.connection import _TYPE_SOCKET_OPTIONS
+from urllib3.util.timeout import _DEFAULT_TIMEOUT, _TYPE_TIMEOUT
 
 from alerts.notify.transports import WebhookError, connect_checked, host_refusal
 
@@ -81,7 +87,7 @@ def _mask_segment(segment: str) -> str:
     return f"{segment[0]}...{segment[-1]}"
 
 
-def _masked(plugin) -> str:
+def _masked(plugin: NotifyBase) -> str:
     """Apprise's private form of the URL without its parameters, every path part masked
     (Apprise keeps the path of a JSON endpoint, which often holds a token)."""
     private = plugin.url(privacy=True).split("?", 1)[0]
@@ -168,17 +174,20 @@ _original_create_connection = getattr(
 
 
 def _create_connection(
-    address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, socket_options=None
-):
+    address: tuple[str, int],
+    timeout: _TYPE_TIMEOUT = _DEFAULT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+    socket_options: _TYPE_SOCKET_OPTIONS | None = None,
+) -> socket.socket:
     """urllib3's create_connection (requests, so Apprise, connect through it); while this
     thread sends to a chat channel, each resolved address is checked before connecting."""
     if not getattr(_state, "checked", False):
         return _original_create_connection(address, timeout, source_address, socket_options)
-    if not isinstance(timeout, int | float):  # urllib3's "default" sentinel
-        timeout = socket._GLOBAL_DEFAULT_TIMEOUT
+    # urllib3's "default" sentinel (or None): the socket's default timeout.
+    seconds = timeout if isinstance(timeout, int | float) else None
     host, port = address
     try:
-        return connect_checked((host.strip("[]"), port), timeout, source_address, socket_options)
+        return connect_checked((host.strip("[]"), port), seconds, source_address, socket_options)
     except WebhookError as exc:
         _state.refusal = str(exc)
         # An OSError: requests reports it as a connection error like any other.
@@ -190,7 +199,7 @@ urllib3.util.connection.create_connection = _create_connection
 
 
 @contextmanager
-def _using(url: str, masked: str, *, check_destinations: bool):
+def _using(url: str, masked: str, *, check_destinations: bool) -> Iterator[threading.local]:
     _state.secrets = secrets_of(url, masked)
     _state.reasons = []
     _state.refusal = ""
@@ -205,7 +214,7 @@ def _using(url: str, masked: str, *, check_destinations: bool):
 # --- The interface ---------------------------------------------------------------------
 
 
-def _instantiate(url: str):
+def _instantiate(url: str) -> tuple[NotifyBase, str]:
     url = url.strip()
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if not scheme:

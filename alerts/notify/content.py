@@ -36,13 +36,13 @@ SECTIONS = (
 )
 KNOWN_KINDS = {kind for _, _, kinds in SECTIONS for kind in kinds}
 # Severity colours of the HTML emails (badge background; white text reads on each).
-SEVERITY_COLOURS = {
+SEVERITY_COLOURS: dict[int, str] = {
     Severity.CRITICAL: "#7f1d1d",
     Severity.HIGH: "#c2410c",
     Severity.MEDIUM: "#a16207",
     Severity.LOW: "#475569",
 }
-SEVERITY_LABELS = dict(Severity.choices)
+SEVERITY_LABELS: dict[int, str] = dict(Severity.choices)
 # PoC evidence shown in an alert: the first lines of what the check saw (the dashboard
 # has the rest); the check itself caps evidence at a few KB.
 EVIDENCE_LINES = 20
@@ -130,17 +130,17 @@ class Item:
             old, new = fingerprint_label(d.get("old")), fingerprint_label(d.get("new"))
             if old or new:
                 return f"{old or '?'} -> {new or '?'}"
-        text = next(
-            (d[k] for k in ("summary", "title", "finding") if isinstance(d.get(k), str) and d[k]),
-            "",
-        )
+        texts = (d.get(k) for k in ("summary", "title", "finding"))
+        text = next((t for t in texts if isinstance(t, str) and t), "")
         text = (
             text
             or fingerprint_label(d.get("fingerprint"))
             or fingerprint_label(d.get("new"))
             or fingerprint_label(d)
         )
-        reason = d.get("reason") if isinstance(d.get("reason"), str) else ""
+        reason = d.get("reason")
+        if not isinstance(reason, str):
+            reason = ""
         if self.kind == "poc_finding":
             # A PoC finding's "reason" is its severity, shown on its own.
             reason = ""

@@ -10,10 +10,14 @@ import ipaddress
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
+from email.message import Message
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.core.mail.backends.base import BaseEmailBackend
 
 SIGNATURE_HEADER = "X-Portmon-Signature"
 # Errors that say the server is not reachable at all: the rest of a batch would fail too.
@@ -25,7 +29,13 @@ class WebhookError(Exception):
 
 
 def email_build(
-    *, to: str, subject: str, text: str, html: str, message_id: str, connection=None
+    *,
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    message_id: str,
+    connection: BaseEmailBackend | None = None,
 ) -> EmailMultiAlternatives:
     domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
     email = EmailMultiAlternatives(
@@ -58,7 +68,15 @@ def signature(*, body: bytes, secret: str) -> str:
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     # A redirect is not an acceptance: following it would turn the POST into a GET.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> None:
         return None
 
 
@@ -89,13 +107,16 @@ def destination_refusal(address: str) -> str | None:
 
 
 def connect_checked(
-    address,
-    timeout=socket._GLOBAL_DEFAULT_TIMEOUT,
-    source_address=None,
-    socket_options=None,
-):
+    address: tuple[str, int],
+    timeout: float | None = None,
+    source_address: tuple[str, int] | None = None,
+    socket_options: Iterable[tuple[int, int, int | bytes]] | None = None,
+) -> socket.socket:
     """socket.create_connection, every resolved address checked before a packet is sent
     (the addresses checked are the ones connected to: no second lookup to rebind).
+
+    timeout: seconds; anything else (None, http.client's "not given" sentinel) leaves the
+    socket's default (socket.getdefaulttimeout()).
 
     Also what chat channels connect through (alerts.notify.chat), so one rule covers both.
     """
@@ -104,14 +125,15 @@ def connect_checked(
     for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
         host, port, 0, socket.SOCK_STREAM
     ):
-        refusal = destination_refusal(sockaddr[0])
+        address_text = str(sockaddr[0])  # an IP: only AF_INET/AF_INET6 give SOCK_STREAM
+        refusal = destination_refusal(address_text)
         if refusal:
-            raise WebhookError(f"host {host} is {sockaddr[0]}, {refusal}; {ALLOW_LOCAL_HINT}")
+            raise WebhookError(f"host {host} is {address_text}, {refusal}; {ALLOW_LOCAL_HINT}")
         sock = socket.socket(family, kind, proto)
         try:
             for level, name, value in socket_options or ():
                 sock.setsockopt(level, name, value)
-            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+            if isinstance(timeout, int | float):
                 sock.settimeout(timeout)
             if source_address:
                 sock.bind(source_address)
@@ -132,7 +154,7 @@ def host_refusal(host: str) -> str | None:
         ipaddress.ip_address(host.split("%")[0])
     except ValueError:
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+            addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
         except (OSError, UnicodeError):
             return None
     else:
@@ -144,26 +166,30 @@ def host_refusal(host: str) -> str | None:
     return None
 
 
+# http.client connects through self._create_connection, which its __init__ sets to
+# socket.create_connection; these connect through connect_checked instead.
 class _CheckedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._create_connection = connect_checked
 
 
 class _CheckedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._create_connection = connect_checked
 
 
 class _CheckedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(_CheckedHTTPConnection, req)
 
 
 class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_CheckedHTTPSConnection, req, context=self._context)
+    # build_opener makes this handler with no SSL context: the connection makes the
+    # default one (certificates and host name verified).
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_CheckedHTTPSConnection, req)
 
 
 def webhook_post(

@@ -214,10 +214,11 @@ class Check:
             return False
         return (service or "").lower() in self.services or port in self.ports
 
-    def verdict(self, vulnerable: bool, evidence: str | bytes = "", **overrides) -> Verdict:
+    def verdict(self, vulnerable: bool, evidence: str | bytes = "", **overrides: str) -> Verdict:
         return Verdict(
             vulnerable=vulnerable,
             severity=overrides.get("severity", self.severity),
             title=overrides.get("title", self.title),
-            evidence=evidence,
+            # Verdict holds text: a reply's bytes are decoded here.
+            evidence=evidence_clean(evidence),
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -80,7 +81,7 @@ class RecheckRefused(ValueError):
     """A re-check that cannot be queued (not a PoC finding, no check named)."""
 
 
-def poc_recheck(*, event_id: int, author=None) -> int | None:
+def poc_recheck(*, event_id: int, author: AbstractBaseUser | None = None) -> int | None:
     """Queue a re-check of a PoC finding now (a triager's button, page or API), whatever its
     state: the verdict fixes, keeps or reopens it as the daily re-check would; the queued
     run is noted on the event (by `author`). Returns the run's id, or None when a run of

@@ -5,10 +5,11 @@ would otherwise send this process's values, and the worker's own settings
 (PORTMON_SHARD_*_TIME_LIMIT, PORTMON_NMAP_PORT_TIMEOUT) would be ignored.
 """
 
+import functools
 import importlib
 import logging
 
-from celery import current_app
+from celery import Task, current_app
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,7 +23,7 @@ FINGERPRINT_HOSTS = "scanner.fingerprint_hosts"
 WORKER_LIMITS = {"time_limit": None, "soft_time_limit": None}
 
 
-def task_by_name(name: str):
+def task_by_name(name: str) -> Task:
     """A registered task by its name ("app.task"), loading its app's tasks module if needed."""
     # The registry, not send_task: it honours task_always_eager (scan --local) and routes.
     # A worker has every task registered; a web or command process loads the app's tasks
@@ -54,8 +55,8 @@ def fingerprints_publish(*, run_id: int, ips: list[str], claim: str = "") -> Non
     """
     for start in range(0, len(ips), BATCH_MAX_HOSTS):
         batch = ips[start : start + BATCH_MAX_HOSTS]
-        transaction.on_commit(
-            lambda batch=batch: task_by_name(FINGERPRINT_HOSTS).apply_async(
-                args=[run_id, batch, claim], **WORKER_LIMITS
-            )
-        )
+        transaction.on_commit(functools.partial(_fingerprints_send, run_id, batch, claim))
+
+
+def _fingerprints_send(run_id: int, ips: list[str], claim: str) -> None:
+    task_by_name(FINGERPRINT_HOSTS).apply_async(args=[run_id, ips, claim], **WORKER_LIMITS)

@@ -17,7 +17,7 @@ from tests.dashboard.conftest import event
 
 
 def ids_on(response) -> set[int]:
-    return {e.pk for e in response.context["page"].object_list}
+    return {r.event.pk for r in response.context["page"].object_list}
 
 
 def test_it_derives_severity_from_the_kind():
@@ -130,7 +130,7 @@ def test_it_prefills_an_allow_rule_from_an_event_and_suppresses_the_next_one(log
     fields = {k: v for k, v in form.initial.items() if v is not None}
     fields.update(owner="dba team", proto="tcp")
     preview = c.post(f"/rules/new/?from_event={mysql.pk}", {**fields, "preview": "1"})
-    assert [e.pk for e in preview.context["preview"]["rows"]] == [mysql.pk]
+    assert [r.event.pk for r in preview.context["preview"]["rows"]] == [mysql.pk]
     assert not Rule.objects.filter(owner="dba team").exists()  # a dry run saves nothing
     assert c.post("/rules/new/", {**fields, "save": "1"}).status_code == 302
     rule = Rule.objects.get(owner="dba team")

@@ -1,14 +1,15 @@
-"""The events list and CSV read in pages (bench/dashboard_bench.py measures them at
+"""The events and hosts lists and the CSV read in pages (bench/dashboard_bench.py measures them at
 100,000 events): every event exactly once, in order, whatever the page boundaries."""
 
 import csv
 import io
+import re
 
 import pytest
 from django.utils import timezone
 
 from alerts import selectors
-from scanner.models import Host
+from scanner.models import Host, Port
 
 from .conftest import event
 
@@ -34,7 +35,7 @@ def test_it_pages_the_events_list_with_each_row_complete(login, users, world):
     first = client.get("/events/").context["page"]
     second = client.get("/events/?page=2").context["page"]
     assert first.paginator.count == 64 and len(first.object_list) == 50
-    shown = [e.pk for e in first.object_list] + [e.pk for e in second.object_list]
+    shown = [r.event.pk for r in first.object_list] + [r.event.pk for r in second.object_list]
     assert len(set(shown)) == 64
     assert "198.18.1.20" in client.get("/events/?page=2").content.decode()
 
@@ -57,4 +58,19 @@ def test_it_filters_events_by_any_cidr_and_never_by_text_alone(login, users, wor
     for ip in ("198.18.1.200", "198.180.1.2", "2001:db8::5"):
         event(Host.objects.create(ip=ip), 80, "new_port")
     page = login(users["viewer"]).get("/events/", {"host": cidr}).context["page"]
-    assert {e.host.ip for e in page.object_list} == expected
+    assert {r.event.host.ip for r in page.object_list} == expected
+
+
+def test_the_hosts_list_counts_the_open_ports_of_the_hosts_on_each_page(login, users, world):
+    extra = Host.objects.bulk_create([Host(ip=f"198.18.9.{i}") for i in range(100, 160)])
+    for host, n in zip(extra[-3:], (1, 2, 0), strict=True):
+        Port.objects.bulk_create(
+            [Port(host=host, port=22 + i, state="open") for i in range(n)]
+            + [Port(host=host, port=9000, state="closed")]
+        )
+    response = login(users["viewer"]).get("/hosts/?page=2")
+    counts = {r.host.ip: r.open_ports for r in response.context["page"].object_list}
+    assert [counts[f"198.18.9.{i}"] for i in (157, 158, 159)] == [1, 2, 0]
+    assert response.context["page"].paginator.count == Host.objects.count()
+    row = re.search(r"198\.18\.9\.158</a></td>(.*?)</tr>", response.content.decode()).group(1)
+    assert "<td>2</td>" in row

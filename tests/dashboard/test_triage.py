@@ -17,7 +17,7 @@ from tests.dashboard.conftest import event
 
 
 def ids_on(response) -> list[int]:
-    return [e.pk for e in response.context["page"].object_list]
+    return [r.event.pk for r in response.context["page"].object_list]
 
 
 def row_of(page: str, pk: int) -> str:

@@ -139,3 +139,34 @@ def test_it_yields_findings_before_reading_the_whole_file(fmt):
     assert first.ip == "198.18.0.1"
     assert stream.consumed <= 2 * CHUNK_BYTES < len(content) / 4
     assert sum(1 for _ in findings) == hosts - 1
+
+
+PORT_HOST = '<host><address addr="198.18.0.5" addrtype="ipv4"/><ports>{}</ports></host>\n'
+
+
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        # No <state> child: not open, whatever an attribute says.
+        ('<port protocol="tcp" portid="22" state="open"></port>', []),
+        # A "service" attribute was read as the <service> element: a traceback.
+        (
+            '<port protocol="tcp" portid="22" service="x" cpes="abc"><state state="open"/></port>',
+            [Finding(ip="198.18.0.5", port=22)],
+        ),
+    ],
+    ids=["state-attribute", "service-and-cpes-attributes"],
+)
+def test_attributes_of_a_port_never_stand_for_its_state_service_or_cpe(port, expected):
+    found, _ = read(NMAP_HEAD + PORT_HOST.format(port) + "</nmaprun>\n")
+    assert found == expected
+
+
+def test_it_refuses_a_port_inside_a_port_in_one_line():
+    # The inner </port> closed the port the outer <cpe> belonged to: a traceback.
+    port = (
+        '<port protocol="tcp" portid="22"><state state="open"/>'
+        '<cpe><port protocol="tcp" portid="23"/></cpe></port>'
+    )
+    with pytest.raises(ImportFileError, match="a <port> inside a <port>"):
+        read(NMAP_HEAD + PORT_HOST.format(port) + "</nmaprun>\n")

@@ -5,12 +5,14 @@ import logging
 import smtplib
 import socket
 import urllib.error
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.mail import get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db.models import F
 from django.utils import timezone
 
@@ -81,7 +83,7 @@ def message_mark_failed(*, message: Message, error: str, now: datetime) -> str:
     return state
 
 
-def _deliver(message: Message, connection) -> None:
+def _deliver(message: Message, connection: BaseEmailBackend | None) -> None:
     if message.channel == Channel.EMAIL:
         email = transports.email_build(
             to=message.recipient,
@@ -170,7 +172,7 @@ def messages_send_due(*, now: datetime | None = None, limit: int = SEND_BATCH) -
     return report
 
 
-def _close_quietly(connection) -> None:
+def _close_quietly(connection: BaseEmailBackend) -> None:
     try:
         connection.close()
     except Exception:  # a broken session must not hide the real error
@@ -180,7 +182,7 @@ def _close_quietly(connection) -> None:
 # --- Schedule ------------------------------------------------------------------------
 
 
-def messages_retry_now(*, message_ids, now: datetime | None = None) -> int:
+def messages_retry_now(*, message_ids: Iterable[int], now: datetime | None = None) -> int:
     """Make unsent messages (pending or given up) due now; sent ones are never resent."""
     now = now or timezone.now()
     return (

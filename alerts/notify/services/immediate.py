@@ -1,6 +1,7 @@
 """Immediate alerts: one message per (event, reopening, recipient), queued when events
 are raised, and a sweep for the ones nobody queued."""
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -24,7 +25,7 @@ from alerts.notify.templating import email_render
 IMMEDIATE_SWEEP_WINDOW = timedelta(hours=24)
 
 
-def immediate_queue(*, event_ids, now: datetime | None = None) -> int:
+def immediate_queue(*, event_ids: Iterable[int], now: datetime | None = None) -> int:
     """Queue alerts for immediate, unsuppressed, new or reopened events (owner + global
     recipients + webhook).
 

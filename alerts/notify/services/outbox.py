@@ -2,6 +2,7 @@
 the digest and immediate alerts share (dates in the local zone, the webhook's URL)."""
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
@@ -45,7 +46,7 @@ def payload_json(payload: dict) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def message_create(*, message: Message, event_ids) -> Message | None:
+def message_create(*, message: Message, event_ids: Iterable[int]) -> Message | None:
     """Insert a message with its event links; None when its dedupe key already exists."""
     try:
         with transaction.atomic():
