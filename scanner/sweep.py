@@ -354,7 +354,11 @@ def gaps_reprobe(
     options: SweepOptions,
     stream: FindingStream,
 ) -> list[Finding]:
-    """Probe again what the sweep got no answer for: exact ports, or whole filtering hosts."""
+    """Probe again what the sweep got no answer for: exact ports, or whole filtering hosts.
+
+    A port the re-probe finds goes to nmap at once (the sweep is over: no window is worth
+    waiting for, and waiting for the re-probe's end would make its nmap run the run's tail).
+    """
     from scanner.engines import connect, masscan
 
     started = time.monotonic()
@@ -364,11 +368,17 @@ def gaps_reprobe(
     if plan.exact:
         # Full TCP connects with retries: a lost SYN or SYN-ACK is sent again.
         candidates = [Finding(ip=ip, port=port) for ip, port in plan.exact]
-        for finding in connect.verify(
-            candidates, replace(options.prober, retries=2), deadline=deadline
-        ):
+
+        def confirmed(finding: Finding) -> None:
             stream(finding)
-            found.append(finding)
+            stream.flush()
+
+        found += connect.verify(
+            candidates,
+            replace(options.prober, retries=2),
+            deadline=deadline,
+            on_confirmed=confirmed,
+        )
     if plan.rescan:
         # Hosts that drop many probes (a firewall): a second masscan pass, with retries,
         # over its own route plan.

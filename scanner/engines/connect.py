@@ -94,13 +94,20 @@ def verify(
     probes: ProbeOptions = VERIFY_PROBES,
     *,
     deadline: float | None = None,
+    on_confirmed: Callable[[Finding], None] | None = None,
 ) -> list[Finding]:
     """Re-check TCP findings (e.g. masscan hits) with a full connect; return those confirmed.
 
     Findings keep their fingerprint fields. Non-TCP findings are returned unchanged: a
     connect cannot tell anything about them. deadline: a time.monotonic() value.
+    on_confirmed, if given, gets each confirmed TCP finding as soon as its connect succeeds
+    (from a helper thread, as the sweep's callbacks), before the whole check ends.
     """
-    return asyncio.run(verify_async(findings, probes, deadline=deadline, _guard_loop=True))
+    return asyncio.run(
+        verify_async(
+            findings, probes, deadline=deadline, on_confirmed=on_confirmed, _guard_loop=True
+        )
+    )
 
 
 async def verify_async(
@@ -108,6 +115,7 @@ async def verify_async(
     probes: ProbeOptions = VERIFY_PROBES,
     *,
     deadline: float | None = None,
+    on_confirmed: Callable[[Finding], None] | None = None,
     _guard_loop: bool = False,
 ) -> list[Finding]:
     """verify() for callers that already run an event loop."""
@@ -135,12 +143,18 @@ async def verify_async(
     probe_list = (
         (socket.AF_INET6 if ":" in ip else socket.AF_INET, ip, port) for ip, port in by_key
     )
+
+    def confirmed_one(finding: Finding) -> None:
+        if on_confirmed is not None:
+            on_confirmed(by_key[(finding.ip, finding.port)])
+
     confirmed = await _run(
         probe_list,
         len(by_key),
         options=probes,
         on_progress=None,
         deadline=deadline,
+        on_finding=confirmed_one if on_confirmed is not None else None,
         guard_loop=_guard_loop,
     )
     return passed + [by_key[(f.ip, f.port)] for f in confirmed]

@@ -1,5 +1,6 @@
 """Streaming open ports to nmap: findings are recorded at once, hosts queued in batches."""
 
+import ipaddress
 import socket
 import time
 
@@ -7,8 +8,10 @@ import pytest
 from django.core.management import call_command
 
 from scanner import sweep
+from scanner.engines.options import SweepOptions
 from scanner.findings import Finding
 from scanner.models import PortObservation, ScanRun, ScanShard, ShardState
+from scanner.recall import ProbeLedger
 from scanner.services import publish
 
 
@@ -24,6 +27,20 @@ def queued(monkeypatch):
     calls = []
     monkeypatch.setattr(publish, "fingerprints_publish", lambda *, run_id, ips: calls.append(ips))
     return calls
+
+
+@pytest.fixture
+def listener():
+    socks = []
+
+    def listen(ip: str) -> int:
+        sock, port = _listen_free(ip, 30000)
+        socks.append(sock)
+        return port
+
+    yield listen
+    for sock in socks:
+        sock.close()
 
 
 @pytest.fixture
@@ -109,6 +126,30 @@ def test_ports_found_in_the_sweeps_last_seconds_are_queued_within_a_second(run, 
     clock[0] += 0.5
     stream.tick(92.0)  # a second after it was found, not at the sweep's end
     assert queued == [["198.18.0.5"], ["198.18.0.6"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_port_the_re_probe_finds_goes_to_nmap_without_waiting_for_a_window(queued, listener):
+    # After masscan's pass the unanswered probes are re-probed with connects; a port found
+    # then is queued at once (the sweep is over), not left for the shard's end. (The
+    # connects' callbacks record from their own thread: a transactional test.)
+    run = ScanRun.objects.create(targets="127.0.0.9")
+    port = listener("127.0.0.9")
+    shard = ScanShard.objects.create(run=run, index=0, targets="127.0.0.9", ports=str(port))
+    ledger = ProbeLedger(["127.0.0.9"], [(port - 1, port + 1)])
+    ledger.mark_many([("127.0.0.9", port - 1), ("127.0.0.9", port + 1)])  # answered: closed
+    stream = sweep.FindingStream(run_id=run.pk, fingerprint=True)
+    options = SweepOptions(
+        targets=[ipaddress.ip_address("127.0.0.9")],
+        ports=[(port - 1, port + 1)],
+        deadline=time.monotonic() + 30,
+    )
+
+    found = sweep.gaps_reprobe(shard=shard, ledger=ledger, options=options, stream=stream)
+
+    assert [(f.ip, f.port) for f in found] == [("127.0.0.9", port)]
+    assert queued == [["127.0.0.9"]]
+    assert PortObservation.objects.filter(run=run, port=port).exists()
 
 
 def test_a_run_without_fingerprints_only_records(run, clock, queued):

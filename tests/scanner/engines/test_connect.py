@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -92,6 +93,36 @@ def test_it_verifies_findings_and_drops_ports_that_are_not_open(listeners):
     confirmed = connect.verify([fingerprinted, closed, udp], probes(timeout=1.0, retries=1))
 
     assert set(confirmed) == {fingerprinted, udp}
+
+
+def test_it_hands_over_each_confirmed_finding_before_the_check_ends(listeners):
+    # The re-probe after a masscan pass streams what it confirms to nmap: a port confirmed
+    # at once must not wait for a silent port's retries. A listener whose accept queue is
+    # full drops SYNs: the kernel's own silent port.
+    base = free_port_block(2)
+    listeners("127.0.0.4", base)
+    silent = socket.socket()
+    silent.bind(("127.0.0.4", base + 1))
+    silent.listen(0)
+    queued = socket.create_connection(("127.0.0.4", base + 1), timeout=2)
+    named = Finding("127.0.0.4", base, service="ssh")
+    handed: list[tuple[float, Finding]] = []
+    started = time.monotonic()
+    try:
+        confirmed = connect.verify(
+            [named, Finding("127.0.0.4", base + 1)],
+            probes(timeout=0.5, retries=2),
+            on_confirmed=lambda f: handed.append((time.monotonic() - started, f)),
+        )
+    finally:
+        queued.close()
+        silent.close()
+    took = time.monotonic() - started
+
+    assert confirmed == [named]
+    assert [f for _, f in handed] == [named]  # the finding as given, fields kept
+    assert took >= 1.4  # three silent attempts of 0.5 s
+    assert handed[0][0] < 0.5
 
 
 def test_it_refuses_findings_with_bad_addresses():
