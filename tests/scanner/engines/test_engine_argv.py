@@ -113,7 +113,7 @@ def test_a_tcp_fingerprint_runs_this_nmap(recorded):
 
 
 def test_a_udp_fingerprint_with_a_short_banner_wait_runs_this_nmap(recorded):
-    datadir = str(nmap_probes.datadir(2000))
+    datadir = str(nmap_probes.datadir({"NULL": 2000}))
     nmap_run(
         hosts={"::1": list(range(1000, 1030))},
         proto="udp",
