@@ -35,9 +35,8 @@ NMAP_DEFAULT_WAIT_MS = 5000  # nmap's wait for a probe without a totalwaitms lin
 NMAP_WAITS = {"NULL": NMAP_NULL_WAIT_MS, "GenericLines": NMAP_DEFAULT_WAIT_MS}
 _TOTALWAIT = re.compile(r"^totalwaitms\s+\d+\s*$")
 _lock = threading.Lock()
-_made: dict[
-    tuple[tuple[str, int], ...], Path | None
-] = {}  # per process; rewritten if the file went away
+_WaitsKey = tuple[tuple[str, int], ...]  # (probe name, ms) pairs, sorted
+_made: dict[_WaitsKey, Path | None] = {}  # per process; rewritten if the file went away
 
 
 def source_file() -> Path | None:
