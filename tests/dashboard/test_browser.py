@@ -19,16 +19,35 @@ def browser(tmp_path):
     driver.quit()
 
 
+def page_gone(element):
+    """A wait condition: element's page has been replaced. selenium's staleness_of, plus the
+    form this Chromium sometimes reports it in: a plain WebDriverException "Node with given
+    id does not belong to the document" instead of a StaleElementReferenceException."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def gone(_browser) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in (exc.msg or ""):
+                return True
+            raise
+        return False
+
+    return gone
+
+
 def navigate_by(browser, element) -> None:
     """Click something that loads a new page and wait for it: reading the old page's
     elements while the new one loads fails at random ("node does not belong to the document")."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 15).until(page_gone(old))
     WebDriverWait(browser, 15).until(
         lambda b: b.execute_script("return document.readyState") == "complete"
     )
@@ -116,7 +135,6 @@ def test_it_refuses_a_state_change_to_a_viewer(browser, live_server, users, worl
     log_in(browser, live_server, "viewer", "/events/")
     assert browser.find_elements(By.ID, "bulk") == []  # no triage controls for a viewer
     # A hand-made form post (the page offers none) is refused too.
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.find_element(By.TAG_NAME, "html")
@@ -130,7 +148,7 @@ def test_it_refuses_a_state_change_to_a_viewer(browser, live_server, users, worl
         document.body.appendChild(f); f.submit();""",
         f"/events/{world['ssh'].pk}/transition/",
     )
-    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 15).until(page_gone(page))
     assert "Not allowed" in browser.find_element(By.TAG_NAME, "h1").text
     shot(browser, tmp_path, "viewer-403")
     assert AlertEvent.objects.get(pk=world["ssh"].pk).state == "new"
